@@ -1,0 +1,168 @@
+#include "core/embedder.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <numeric>
+
+#include "core/bert_model.h"
+#include "core/image.h"
+#include "core/model_config.h"
+#include "core/phi3v_model.h"
+#include "core/tokenizer.h"
+#include "kernels/ops.h"
+
+namespace xv {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Right-pads rows of ids into (B, T) with `pad`, and the (B, T) mask.
+void pad_batch(const std::vector<std::vector<int32_t>>& rows, int32_t pad, std::vector<int32_t>* ids,
+               std::vector<float>* mask, int64_t* T) {
+  size_t t = 0;
+  for (const auto& r : rows) t = std::max(t, r.size());
+  *T = int64_t(t);
+  ids->assign(rows.size() * t, pad);
+  mask->assign(rows.size() * t, 0.0f);
+  for (size_t b = 0; b < rows.size(); ++b)
+    for (size_t i = 0; i < rows[b].size(); ++i) {
+      (*ids)[b * t + i] = rows[b][i];
+      (*mask)[b * t + i] = 1.0f;
+    }
+}
+
+// Runs `fn` over batches of indices sorted by decreasing length (less padding), reporting progress.
+template <typename Fn>
+void for_batches(const std::vector<size_t>& lengths, const EmbedOptions& opt, Fn fn) {
+  std::vector<size_t> order(lengths.size());
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return lengths[a] > lengths[b]; });
+  const size_t bs = size_t(std::max<int64_t>(1, opt.batch_size));
+  for (size_t s = 0; s < order.size(); s += bs) {
+    std::vector<size_t> idx(order.begin() + long(s), order.begin() + long(std::min(order.size(), s + bs)));
+    fn(idx);
+    if (opt.progress) opt.progress(int64_t(s + idx.size()), int64_t(order.size()));
+  }
+}
+
+class BertEmbedder : public Embedder {
+ public:
+  explicit BertEmbedder(const std::string& dir)
+      : model_(BertModel::load(dir)), tok_(Tokenizer::from_file((fs::path(dir) / "tokenizer.json").string())) {}
+  const std::string& arch() const override { return arch_; }
+  int64_t dim() const override { return model_.cfg.hidden_size; }
+
+  Tensor embed(const std::vector<EmbedItem>& items, const EmbedOptions& opt) const override {
+    const int64_t C = dim(), limit = model_.cfg.max_seq_length;
+    std::vector<std::vector<int32_t>> ids(items.size());
+    std::vector<size_t> lengths(items.size());
+    for (size_t i = 0; i < items.size(); ++i) {
+      XV_CHECK(items[i].image.empty(), "item {}: the bert backbone embeds text only, but an image was given", i + 1);
+      ids[i] = tok_->encode(items[i].text, true);
+      if (int64_t(ids[i].size()) > limit) {
+        XV_CHECK(opt.truncate, "item {}: text has {} tokens, longer than the model's limit of {} (use --truncate to cut it)",
+                 i + 1, ids[i].size(), limit);
+        const int32_t last = ids[i].back();  // [SEP]
+        ids[i].resize(size_t(limit));
+        ids[i].back() = last;
+      }
+      lengths[i] = ids[i].size();
+    }
+    Tensor out({int64_t(items.size()), C});
+    for_batches(lengths, opt, [&](const std::vector<size_t>& idx) {
+      std::vector<std::vector<int32_t>> rows;
+      for (size_t i : idx) rows.push_back(ids[i]);
+      std::vector<int32_t> flat;
+      std::vector<float> mask;
+      int64_t T;
+      pad_batch(rows, int32_t(model_.cfg.pad_token_id), &flat, &mask, &T);
+      const int64_t B = int64_t(idx.size());
+      Tensor h = model_.forward(flat, mask, B, T);
+      Tensor pooled = mean_pool(h, mask, B, T);
+      for (int64_t b = 0; b < B; ++b)
+        std::copy(pooled.ptr() + b * C, pooled.ptr() + (b + 1) * C, out.ptr() + int64_t(idx[size_t(b)]) * C);
+    });
+    if (opt.normalize) ops::l2_normalize(out.ptr(), out.dim(0), C);
+    return out;
+  }
+
+ private:
+  std::string arch_ = "bert";
+  BertModel model_;
+  std::unique_ptr<Tokenizer> tok_;
+};
+
+class Phi3VEmbedder : public Embedder {
+ public:
+  explicit Phi3VEmbedder(const std::string& dir)
+      : model_(Phi3VModel::load(dir)), tok_(Tokenizer::from_file((fs::path(dir) / "tokenizer.json").string())) {
+    const std::string pp = (fs::path(dir) / "preprocessor_config.json").string();
+    if (fs::exists(pp)) img_cfg_ = phi3v_image_config_from_json(pp);
+  }
+  const std::string& arch() const override { return arch_; }
+  int64_t dim() const override { return model_.cfg.hidden_size; }
+
+  Tensor embed(const std::vector<EmbedItem>& items, const EmbedOptions& opt) const override {
+    const int64_t C = dim(), limit = model_.cfg.max_position_embeddings;
+    std::vector<std::vector<int32_t>> ids(items.size());
+    std::vector<size_t> lengths(items.size());
+    std::vector<Phi3VImageInputs> imgs(items.size());
+    for (size_t i = 0; i < items.size(); ++i) {
+      std::string text = items[i].text;
+      std::vector<int64_t> ntok;
+      if (!items[i].image.empty()) {
+        imgs[i] = phi3v_preprocess(load_image(items[i].image), img_cfg_);
+        ntok.push_back(imgs[i].num_img_tokens);
+        if (text.find("<|image_1|>") == std::string::npos) text = "<|image_1|> " + text;
+      }
+      ids[i] = phi3v_prompt_ids(*tok_, text, ntok);
+      XV_CHECK(int64_t(ids[i].size()) <= limit,
+               "item {}: input has {} tokens, longer than the model's limit of {} (max_position_embeddings)", i + 1,
+               ids[i].size(), limit);
+      lengths[i] = ids[i].size();
+    }
+    Tensor out({int64_t(items.size()), C});
+    for_batches(lengths, opt, [&](const std::vector<size_t>& idx) {
+      std::vector<std::vector<int32_t>> rows;
+      std::vector<std::vector<const Phi3VImageInputs*>> batch_imgs;
+      for (size_t i : idx) {
+        rows.push_back(ids[i]);
+        batch_imgs.push_back({});
+        if (!items[i].image.empty()) batch_imgs.back().push_back(&imgs[i]);
+      }
+      std::vector<int32_t> flat;
+      std::vector<float> mask;
+      int64_t T;
+      pad_batch(rows, int32_t(model_.cfg.pad_token_id), &flat, &mask, &T);
+      Tensor h = model_.forward(flat, mask, int64_t(idx.size()), T, batch_imgs);
+      // Last non-pad token of each row (right padding).
+      for (size_t b = 0; b < idx.size(); ++b) {
+        const int64_t last = int64_t(rows[b].size()) - 1;
+        const float* src = h.ptr() + (int64_t(b) * T + last) * C;
+        std::copy(src, src + C, out.ptr() + int64_t(idx[b]) * C);
+      }
+    });
+    if (opt.normalize) ops::l2_normalize(out.ptr(), out.dim(0), C);
+    return out;
+  }
+
+ private:
+  std::string arch_ = "phi3_v";
+  Phi3VModel model_;
+  std::unique_ptr<Tokenizer> tok_;
+  Phi3VImageConfig img_cfg_;
+};
+
+}  // namespace
+
+std::unique_ptr<Embedder> Embedder::load(const std::string& model_dir) {
+  const std::string cfg = (fs::path(model_dir) / "config.json").string();
+  XV_CHECK(fs::is_directory(model_dir), "{}: model folder does not exist", model_dir);
+  const std::string mt = read_model_type(cfg);
+  if (mt == "bert") return std::make_unique<BertEmbedder>(model_dir);
+  if (mt == "phi3_v") return std::make_unique<Phi3VEmbedder>(model_dir);
+  fail("{}: field 'model_type' is '{}', expected 'bert' or 'phi3_v'", cfg, mt);
+}
+
+}  // namespace xv

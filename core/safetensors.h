@@ -1,0 +1,94 @@
+// safetensors reader (mmap, validated header) and writer; a model folder's weights, single file or
+// sharded through model.safetensors.index.json.
+//
+// Format: u64 little-endian header length N, N bytes of JSON {name: {dtype, shape, data_offsets: [b, e]},
+// "__metadata__": {str: str}}, then the byte buffer. The reader checks every entry: known dtype,
+// non-negative shape, begin <= end inside the buffer, (end - begin) == numel * dtype size, no two
+// tensors overlapping, and no bytes of the buffer left unindexed.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/tensor.h"
+
+namespace xv {
+
+struct TensorInfo {
+  std::string name;
+  DType dtype = DType::F32;
+  Shape shape;
+  size_t nbytes = 0;
+  const uint8_t* data = nullptr;  // points into the mapped file
+  const std::string* file = nullptr;
+};
+
+class SafeTensorsFile {
+ public:
+  explicit SafeTensorsFile(const std::string& path);  // maps and validates; throws xv::Error
+  ~SafeTensorsFile();
+  SafeTensorsFile(const SafeTensorsFile&) = delete;
+  SafeTensorsFile& operator=(const SafeTensorsFile&) = delete;
+
+  const std::string& path() const { return path_; }
+  const std::map<std::string, TensorInfo>& tensors() const { return tensors_; }
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+
+ private:
+  std::string path_;
+  void* map_ = nullptr;
+  size_t size_ = 0;
+  std::map<std::string, TensorInfo> tensors_;
+  std::map<std::string, std::string> metadata_;
+};
+
+// All weights of a model folder: model.safetensors, or the shards listed by model.safetensors.index.json.
+class WeightStore {
+ public:
+  static WeightStore open_dir(const std::string& dir);
+  static WeightStore open_file(const std::string& path);
+
+  bool has(const std::string& name) const { return index_.count(name) != 0; }
+  const TensorInfo& info(const std::string& name) const;  // throws naming the folder and tensor
+  // Loads a tensor as f32, checking that its shape equals `expected` (the shape config.json implies).
+  Tensor get(const std::string& name, const Shape& expected) const;
+  std::vector<std::string> names() const;
+  const std::string& where() const { return where_; }
+
+ private:
+  std::string where_;
+  std::vector<std::shared_ptr<SafeTensorsFile>> files_;
+  std::map<std::string, const TensorInfo*> index_;
+};
+
+struct NamedTensor {
+  std::string name;
+  const Tensor* tensor;
+};
+// Streams tensors into a safetensors file: the layout (names, shapes) is fixed up front, tensors are
+// appended in that order, and finish() flushes and renames the temporary file into place.
+class SafeTensorsWriter {
+ public:
+  SafeTensorsWriter(const std::string& path, const std::vector<std::pair<std::string, Shape>>& layout, DType dtype,
+                    const std::map<std::string, std::string>& metadata = {});
+  ~SafeTensorsWriter();  // removes the temporary file unless finish() ran
+  void append(const Tensor& t);
+  void finish();
+
+ private:
+  std::string path_, tmp_;
+  std::vector<std::pair<std::string, Shape>> layout_;
+  DType dtype_;
+  size_t next_ = 0;
+  int fd_ = -1;
+  void write_bytes(const void* p, size_t n);
+};
+
+// Writes f32 tensors as `dtype` (F32, BF16 or F16), sorted by name, atomically.
+void write_safetensors(const std::string& path, const std::vector<NamedTensor>& tensors, DType dtype,
+                       const std::map<std::string, std::string>& metadata = {});
+
+}  // namespace xv

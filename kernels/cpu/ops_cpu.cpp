@@ -1,0 +1,212 @@
+// CPU implementation of kernels/ops.h: f32, OpenMP across cores, OpenBLAS for GEMMs.
+// These are also the reference the CUDA kernels are tested against.
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "kernels/ops.h"
+
+namespace xv::ops {
+
+void set_num_threads(int n) {
+  if (n <= 0) return;
+  omp_set_num_threads(n);
+  openblas_set_num_threads(n);
+}
+
+int num_threads() { return omp_get_max_threads(); }
+
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+          const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, int(M),
+              int(N), int(K), alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
+}
+
+void linear(const float* x, const float* W, const float* b, float* y, int64_t M, int64_t K, int64_t N) {
+  if (M == 0) return;
+  if (b) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < M; ++i) std::copy(b, b + N, y + i * N);
+  }
+  gemm(false, true, M, N, K, 1.0f, x, K, W, K, b ? 1.0f : 0.0f, y, N);
+}
+
+void layernorm(const float* x, const float* g, const float* b, float* y, int64_t rows, int64_t C, float eps) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * C;
+    float* yr = y + r * C;
+    double mean = 0.0;  // double accumulation: rows are long and the reference sums in f32 pairwise
+    for (int64_t c = 0; c < C; ++c) mean += xr[c];
+    mean /= double(C);
+    double var = 0.0;
+    for (int64_t c = 0; c < C; ++c) {
+      double d = xr[c] - mean;
+      var += d * d;
+    }
+    var /= double(C);
+    float rstd = float(1.0 / std::sqrt(var + double(eps)));
+    float m = float(mean);
+    for (int64_t c = 0; c < C; ++c) yr[c] = (xr[c] - m) * rstd * g[c] + (b ? b[c] : 0.0f);
+  }
+}
+
+void rmsnorm(const float* x, const float* g, float* y, int64_t rows, int64_t C, float eps) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * C;
+    float* yr = y + r * C;
+    double ss = 0.0;
+    for (int64_t c = 0; c < C; ++c) ss += double(xr[c]) * xr[c];
+    float rstd = float(1.0 / std::sqrt(ss / double(C) + double(eps)));
+    for (int64_t c = 0; c < C; ++c) yr[c] = g[c] * (xr[c] * rstd);
+  }
+}
+
+void gelu_erf(float* x, int64_t n) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * float(M_SQRT1_2)));
+}
+
+void gelu_tanh(float* x, int64_t n) {
+  const float k = std::sqrt(2.0f / float(M_PI));
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    float v = x[i];
+    x[i] = 0.5f * v * (1.0f + std::tanh(k * (v + 0.044715f * v * v * v)));
+  }
+}
+
+void quick_gelu(float* x, int64_t n) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) x[i] = x[i] / (1.0f + std::exp(-1.702f * x[i]));
+}
+
+void silu(float* x, int64_t n) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) x[i] = x[i] / (1.0f + std::exp(-x[i]));
+}
+
+void swiglu(const float* gate_up, float* out, int64_t rows, int64_t I) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* g = gate_up + r * 2 * I;
+    const float* u = g + I;
+    float* o = out + r * I;
+    for (int64_t i = 0; i < I; ++i) o[i] = u[i] * (g[i] / (1.0f + std::exp(-g[i])));
+  }
+}
+
+void add_inplace(float* y, const float* x, int64_t n) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
+void embedding(const int32_t* ids, const float* table, float* out, int64_t n, int64_t C) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) std::copy(table + int64_t(ids[i]) * C, table + int64_t(ids[i] + 1) * C, out + i * C);
+}
+
+void rope_tables(int64_t T, int64_t rot_dim, double base, const float* ext, float mscale, float* cos, float* sin) {
+  const int64_t half = rot_dim / 2;
+  std::vector<float> inv_freq(static_cast<size_t>(half));
+  for (int64_t i = 0; i < half; ++i) {
+    // As the reference: exponent computed in f32 (arange(0, dim, 2).float() / dim), then base ** it.
+    float expo = float(2 * i) / float(rot_dim);
+    float p = std::pow(float(base), expo);
+    inv_freq[size_t(i)] = 1.0f / ((ext ? ext[i] : 1.0f) * p);
+  }
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t i = 0; i < half; ++i) {
+      float a = float(t) * inv_freq[size_t(i)];
+      float c = std::cos(a) * mscale, s = std::sin(a) * mscale;
+      cos[t * rot_dim + i] = cos[t * rot_dim + i + half] = c;
+      sin[t * rot_dim + i] = sin[t * rot_dim + i + half] = s;
+    }
+  }
+}
+
+void rope(float* x, int64_t B, int64_t T, int64_t H, int64_t D, int64_t rot_dim, int64_t row_stride,
+          const float* cos, const float* sin) {
+  const int64_t half = rot_dim / 2;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T; ++t) {
+      const float* c = cos + t * rot_dim;
+      const float* s = sin + t * rot_dim;
+      for (int64_t h = 0; h < H; ++h) {
+        float* v = x + (b * T + t) * row_stride + h * D;
+        for (int64_t i = 0; i < half; ++i) {
+          float x1 = v[i], x2 = v[i + half];
+          // q*cos + rotate_half(q)*sin, rotate_half(q) = [-x2, x1]
+          v[i] = x1 * c[i] - x2 * s[i];
+          v[i + half] = x2 * c[i + half] + x1 * s[i + half];
+        }
+      }
+    }
+}
+
+void attention(const AttentionParams& p) {
+  const int64_t B = p.B, T = p.T, Hq = p.Hq, Hkv = p.Hkv, D = p.D;
+  const int64_t group = Hq / Hkv;
+#pragma omp parallel
+  {
+    std::vector<float> scores(static_cast<size_t>(T));
+#pragma omp for collapse(3) schedule(static)
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t h = 0; h < Hq; ++h)
+        for (int64_t i = 0; i < T; ++i) {
+          const float* q = p.q + (b * T + i) * p.q_stride + h * D;
+          const int64_t hk = h / group;
+          const float* mask = p.key_mask ? p.key_mask + b * T : nullptr;
+          const int64_t jend = p.causal ? i + 1 : T;
+          float mx = -INFINITY;
+          for (int64_t j = 0; j < jend; ++j) {
+            if (mask && mask[j] == 0.0f) {
+              scores[size_t(j)] = -INFINITY;
+              continue;
+            }
+            const float* k = p.k + (b * T + j) * p.k_stride + hk * D;
+            float s = 0.0f;
+            for (int64_t d = 0; d < D; ++d) s += q[d] * k[d];
+            s *= p.scale;
+            scores[size_t(j)] = s;
+            mx = std::max(mx, s);
+          }
+          float* o = p.o + (b * T + i) * p.o_stride + h * D;
+          std::fill(o, o + D, 0.0f);
+          if (mx == -INFINITY) continue;  // every key masked: zeros
+          float sum = 0.0f;
+          for (int64_t j = 0; j < jend; ++j) {
+            float e = scores[size_t(j)] == -INFINITY ? 0.0f : std::exp(scores[size_t(j)] - mx);
+            scores[size_t(j)] = e;
+            sum += e;
+          }
+          const float inv = 1.0f / sum;
+          for (int64_t j = 0; j < jend; ++j) {
+            const float w = scores[size_t(j)] * inv;
+            if (w == 0.0f) continue;
+            const float* v = p.v + (b * T + j) * p.v_stride + hk * D;
+            for (int64_t d = 0; d < D; ++d) o[d] += w * v[d];
+          }
+        }
+  }
+}
+
+void l2_normalize(float* x, int64_t rows, int64_t C) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    float* xr = x + r * C;
+    double ss = 0.0;
+    for (int64_t c = 0; c < C; ++c) ss += double(xr[c]) * xr[c];
+    // sentence-transformers / torch.nn.functional.normalize: x / max(||x||, 1e-12)
+    float inv = float(1.0 / std::max(std::sqrt(ss), 1e-12));
+    for (int64_t c = 0; c < C; ++c) xr[c] *= inv;
+  }
+}
+
+}  // namespace xv::ops

@@ -1,0 +1,13 @@
+// The xvlm2vec subcommands. Each registers its options on the app and returns the function that runs it.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace xv::cli {
+
+using Runner = std::function<int()>;
+
+Runner add_embed(CLI::App& app);
+Runner add_init_model(CLI::App& app);
+
+}  // namespace xv::cli
