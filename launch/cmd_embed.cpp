@@ -1,7 +1,9 @@
 // xvlm2vec embed: embeddings of texts and/or images to .npy (and JSONL on request).
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -22,7 +24,7 @@ namespace {
 struct EmbedArgs {
   std::string model, input, out, jsonl;
   std::vector<std::string> texts, images;
-  bool normalize = false, truncate = false, quiet = false;
+  bool normalize = false, truncate = false, quiet = false, similarity = false;
   int64_t batch_size = 32;
 };
 
@@ -82,6 +84,34 @@ std::vector<EmbedItem> collect_items(const EmbedArgs& a) {
   return items;
 }
 
+// Cosine similarities between all items, rows labelled with the start of each text.
+void print_similarity(const std::vector<EmbedItem>& items, const Tensor& e) {
+  const int64_t N = e.dim(0), C = e.dim(1);
+  std::vector<double> norm(static_cast<size_t>(N));
+  for (int64_t i = 0; i < N; ++i) {
+    double s = 0;
+    for (int64_t c = 0; c < C; ++c) s += double(e.data[size_t(i * C + c)]) * e.data[size_t(i * C + c)];
+    norm[size_t(i)] = std::sqrt(std::max(s, 1e-24));
+  }
+  std::printf("%-34s", "cosine similarity");
+  for (int64_t j = 0; j < N; ++j) std::printf(" %6lld", static_cast<long long>(j + 1));
+  std::printf("\n");
+  for (int64_t i = 0; i < N; ++i) {
+    std::string label = items[size_t(i)].image.empty() ? items[size_t(i)].text
+                                                       : "[" + fs::path(items[size_t(i)].image).filename().string() + "] " + items[size_t(i)].text;
+    // Cut at 28 bytes without splitting a UTF-8 sequence.
+    size_t cut = std::min<size_t>(label.size(), 28);
+    while (cut < label.size() && (static_cast<unsigned char>(label[cut]) & 0xC0) == 0x80) --cut;
+    std::printf("%2lld %-31s", static_cast<long long>(i + 1), (label.substr(0, cut) + (cut < label.size() ? "..." : "")).c_str());
+    for (int64_t j = 0; j < N; ++j) {
+      double d = 0;
+      for (int64_t c = 0; c < C; ++c) d += double(e.data[size_t(i * C + c)]) * e.data[size_t(j * C + c)];
+      std::printf(" %6.3f", d / (norm[size_t(i)] * norm[size_t(j)]));
+    }
+    std::printf("\n");
+  }
+}
+
 }  // namespace
 
 Runner add_embed(CLI::App& app) {
@@ -98,6 +128,7 @@ Runner add_embed(CLI::App& app) {
   sub->add_flag("--truncate", a->truncate, "Cut texts longer than the model's limit instead of failing");
   sub->add_option("--batch-size", a->batch_size, "Items per forward pass")->default_val(32)->check(CLI::PositiveNumber);
   sub->add_flag("--quiet", a->quiet, "No progress output");
+  sub->add_flag("--similarity", a->similarity, "Print the cosine similarity matrix of the embeddings");
   return [a] {
     const auto t0 = std::chrono::steady_clock::now();
     std::vector<EmbedItem> items = collect_items(*a);
@@ -125,6 +156,7 @@ Runner add_embed(CLI::App& app) {
       }
       write_file_atomic(a->jsonl, s);
     }
+    if (a->similarity) print_similarity(items, e);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (!a->quiet)
       std::fprintf(stderr, "embed: %zu item(s), dim %lld (%s), %.2f s -> %s\n", items.size(),

@@ -49,7 +49,8 @@ constexpr int64_t R = 37, C = 3072;
 constexpr float kTol = 1e-5f;  // f32 on both sides; only the reduction order differs
 
 TEST_F(CudaOps, RmsNorm) {
-  auto x = randv(R * C, 1), g = randv(C, 2), y(x.size(), 0.0f);
+  auto x = randv(R * C, 1), g = randv(C, 2);
+  std::vector<float> y(x.size(), 0.0f);
   xv::ops::rmsnorm(x.data(), g.data(), y.data(), R, C, 1e-5f);
   Dev dx(x), dg(g), dy(y);
   xv::cuda::rmsnorm(dx.p, dg.p, dy.p, R, C, 1e-5f);
@@ -57,7 +58,8 @@ TEST_F(CudaOps, RmsNorm) {
 }
 
 TEST_F(CudaOps, LayerNorm) {
-  auto x = randv(R * C, 3), g = randv(C, 4), b = randv(C, 5), y(x.size(), 0.0f);
+  auto x = randv(R * C, 3), g = randv(C, 4), b = randv(C, 5);
+  std::vector<float> y(x.size(), 0.0f);
   xv::ops::layernorm(x.data(), g.data(), b.data(), y.data(), R, C, 1e-5f);
   Dev dx(x), dg(g), db(b), dy(y);
   xv::cuda::layernorm(dx.p, dg.p, db.p, dy.p, R, C, 1e-5f);
