@@ -114,9 +114,10 @@ std::vector<int64_t> read_npy_i64(const std::string& path, Shape* shape) {
 }
 
 void write_npy(const std::string& path, const Tensor& t) {
+  // As numpy spells it: "(2, 64)", "(5,)", "()".
   std::string shape = "(";
-  for (size_t i = 0; i < t.shape.size(); ++i) shape += std::to_string(t.shape[i]) + ",";
-  if (t.shape.size() > 1) shape.pop_back();
+  for (size_t i = 0; i < t.shape.size(); ++i) shape += (i ? ", " : "") + std::to_string(t.shape[i]);
+  if (t.shape.size() == 1) shape += ",";
   shape += ")";
   std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': " + shape + ", }";
   size_t total = 10 + header.size() + 1;

@@ -26,7 +26,7 @@ check "help" 0 "embed" -- "$bin" --help
 check "embed --help" 0 "--model" -- "$bin" embed --help
 check "init-model --help" 0 "--preset" -- "$bin" init-model --help
 check "no subcommand" 106 "subcommand" -- "$bin"
-check "unknown option" 109 "--bogus" -- "$bin" embed --bogus
+check "unknown option" 109 "--bogus" -- "$bin" embed --model "$fix/models/tiny_bert" --out "$tmp/a.npy" --bogus
 check "missing model folder" 1 "$tmp/nope: model folder does not exist" -- \
   "$bin" embed --model "$tmp/nope" --text hi --out "$tmp/a.npy"
 check "no inputs" 1 "give --text, --image or --input" -- "$bin" embed --model "$fix/models/tiny_bert" --out "$tmp/a.npy"

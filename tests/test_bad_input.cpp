@@ -69,12 +69,15 @@ TEST(BadInput, MissingTensorAndWrongDtype) {
   }
   expect_has(load_error(d), {"missing tensor 'encoder.layer.1.output.dense.bias'"});
 
-  // An integer tensor where a weight belongs.
+  // An integer tensor where a weight belongs (the first tensor the loader reads).
   auto d2 = copy_model("tiny_bert", "dtype");
-  const std::string hdr = R"({"embeddings.LayerNorm.weight":{"dtype":"I32","shape":[64],"data_offsets":[0,256]}})";
+  const int64_t V = json::parse(xv::read_file(d2 + "/config.json"))["vocab_size"].get<int64_t>();
+  const size_t nbytes = size_t(V) * 64 * 4;
+  const std::string hdr = R"({"embeddings.word_embeddings.weight":{"dtype":"I32","shape":[)" + std::to_string(V) +
+                          R"(,64],"data_offsets":[0,)" + std::to_string(nbytes) + "]}}";
   std::string raw(8, '\0');
   for (int i = 0; i < 8; ++i) raw[size_t(i)] = char((hdr.size() >> (8 * i)) & 0xff);
-  xv::write_file_atomic(d2 + "/model.safetensors", raw + hdr + std::string(256, '\0'));
+  xv::write_file_atomic(d2 + "/model.safetensors", raw + hdr + std::string(nbytes, '\0'));
   expect_has(load_error(d2), {"model.safetensors", "I32", "floating-point"});
 }
 
