@@ -2,7 +2,7 @@
 # Installs the Debian packages xvlm2vec builds against. Idempotent: installs only what is missing.
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config python3 python3-venv
-      libopenmpi-dev openmpi-bin libhdf5-dev libyaml-cpp-dev nlohmann-json3-dev libopenblas-dev
+      libopenmpi-dev openmpi-bin libhdf5-dev libyaml-cpp-dev nlohmann-json3-dev libopenblas-openmp-dev
       libcli11-dev libspdlog-dev libfmt-dev libpng-dev libjpeg-dev
       libgtest-dev libgmock-dev libbenchmark-dev libutf8proc-dev)
 missing=()

@@ -168,3 +168,26 @@ TEST(Ops, L2NormalizeAndEmbedding) {
 }
 
 }  // namespace
+
+#include "kernels/cpu/vec_math.h"
+
+namespace {
+
+TEST(VecMath, ExpAndErfAgainstLibm) {
+  double worst_exp = 0, worst_erf = 0;
+  for (float x = -87.0f; x <= 88.0f; x += 0.001953125f) {
+    const double want = std::exp(double(x));
+    worst_exp = std::max(worst_exp, std::fabs(xv::ops::vec::exp(x) - want) / want);
+  }
+  for (float x = -6.0f; x <= 6.0f; x += 0.0001220703125f)
+    worst_erf = std::max(worst_erf, std::fabs(double(xv::ops::vec::erf(x)) - std::erf(double(x))));
+  EXPECT_LT(worst_exp, 2.5e-7);  // about 2 ulp
+  EXPECT_LT(worst_erf, 2.5e-7);
+  EXPECT_EQ(xv::ops::vec::exp(-INFINITY), 0.0f);
+  EXPECT_EQ(xv::ops::vec::erf(0.0f), 0.0f);
+  EXPECT_TRUE(std::isnan(xv::ops::vec::exp(NAN)));
+  EXPECT_TRUE(std::isinf(xv::ops::vec::exp(89.0f)) || xv::ops::vec::exp(89.0f) > 3.4e38f);
+  std::printf("vec::exp max relative error %.3g, vec::erf max absolute error %.3g\n", worst_exp, worst_erf);
+}
+
+}  // namespace

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/cpu/vec_math.h"
 #include "kernels/ops.h"
 
 namespace xv::ops {
@@ -68,8 +69,8 @@ void rmsnorm(const float* x, const float* g, float* y, int64_t rows, int64_t C, 
 }
 
 void gelu_erf(float* x, int64_t n) {
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * float(M_SQRT1_2)));
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + vec::erf(x[i] * float(M_SQRT1_2)));
 }
 
 void gelu_tanh(float* x, int64_t n) {
@@ -82,13 +83,13 @@ void gelu_tanh(float* x, int64_t n) {
 }
 
 void quick_gelu(float* x, int64_t n) {
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) x[i] = x[i] / (1.0f + std::exp(-1.702f * x[i]));
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; ++i) x[i] = x[i] / (1.0f + vec::exp(-1.702f * x[i]));
 }
 
 void silu(float* x, int64_t n) {
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) x[i] = x[i] / (1.0f + std::exp(-x[i]));
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; ++i) x[i] = x[i] / (1.0f + vec::exp(-x[i]));
 }
 
 void swiglu(const float* gate_up, float* out, int64_t rows, int64_t I) {
@@ -97,7 +98,8 @@ void swiglu(const float* gate_up, float* out, int64_t rows, int64_t I) {
     const float* g = gate_up + r * 2 * I;
     const float* u = g + I;
     float* o = out + r * I;
-    for (int64_t i = 0; i < I; ++i) o[i] = u[i] * (g[i] / (1.0f + std::exp(-g[i])));
+#pragma omp simd
+    for (int64_t i = 0; i < I; ++i) o[i] = u[i] * (g[i] / (1.0f + vec::exp(-g[i])));
   }
 }
 
@@ -153,47 +155,48 @@ void rope(float* x, int64_t B, int64_t T, int64_t H, int64_t D, int64_t rot_dim,
 void attention(const AttentionParams& p) {
   const int64_t B = p.B, T = p.T, Hq = p.Hq, Hkv = p.Hkv, D = p.D;
   const int64_t group = Hq / Hkv;
+  // Per (batch, head): S (T, T) = scale * Q K^T and O = softmax(S) V as two GEMMs over the strided rows;
+  // heads run in parallel, each GEMM single-threaded (OpenBLAS's OpenMP build inside a parallel region).
 #pragma omp parallel
   {
-    std::vector<float> scores(static_cast<size_t>(T));
-#pragma omp for collapse(3) schedule(static)
+    std::vector<float> S(static_cast<size_t>(T * T));
+#pragma omp for collapse(2) schedule(dynamic)
     for (int64_t b = 0; b < B; ++b)
-      for (int64_t h = 0; h < Hq; ++h)
+      for (int64_t h = 0; h < Hq; ++h) {
+        const int64_t hk = h / group;
+        const float* q = p.q + b * T * p.q_stride + h * D;
+        const float* k = p.k + b * T * p.k_stride + hk * D;
+        const float* v = p.v + b * T * p.v_stride + hk * D;
+        float* o = p.o + b * T * p.o_stride + h * D;
+        const float* mask = p.key_mask ? p.key_mask + b * T : nullptr;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(T), int(D), p.scale, q, int(p.q_stride), k,
+                    int(p.k_stride), 0.0f, S.data(), int(T));
         for (int64_t i = 0; i < T; ++i) {
-          const float* q = p.q + (b * T + i) * p.q_stride + h * D;
-          const int64_t hk = h / group;
-          const float* mask = p.key_mask ? p.key_mask + b * T : nullptr;
+          float* s = S.data() + i * T;
           const int64_t jend = p.causal ? i + 1 : T;
           float mx = -INFINITY;
           for (int64_t j = 0; j < jend; ++j) {
-            if (mask && mask[j] == 0.0f) {
-              scores[size_t(j)] = -INFINITY;
-              continue;
-            }
-            const float* k = p.k + (b * T + j) * p.k_stride + hk * D;
-            float s = 0.0f;
-            for (int64_t d = 0; d < D; ++d) s += q[d] * k[d];
-            s *= p.scale;
-            scores[size_t(j)] = s;
-            mx = std::max(mx, s);
+            if (mask && mask[j] == 0.0f) s[j] = -INFINITY;
+            mx = std::max(mx, s[j]);
           }
-          float* o = p.o + (b * T + i) * p.o_stride + h * D;
-          std::fill(o, o + D, 0.0f);
-          if (mx == -INFINITY) continue;  // every key masked: zeros
+          if (mx == -INFINITY) {  // every key masked: zeros, never NaN
+            std::fill(s, s + T, 0.0f);
+            continue;
+          }
           float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
           for (int64_t j = 0; j < jend; ++j) {
-            float e = scores[size_t(j)] == -INFINITY ? 0.0f : std::exp(scores[size_t(j)] - mx);
-            scores[size_t(j)] = e;
-            sum += e;
+            const float e = vec::exp(s[j] - mx);  // exp(-inf) clamps to 0 below
+            s[j] = s[j] == -INFINITY ? 0.0f : e;
+            sum += s[j];
           }
           const float inv = 1.0f / sum;
-          for (int64_t j = 0; j < jend; ++j) {
-            const float w = scores[size_t(j)] * inv;
-            if (w == 0.0f) continue;
-            const float* v = p.v + (b * T + j) * p.v_stride + hk * D;
-            for (int64_t d = 0; d < D; ++d) o[d] += w * v[d];
-          }
+          for (int64_t j = 0; j < jend; ++j) s[j] *= inv;
+          std::fill(s + jend, s + T, 0.0f);
         }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(T), int(D), int(T), 1.0f, S.data(), int(T), v,
+                    int(p.v_stride), 0.0f, o, int(p.o_stride));
+      }
   }
 }
 
