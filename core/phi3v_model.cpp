@@ -1,6 +1,5 @@
 #include "core/phi3v_model.h"
 
-#include <regex>
 
 #include "core/safetensors.h"
 #include "core/tokenizer.h"
@@ -115,21 +114,33 @@ Tensor Phi3VModel::forward(const std::vector<int32_t>& ids, const std::vector<fl
   return x;
 }
 
+// Finds the next "<|image_N|>" (N decimal digits) at or after `from`; returns npos when none.
+static size_t find_image_tag(const std::string& text, size_t from, size_t* len, long* n) {
+  for (size_t p = text.find("<|image_", from); p != std::string::npos; p = text.find("<|image_", p + 1)) {
+    size_t q = p + 8;
+    long v = 0;
+    while (q < text.size() && text[q] >= '0' && text[q] <= '9' && q - p < 16) v = v * 10 + (text[q++] - '0');
+    if (q > p + 8 && text.compare(q, 2, "|>") == 0) {
+      *len = q + 2 - p;
+      *n = v;
+      return p;
+    }
+  }
+  return std::string::npos;
+}
+
 std::vector<int32_t> phi3v_prompt_ids(const Tokenizer& tok, const std::string& text,
                                       const std::vector<int64_t>& num_img_tokens) {
-  static const std::regex tag(R"(<\|image_(\d+)\|>)");
   std::vector<int32_t> out;
-  auto begin = std::sregex_iterator(text.begin(), text.end(), tag);
-  size_t last = 0;
-  for (auto it = begin; it != std::sregex_iterator(); ++it) {
-    const auto& m = *it;
-    auto chunk = tok.encode(std::string_view(text).substr(last, size_t(m.position()) - last), true);
+  size_t last = 0, len = 0;
+  long k = 0;
+  for (size_t p = find_image_tag(text, 0, &len, &k); p != std::string::npos; p = find_image_tag(text, last, &len, &k)) {
+    auto chunk = tok.encode(std::string_view(text).substr(last, p - last), true);
     out.insert(out.end(), chunk.begin(), chunk.end());
-    const long k = std::stol(m[1].str());
     XV_CHECK(k >= 1 && size_t(k) <= num_img_tokens.size(), "prompt names <|image_{}|> but {} image(s) were given", k,
              num_img_tokens.size());
     out.insert(out.end(), size_t(num_img_tokens[size_t(k - 1)]), int32_t(-k));
-    last = size_t(m.position() + m.length());
+    last = p + len;
   }
   auto chunk = tok.encode(std::string_view(text).substr(last), true);
   out.insert(out.end(), chunk.begin(), chunk.end());
