@@ -9,6 +9,7 @@
 #include "core/embedder.h"
 #include "core/error.h"
 #include "core/file_util.h"
+#include "kernels/cpu/blas_core.h"
 #include "kernels/ops.h"
 
 int main(int argc, char** argv) {
@@ -16,6 +17,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: bench_embed MODEL_DIR SENTENCES.json [--threads N] [--batch-size B] [--repeat R]\n");
     return 2;
   }
+  xv::ops::select_blas_core(argc, argv);
   int threads = 0, repeat = 3;
   int64_t batch = 32;
   for (int i = 3; i + 1 < argc; i += 2) {
@@ -42,8 +44,8 @@ int main(int argc, char** argv) {
       best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
     std::printf("{\"impl\": \"xvlm2vec\", \"sentences\": %zu, \"threads\": %d, \"batch_size\": %lld, "
-                "\"best_s\": %.4f, \"sentences_per_s\": %.1f}\n",
-                items.size(), xv::ops::num_threads(), static_cast<long long>(batch), best, double(items.size()) / best);
+                "\"blas_core\": \"%s\", \"best_s\": %.4f, \"sentences_per_s\": %.1f}\n",
+                items.size(), xv::ops::num_threads(), static_cast<long long>(batch), xv::ops::blas_core_name(), best, double(items.size()) / best);
   } catch (const xv::Error& e) {
     std::fprintf(stderr, "bench_embed: error: %s\n", e.what());
     return 1;

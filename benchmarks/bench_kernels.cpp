@@ -6,6 +6,7 @@
 #include <random>
 #include <vector>
 
+#include "kernels/cpu/blas_core.h"
 #include "kernels/ops.h"
 
 namespace {
@@ -81,4 +82,12 @@ BENCHMARK(BM_RmsNorm)->Args({1024, 3072});
 
 }  // namespace
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  xv::ops::select_blas_core(argc, argv);
+  benchmark::AddCustomContext("blas_core", xv::ops::blas_core_name());
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -5,10 +5,12 @@
 #include <string>
 
 #include "core/error.h"
+#include "kernels/cpu/blas_core.h"
 #include "kernels/ops.h"
 #include "launch/commands.h"
 
 int main(int argc, char** argv) {
+  xv::ops::select_blas_core(argc, argv);
   CLI::App app{"xvlm2vec: adapt LVLM-based embedding models to new languages by self-knowledge distillation,\n"
                "and embed text and images with them."};
   app.require_subcommand(1);

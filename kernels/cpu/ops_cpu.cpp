@@ -41,18 +41,22 @@ void layernorm(const float* x, const float* g, const float* b, float* y, int64_t
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * C;
     float* yr = y + r * C;
-    double mean = 0.0;  // double accumulation: rows are long and the reference sums in f32 pairwise
-    for (int64_t c = 0; c < C; ++c) mean += xr[c];
-    mean /= double(C);
-    double var = 0.0;
-    for (int64_t c = 0; c < C; ++c) {
-      double d = xr[c] - mean;
-      var += d * d;
+    // Two passes in f32 (mean, then the centred second moment), vectorised; the reference sums in f32 too.
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t c = 0; c < C; ++c) sum += xr[c];
+    const float mean = sum / float(C);
+    float var = 0.0f;
+#pragma omp simd reduction(+ : var)
+    for (int64_t c = 0; c < C; ++c) var += (xr[c] - mean) * (xr[c] - mean);
+    const float rstd = 1.0f / std::sqrt(var / float(C) + eps);
+    if (b) {
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) yr[c] = (xr[c] - mean) * rstd * g[c] + b[c];
+    } else {
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) yr[c] = (xr[c] - mean) * rstd * g[c];
     }
-    var /= double(C);
-    float rstd = float(1.0 / std::sqrt(var + double(eps)));
-    float m = float(mean);
-    for (int64_t c = 0; c < C; ++c) yr[c] = (xr[c] - m) * rstd * g[c] + (b ? b[c] : 0.0f);
   }
 }
 
@@ -61,9 +65,11 @@ void rmsnorm(const float* x, const float* g, float* y, int64_t rows, int64_t C, 
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * C;
     float* yr = y + r * C;
-    double ss = 0.0;
-    for (int64_t c = 0; c < C; ++c) ss += double(xr[c]) * xr[c];
-    float rstd = float(1.0 / std::sqrt(ss / double(C) + double(eps)));
+    float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
+    for (int64_t c = 0; c < C; ++c) ss += xr[c] * xr[c];
+    const float rstd = 1.0f / std::sqrt(ss / float(C) + eps);
+#pragma omp simd
     for (int64_t c = 0; c < C; ++c) yr[c] = g[c] * (xr[c] * rstd);
   }
 }
@@ -155,48 +161,55 @@ void rope(float* x, int64_t B, int64_t T, int64_t H, int64_t D, int64_t rot_dim,
 void attention(const AttentionParams& p) {
   const int64_t B = p.B, T = p.T, Hq = p.Hq, Hkv = p.Hkv, D = p.D;
   const int64_t group = Hq / Hkv;
-  // Per (batch, head): S (T, T) = scale * Q K^T and O = softmax(S) V as two GEMMs over the strided rows;
-  // heads run in parallel, each GEMM single-threaded (OpenBLAS's OpenMP build inside a parallel region).
+  // Per (batch, head, block of kRows queries): S (rows, kend) = scale * Q K^T and O = softmax(S) V as two
+  // GEMMs over the strided rows, where kend stops at the block's last query when causal (no work above the
+  // diagonal). Work items run in parallel, each GEMM single-threaded (OpenBLAS's OpenMP build inside a
+  // parallel region). S holds kRows x T floats per thread.
+  constexpr int64_t kRows = 64;
+  const int64_t nblk = (T + kRows - 1) / kRows;
 #pragma omp parallel
   {
-    std::vector<float> S(static_cast<size_t>(T * T));
-#pragma omp for collapse(2) schedule(dynamic)
+    std::vector<float> S(static_cast<size_t>(std::min(T, kRows) * T));
+#pragma omp for collapse(3) schedule(dynamic)
     for (int64_t b = 0; b < B; ++b)
-      for (int64_t h = 0; h < Hq; ++h) {
-        const int64_t hk = h / group;
-        const float* q = p.q + b * T * p.q_stride + h * D;
-        const float* k = p.k + b * T * p.k_stride + hk * D;
-        const float* v = p.v + b * T * p.v_stride + hk * D;
-        float* o = p.o + b * T * p.o_stride + h * D;
-        const float* mask = p.key_mask ? p.key_mask + b * T : nullptr;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(T), int(D), p.scale, q, int(p.q_stride), k,
-                    int(p.k_stride), 0.0f, S.data(), int(T));
-        for (int64_t i = 0; i < T; ++i) {
-          float* s = S.data() + i * T;
-          const int64_t jend = p.causal ? i + 1 : T;
-          float mx = -INFINITY;
-          for (int64_t j = 0; j < jend; ++j) {
-            if (mask && mask[j] == 0.0f) s[j] = -INFINITY;
-            mx = std::max(mx, s[j]);
-          }
-          if (mx == -INFINITY) {  // every key masked: zeros, never NaN
-            std::fill(s, s + T, 0.0f);
-            continue;
-          }
-          float sum = 0.0f;
+      for (int64_t h = 0; h < Hq; ++h)
+        for (int64_t blk = 0; blk < nblk; ++blk) {
+          const int64_t hk = h / group, i0 = blk * kRows, rows = std::min(kRows, T - i0);
+          const int64_t kend = p.causal ? i0 + rows : T;
+          const float* q = p.q + (b * T + i0) * p.q_stride + h * D;
+          const float* k = p.k + b * T * p.k_stride + hk * D;
+          const float* v = p.v + b * T * p.v_stride + hk * D;
+          float* o = p.o + (b * T + i0) * p.o_stride + h * D;
+          const float* mask = p.key_mask ? p.key_mask + b * T : nullptr;
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(rows), int(kend), int(D), p.scale, q,
+                      int(p.q_stride), k, int(p.k_stride), 0.0f, S.data(), int(kend));
+          for (int64_t r = 0; r < rows; ++r) {
+            float* s = S.data() + r * kend;
+            const int64_t jend = p.causal ? i0 + r + 1 : kend;
+            float mx = -INFINITY;
+            for (int64_t j = 0; j < jend; ++j) {
+              if (mask && mask[j] == 0.0f) s[j] = -INFINITY;
+              mx = std::max(mx, s[j]);
+            }
+            if (mx == -INFINITY) {  // every key masked: zeros, never NaN
+              std::fill(s, s + kend, 0.0f);
+              continue;
+            }
+            float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-          for (int64_t j = 0; j < jend; ++j) {
-            const float e = vec::exp(s[j] - mx);  // exp(-inf) clamps to 0 below
-            s[j] = s[j] == -INFINITY ? 0.0f : e;
-            sum += s[j];
+            for (int64_t j = 0; j < jend; ++j) {
+              const float e = vec::exp(s[j] - mx);  // exp(-inf) is 0
+              s[j] = e;
+              sum += e;
+            }
+            const float inv = 1.0f / sum;
+#pragma omp simd
+            for (int64_t j = 0; j < jend; ++j) s[j] *= inv;
+            std::fill(s + jend, s + kend, 0.0f);
           }
-          const float inv = 1.0f / sum;
-          for (int64_t j = 0; j < jend; ++j) s[j] *= inv;
-          std::fill(s + jend, s + T, 0.0f);
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(rows), int(D), int(kend), 1.0f, S.data(),
+                      int(kend), v, int(p.v_stride), 0.0f, o, int(p.o_stride));
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(T), int(D), int(T), 1.0f, S.data(), int(T), v,
-                    int(p.v_stride), 0.0f, o, int(p.o_stride));
-      }
   }
 }
 

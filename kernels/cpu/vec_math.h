@@ -15,7 +15,9 @@ inline float exp(float x) {
   const float keep = x < -87.33654f ? 0.0f : 1.0f;
   x = x < -87.33654f ? -87.33654f : (x > 88.72283f ? 88.72283f : x);
   x = x != x ? 0.0f : x;
-  const float n = __builtin_roundevenf(x * 1.44269504088896341f);
+  // Round to nearest even by adding and removing 1.5 * 2^23 (|x log2 e| < 2^22 here); vectorises, unlike
+  // the rounding builtins.
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
   float r = x - n * 0.693359375f;        // ln2 split high/low for an exact first subtraction
   r = r - n * -2.12194440e-4f;
   // exp(r) on [-ln2/2, ln2/2]: 1 + r + r^2 (1/2 + r (1/6 + r (1/24 + r (1/120 + r/720)))) (Cephes coefficients)
