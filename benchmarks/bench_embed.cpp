@@ -1,6 +1,8 @@
 // Embedding throughput of a model folder on a JSON list of sentences: loads once, warms up, then times
 // `--repeat` passes. Prints one JSON line {sentences_per_s, ...} for benchmarks/minilm_vs_peer.sh.
 //   bench_embed MODEL_DIR SENTENCES.json [--threads N] [--batch-size B] [--repeat R]
+#include <sys/resource.h>
+
 #include <chrono>
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -11,6 +13,12 @@
 #include "core/file_util.h"
 #include "kernels/cpu/blas_core.h"
 #include "kernels/ops.h"
+
+static double peak_rss_mb() {
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  return double(ru.ru_maxrss) / 1024.0;  // Linux reports KiB
+}
 
 int main(int argc, char** argv) {
   if (argc < 3) {
@@ -44,8 +52,8 @@ int main(int argc, char** argv) {
       best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
     std::printf("{\"impl\": \"xvlm2vec\", \"sentences\": %zu, \"threads\": %d, \"batch_size\": %lld, "
-                "\"blas_core\": \"%s\", \"best_s\": %.4f, \"sentences_per_s\": %.1f}\n",
-                items.size(), xv::ops::num_threads(), static_cast<long long>(batch), xv::ops::blas_core_name(), best, double(items.size()) / best);
+                "\"blas_core\": \"%s\", \"best_s\": %.4f, \"sentences_per_s\": %.1f, \"peak_rss_mb\": %.0f}\n",
+                items.size(), xv::ops::num_threads(), static_cast<long long>(batch), xv::ops::blas_core_name(), best, double(items.size()) / best, peak_rss_mb());
   } catch (const xv::Error& e) {
     std::fprintf(stderr, "bench_embed: error: %s\n", e.what());
     return 1;

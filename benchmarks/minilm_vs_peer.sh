@@ -27,6 +27,7 @@ echo "$peer"
 "$py" - "$ours" "$peer" <<'PY'
 import json, sys
 a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-print(f"ratio xvlm2vec / sentence-transformers: {a['sentences_per_s'] / b['sentences_per_s']:.2f}x "
+print(f"ratio xvlm2vec / sentence-transformers: {a['sentences_per_s'] / b['sentences_per_s']:.2f}x throughput, "
+      f"{b['peak_rss_mb'] / a['peak_rss_mb']:.1f}x less peak memory "
       f"({a['sentences']} sentences, {a['threads']} threads, batch {a['batch_size']})")
 PY

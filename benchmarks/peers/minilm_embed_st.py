@@ -6,6 +6,7 @@ same thread count, same batch size; best of `repeat` timed passes after a warm-u
 """
 import argparse
 import json
+import resource
 import time
 
 import torch
@@ -30,4 +31,5 @@ with torch.inference_mode():
         best = min(best, time.perf_counter() - t0)
 print(json.dumps({"impl": "sentence-transformers", "torch": torch.__version__, "sentences": len(sents),
                   "threads": a.threads, "batch_size": a.batch_size, "best_s": round(best, 4),
-                  "sentences_per_s": round(len(sents) / best, 1)}))
+                  "sentences_per_s": round(len(sents) / best, 1),
+                  "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}))
