@@ -1,4 +1,4 @@
-// Small file helpers shared by every writer: nothing is left half-written (DESIGN.md §8).
+// Small file helpers shared by every writer: nothing is left half-written.
 #pragma once
 #include <string>
 #include <string_view>

@@ -1,4 +1,4 @@
-// A dense, row-major, owning f32 tensor for the CPU path (DESIGN.md §5: fp32 compute on CPU).
+// A dense, row-major, owning f32 tensor for the CPU path: fp32 compute on the CPU.
 // Weights of other dtypes are converted to f32 on load. Shapes are small vectors; the data is a
 // contiguous std::vector<float>.
 #pragma once

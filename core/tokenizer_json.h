@@ -1,5 +1,5 @@
 // Typed access to the fields of a tokenizer.json, with errors that name the file, the field and what
-// was expected (DESIGN.md §8). Internal to the tokenizer.
+// was expected. Internal to the tokenizer.
 #pragma once
 #include <cstdint>
 #include <nlohmann/json.hpp>
