@@ -7,22 +7,6 @@
 
 namespace xv {
 
-namespace {
-
-// Concatenates tensors along dim 0.
-Tensor cat0(const std::vector<Tensor>& parts) {
-  Shape s = parts.at(0).shape;
-  int64_t rows = 0;
-  for (const auto& p : parts) rows += p.dim(0);
-  s[0] = rows;
-  Tensor out(s);
-  float* dst = out.ptr();
-  for (const auto& p : parts) dst = std::copy(p.data.begin(), p.data.end(), dst);
-  return out;
-}
-
-}  // namespace
-
 BertModel BertModel::load(const std::string& model_dir) {
   BertConfig cfg = load_bert_config(model_dir);
   WeightStore ws = WeightStore::open_dir(model_dir);
@@ -43,9 +27,9 @@ BertModel BertModel::from_weights(const BertConfig& cfg, const WeightStore& ws) 
   for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
     const std::string p = "encoder.layer." + std::to_string(l) + ".";
     BertLayer L;
-    L.qkv_w = cat0({get(p + "attention.self.query.weight", {C, C}), get(p + "attention.self.key.weight", {C, C}),
+    L.qkv_w = concat_rows({get(p + "attention.self.query.weight", {C, C}), get(p + "attention.self.key.weight", {C, C}),
                     get(p + "attention.self.value.weight", {C, C})});
-    L.qkv_b = cat0({get(p + "attention.self.query.bias", {C}), get(p + "attention.self.key.bias", {C}),
+    L.qkv_b = concat_rows({get(p + "attention.self.query.bias", {C}), get(p + "attention.self.key.bias", {C}),
                     get(p + "attention.self.value.bias", {C})});
     L.ao_w = get(p + "attention.output.dense.weight", {C, C});
     L.ao_b = get(p + "attention.output.dense.bias", {C});

@@ -7,19 +7,6 @@
 
 namespace xv {
 
-namespace {
-Tensor cat0(std::vector<Tensor> parts) {
-  Shape s = parts.at(0).shape;
-  int64_t rows = 0;
-  for (const auto& p : parts) rows += p.dim(0);
-  s[0] = rows;
-  Tensor out(s);
-  float* dst = out.ptr();
-  for (const auto& p : parts) dst = std::copy(p.data.begin(), p.data.end(), dst);
-  return out;
-}
-}  // namespace
-
 ClipVision ClipVision::from_weights(const ClipVisionConfig& cfg, int layer_idx, const WeightStore& ws,
                                     const std::string& prefix) {
   ClipVision m;
@@ -41,9 +28,9 @@ ClipVision ClipVision::from_weights(const ClipVisionConfig& cfg, int layer_idx, 
     ClipLayer L;
     L.ln1_g = ws.get(q + "layer_norm1.weight", {C});
     L.ln1_b = ws.get(q + "layer_norm1.bias", {C});
-    L.qkv_w = cat0({ws.get(q + "self_attn.q_proj.weight", {C, C}), ws.get(q + "self_attn.k_proj.weight", {C, C}),
+    L.qkv_w = concat_rows({ws.get(q + "self_attn.q_proj.weight", {C, C}), ws.get(q + "self_attn.k_proj.weight", {C, C}),
                     ws.get(q + "self_attn.v_proj.weight", {C, C})});
-    L.qkv_b = cat0({ws.get(q + "self_attn.q_proj.bias", {C}), ws.get(q + "self_attn.k_proj.bias", {C}),
+    L.qkv_b = concat_rows({ws.get(q + "self_attn.q_proj.bias", {C}), ws.get(q + "self_attn.k_proj.bias", {C}),
                     ws.get(q + "self_attn.v_proj.bias", {C})});
     L.out_w = ws.get(q + "self_attn.out_proj.weight", {C, C});
     L.out_b = ws.get(q + "self_attn.out_proj.bias", {C});

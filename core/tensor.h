@@ -39,4 +39,7 @@ struct Tensor {
   }
 };
 
+// Concatenates tensors along dim 0 (used to fuse q/k/v weights into one GEMM at load time).
+Tensor concat_rows(const std::vector<Tensor>& parts);
+
 }  // namespace xv
