@@ -1,6 +1,8 @@
 #include "core/model_init.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -48,16 +50,25 @@ struct Builder {
     params += shape_numel(sp.shape);
     specs.push_back(std::move(sp));
   }
-  void write(const std::string& path, DType dtype) {
+  void write(const std::string& path, DType dtype, bool progress) {
     std::sort(specs.begin(), specs.end(), [](const Spec& a, const Spec& b) { return a.name < b.name; });
     std::vector<std::pair<std::string, Shape>> layout;
     for (const auto& sp : specs) layout.emplace_back(sp.name, sp.shape);
     SafeTensorsWriter w(path, layout, dtype, {{"format", "pt"}});
+    int64_t written = 0;
+    int reported = 0;
     for (const auto& sp : specs) {
       Tensor t(sp.shape, sp.value);
       if (sp.std > 0.0f)
         for (auto& v : t.data) v = rng.normal() * sp.std;
       w.append(t);
+      written += t.numel();
+      const int pct = int(100 * written / std::max<int64_t>(params, 1));
+      if (progress && pct / 10 > reported / 10) {
+        reported = pct;
+        std::fprintf(stderr, "init-model: %d%% (%.2fB of %.2fB parameters)\n", pct, double(written) / 1e9,
+                     double(params) / 1e9);
+      }
     }
     w.finish();
   }
@@ -282,7 +293,7 @@ int64_t init_model(const InitModelOptions& opt) {
   const std::string tok = (fs::path(opt.out_dir) / "tokenizer.json").string();
   if (!opt.tokenizer_json.empty()) write_file_atomic(tok, read_file(opt.tokenizer_json));
   else write_file_atomic(tok, (opt.arch == "bert" ? bert_char_tokenizer() : llama_byte_tokenizer()).dump() + "\n");
-  b.write((fs::path(opt.out_dir) / "model.safetensors").string(), opt.dtype);
+  b.write((fs::path(opt.out_dir) / "model.safetensors").string(), opt.dtype, opt.progress);
   return b.params;
 }
 

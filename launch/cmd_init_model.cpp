@@ -21,6 +21,7 @@ Runner add_init_model(CLI::App& app) {
                   "tokenizer.json to copy in (default: a small byte-level BPE for phi3_v, WordPiece for bert)")
       ->check(CLI::ExistingFile);
   return [opt, dtype] {
+    opt->progress = true;
     opt->dtype = *dtype == "bf16" ? DType::BF16 : *dtype == "f16" ? DType::F16 : DType::F32;
     const int64_t n = init_model(*opt);
     std::printf("init-model: %s/%s with %lld parameters written to %s\n", opt->arch.c_str(), opt->preset.c_str(),

@@ -1,8 +1,22 @@
 #!/usr/bin/env bash
 # The README's test command: installs dependencies, builds with warnings as errors, runs every test.
+#   scripts/test.sh [--sanitize] [ctest arguments...]
+# --sanitize: a separate AddressSanitizer + UBSan build (build-asan/) running the unit tests, which
+# include every bad-input test.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bash "$root/scripts/install-deps.sh"
-XV_BUILD_DIR=${XV_BUILD_DIR:-$root/build} bash "$root/scripts/build.sh" -DXV_WERROR=ON
-cd "${XV_BUILD_DIR:-$root/build}"
+if [ "${1:-}" = "--sanitize" ]; then
+  shift
+  build=${XV_BUILD_DIR:-$root/build-asan}
+  XV_BUILD_DIR=$build bash "$root/scripts/build.sh" -DXV_WERROR=ON -DXV_SANITIZE=ON -DXV_CUDA=OFF \
+    -DXV_BENCHMARKS=OFF
+  cd "$build"
+  export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
+  ctest --output-on-failure -j "${XV_JOBS:-$(nproc)}" -L unit "$@"
+  exit 0
+fi
+build=${XV_BUILD_DIR:-$root/build}
+XV_BUILD_DIR=$build bash "$root/scripts/build.sh" -DXV_WERROR=ON
+cd "$build"
 ctest --output-on-failure -j "${XV_JOBS:-$(nproc)}" "$@"
