@@ -127,15 +127,17 @@ class Phi3VEmbedder : public Embedder {
 
   Tensor embed(const std::vector<EmbedItem>& items, const EmbedOptions& opt) const override {
     const int64_t C = dim(), limit = model_.cfg.max_position_embeddings;
+    // First pass: prompt ids, for which an image only needs its token count (from its size). Pixels are
+    // decoded again batch by batch, so memory holds one batch of crops, not the whole input.
     std::vector<std::vector<int32_t>> ids(items.size());
     std::vector<size_t> lengths(items.size());
-    std::vector<Phi3VImageInputs> imgs(items.size());
     for (size_t i = 0; i < items.size(); ++i) {
       std::string text = items[i].text;
       std::vector<int64_t> ntok;
       if (!items[i].image.empty()) {
-        imgs[i] = phi3v_preprocess(load_image(items[i].image), img_cfg_);
-        ntok.push_back(imgs[i].num_img_tokens);
+        const Image img = load_image(items[i].image);
+        const Phi3VHdSize hd = phi3v_hd_size(img.width, img.height, img_cfg_.num_crops);
+        ntok.push_back(phi3v_num_img_tokens(hd.height, hd.width));
         if (text.find("<|image_1|>") == std::string::npos) text = "<|image_1|> " + text;
       }
       ids[i] = phi3v_prompt_ids(*tok_, text, ntok);
@@ -147,11 +149,14 @@ class Phi3VEmbedder : public Embedder {
     Tensor out({int64_t(items.size()), C});
     for_batches(lengths, opt, [&](const std::vector<size_t>& idx) {
       std::vector<std::vector<int32_t>> rows;
-      std::vector<std::vector<const Phi3VImageInputs*>> batch_imgs;
-      for (size_t i : idx) {
+      std::vector<Phi3VImageInputs> imgs(idx.size());
+      std::vector<std::vector<const Phi3VImageInputs*>> batch_imgs(idx.size());
+      for (size_t b = 0; b < idx.size(); ++b) {
+        const size_t i = idx[b];
         rows.push_back(ids[i]);
-        batch_imgs.push_back({});
-        if (!items[i].image.empty()) batch_imgs.back().push_back(&imgs[i]);
+        if (items[i].image.empty()) continue;
+        imgs[b] = phi3v_preprocess(load_image(items[i].image), img_cfg_);
+        batch_imgs[b].push_back(&imgs[b]);
       }
       std::vector<int32_t> flat;
       std::vector<float> mask;

@@ -18,18 +18,22 @@ using json = nlohmann::json;
 
 namespace {
 
-// Deterministic normal samples on every platform: splitmix64 + Box-Muller (std::normal_distribution's
-// algorithm is implementation-defined).
+// Deterministic normal samples on every platform and for any thread count: element i of the stream
+// is Box-Muller over two splitmix64 hashes of (seed, i) (std::normal_distribution's algorithm is
+// implementation-defined, and a sequential generator would serialise 4 billion draws).
 struct Rng {
-  uint64_t s;
-  uint64_t next() {
-    uint64_t z = (s += 0x9e3779b97f4a7c15ull);
+  uint64_t seed;
+  static uint64_t mix(uint64_t z) {
+    z += 0x9e3779b97f4a7c15ull;
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
     return z ^ (z >> 31);
   }
-  double uniform() { return (double(next() >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
-  float normal() { return float(std::sqrt(-2.0 * std::log(uniform())) * std::cos(2.0 * M_PI * uniform())); }
+  static double uniform(uint64_t h) { return (double(h >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
+  float normal(uint64_t i) const {
+    const uint64_t a = mix(seed ^ mix(2 * i)), b = mix(seed ^ mix(2 * i + 1));
+    return float(std::sqrt(-2.0 * std::log(uniform(a))) * std::cos(2.0 * M_PI * uniform(b)));
+  }
 };
 
 // Collects tensor specs, then streams them to the file one at a time (the phi35v preset has 4.15B
@@ -59,12 +63,16 @@ struct Builder {
     int reported = 0;
     for (const auto& sp : specs) {
       Tensor t(sp.shape, sp.value);
-      if (sp.std > 0.0f)
-        for (auto& v : t.data) v = rng.normal() * sp.std;
+      if (sp.std > 0.0f) {
+        const int64_t n = t.numel();
+        float* d = t.ptr();
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < n; ++i) d[i] = rng.normal(uint64_t(written + i)) * sp.std;
+      }
       w.append(t);
       written += t.numel();
       const int pct = int(100 * written / std::max<int64_t>(params, 1));
-      if (progress && pct / 10 > reported / 10) {
+      if (progress && params >= 100000000 && pct / 10 > reported / 10) {
         reported = pct;
         std::fprintf(stderr, "init-model: %d%% (%.2fB of %.2fB parameters)\n", pct, double(written) / 1e9,
                      double(params) / 1e9);

@@ -15,7 +15,7 @@ struct InitModelOptions {
   uint64_t seed = 0;
   DType dtype = DType::F32;      // storage dtype of the weights (F32, BF16, F16)
   std::string tokenizer_json;    // copied into the folder when set; otherwise a small byte-level one is written
-  bool progress = false;         // report every 10% of the parameters written (stderr)
+  bool progress = false;         // report every 10% of the parameters written (stderr), for large models
 };
 
 // Writes the model folder; returns the number of parameters.
