@@ -82,6 +82,7 @@ class BertEmbedder : public Embedder {
     for (size_t i = 0; i < items.size(); ++i) {
       XV_CHECK(items[i].image.empty(), "item {}: the bert backbone embeds text only, but an image was given", i + 1);
       ids[i] = tok_->encode(items[i].text, true);
+      XV_CHECK(!ids[i].empty(), "item {}: the text gives no tokens (the tokenizer adds no special tokens)", i + 1);
       if (int64_t(ids[i].size()) > limit) {
         XV_CHECK(opt.truncate, "item {}: text has {} tokens, longer than the model's limit of {} (use --truncate to cut it)",
                  i + 1, ids[i].size(), limit);
@@ -141,6 +142,7 @@ class Phi3VEmbedder : public Embedder {
         if (text.find("<|image_1|>") == std::string::npos) text = "<|image_1|> " + text;
       }
       ids[i] = phi3v_prompt_ids(*tok_, text, ntok);
+      XV_CHECK(!ids[i].empty(), "item {}: the input gives no tokens (the tokenizer adds no <s>)", i + 1);
       XV_CHECK(int64_t(ids[i].size()) <= limit,
                "item {}: input has {} tokens, longer than the model's limit of {} (max_position_embeddings)", i + 1,
                ids[i].size(), limit);
