@@ -1,5 +1,6 @@
 #include "core/bert_model.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/safetensors.h"
@@ -46,17 +47,44 @@ BertModel BertModel::from_weights(const BertConfig& cfg, const WeightStore& ws) 
   return m;
 }
 
-Tensor BertModel::forward(const std::vector<int32_t>& ids, const std::vector<float>& mask, int64_t B,
-                          int64_t T) const {
-  const int64_t C = cfg.hidden_size, I = cfg.intermediate_size, H = cfg.num_attention_heads, D = C / H;
-  const int64_t N = B * T;
-  XV_CHECK(int64_t(ids.size()) == N && int64_t(mask.size()) == N, "bert forward: ids/mask must hold B*T = {}", N);
+const char* bert_slot_module(int slot) {
+  static const char* names[kBertSlots] = {"attention.self.query", "attention.self.key",  "attention.self.value",
+                                          "attention.output.dense", "intermediate.dense", "output.dense"};
+  return names[slot];
+}
+
+BertLora BertLora::create(const BertModel& m, const LoraConfig& cfg, uint64_t seed) {
+  BertLora l;
+  const int64_t C = m.cfg.hidden_size, I = m.cfg.intermediate_size;
+  const int64_t in[kBertSlots] = {C, C, C, C, C, I}, out[kBertSlots] = {C, C, C, C, I, C};
+  for (int64_t layer = 0; layer < int64_t(m.layers.size()); ++layer) {
+    std::array<int, kBertSlots> idx;
+    for (int s = 0; s < kBertSlots; ++s) {
+      const std::string path = "encoder.layer." + std::to_string(layer) + "." + bert_slot_module(s);
+      idx[size_t(s)] = -1;
+      if (!cfg.targets_module(path)) continue;
+      idx[size_t(s)] = int(l.adapters.size());
+      l.adapters.push_back(make_lora(path, in[s], out[s], cfg, seed + 1000003ull * l.adapters.size()));
+    }
+    l.slot.push_back(idx);
+  }
+  XV_CHECK(!l.adapters.empty(), "lora: target_modules match no Linear layer of the bert model");
+  return l;
+}
+
+void BertLora::zero_grad() {
+  for (auto& a : adapters) a.zero_grad();
+}
+
+Tensor BertModel::embed(const std::vector<int32_t>& ids, int64_t B, int64_t T) const {
+  const int64_t C = cfg.hidden_size, N = B * T;
+  XV_CHECK(int64_t(ids.size()) == N, "bert forward: ids must hold B*T = {}", N);
   XV_CHECK(T <= cfg.max_position_embeddings, "bert forward: sequence length {} exceeds max_position_embeddings {}",
            T, cfg.max_position_embeddings);
   for (int32_t id : ids)
     XV_CHECK(id >= 0 && id < cfg.vocab_size, "bert forward: token id {} outside the vocabulary [0, {})", id,
              cfg.vocab_size);
-  // Embeddings: word + position + token_type 0, then LayerNorm.
+  // word + position + token_type 0, then LayerNorm.
   Tensor x({N, C});
   ops::embedding(ids.data(), word_emb.ptr(), x.ptr(), N, C);
 #pragma omp parallel for schedule(static)
@@ -67,35 +95,133 @@ Tensor BertModel::forward(const std::vector<int32_t>& ids, const std::vector<flo
     for (int64_t c = 0; c < C; ++c) xr[c] = (xr[c] + te[c]) + pe[c];  // HF order: (word + type) + position
   }
   ops::layernorm(x.ptr(), emb_ln_g.ptr(), emb_ln_b.ptr(), x.ptr(), N, C, cfg.layer_norm_eps);
-
-  Tensor qkv({N, 3 * C}), att({N, C}), tmp({N, C}), inter({N, I});
-  const bool tanh_gelu = cfg.hidden_act != "gelu";
-  for (const BertLayer& L : layers) {
-    ops::linear(x.ptr(), L.qkv_w.ptr(), L.qkv_b.ptr(), qkv.ptr(), N, C, 3 * C);
-    ops::AttentionParams p;
-    p.q = qkv.ptr();
-    p.k = qkv.ptr() + C;
-    p.v = qkv.ptr() + 2 * C;
-    p.o = att.ptr();
-    p.q_stride = p.k_stride = p.v_stride = 3 * C;
-    p.o_stride = C;
-    p.B = B, p.T = T, p.Hq = H, p.Hkv = H, p.D = D;
-    p.key_mask = mask.data();
-    p.causal = false;
-    p.scale = 1.0f / std::sqrt(float(D));
-    ops::attention(p);
-    ops::linear(att.ptr(), L.ao_w.ptr(), L.ao_b.ptr(), tmp.ptr(), N, C, C);
-    ops::add_inplace(tmp.ptr(), x.ptr(), N * C);
-    ops::layernorm(tmp.ptr(), L.ln1_g.ptr(), L.ln1_b.ptr(), x.ptr(), N, C, cfg.layer_norm_eps);
-    ops::linear(x.ptr(), L.i_w.ptr(), L.i_b.ptr(), inter.ptr(), N, C, I);
-    if (tanh_gelu) ops::gelu_tanh(inter.ptr(), N * I);
-    else ops::gelu_erf(inter.ptr(), N * I);
-    ops::linear(inter.ptr(), L.o_w.ptr(), L.o_b.ptr(), tmp.ptr(), N, I, C);
-    ops::add_inplace(tmp.ptr(), x.ptr(), N * C);
-    ops::layernorm(tmp.ptr(), L.ln2_g.ptr(), L.ln2_b.ptr(), x.ptr(), N, C, cfg.layer_norm_eps);
-  }
-  x.reshape({B, T, C});
   return x;
+}
+
+namespace {
+
+ops::AttentionParams bert_attention(const float* qkv, float* o, const std::vector<float>& mask, int64_t B, int64_t T,
+                                    int64_t C, int64_t H) {
+  ops::AttentionParams p;
+  p.q = qkv, p.k = qkv + C, p.v = qkv + 2 * C, p.o = o;
+  p.q_stride = p.k_stride = p.v_stride = 3 * C, p.o_stride = C;
+  p.B = B, p.T = T, p.Hq = H, p.Hkv = H, p.D = C / H;
+  p.key_mask = mask.data();
+  p.causal = false;
+  p.scale = 1.0f / std::sqrt(float(C / H));
+  return p;
+}
+
+}  // namespace
+
+void BertModel::layer_forward(int64_t l, Tensor& x, const std::vector<float>& mask, int64_t B, int64_t T,
+                              const BertLora* lora, const LoraRun& run, BertLayerActs* acts) const {
+  const int64_t C = cfg.hidden_size, I = cfg.intermediate_size, H = cfg.num_attention_heads, N = B * T;
+  const BertLayer& L = layers[size_t(l)];
+  BertLayerActs local;
+  BertLayerActs& A = acts ? *acts : local;
+  A.x_in = x;
+  A.qkv = Tensor({N, 3 * C});
+  A.att = Tensor({N, C});
+  A.h1 = Tensor({N, C});
+  A.x1 = Tensor({N, C});
+  A.inter_pre = Tensor({N, I});
+  A.h2 = Tensor({N, C});
+  // Applies adapter `s` of this layer: y (rows y_stride apart) += LoRA(in).
+  auto adapt = [&](int s, const float* in, float* y, int64_t y_stride) {
+    const LoraAdapter* a = lora ? lora->at(l, s) : nullptr;
+    if (!a) return;
+    lora_forward(*a, in, N, y, y_stride, run.for_adapter(l * kBertSlots + s), &A.xa[size_t(s)], &A.xd[size_t(s)]);
+  };
+  ops::linear(A.x_in.ptr(), L.qkv_w.ptr(), L.qkv_b.ptr(), A.qkv.ptr(), N, C, 3 * C);
+  adapt(kQuery, A.x_in.ptr(), A.qkv.ptr(), 3 * C);
+  adapt(kKey, A.x_in.ptr(), A.qkv.ptr() + C, 3 * C);
+  adapt(kValue, A.x_in.ptr(), A.qkv.ptr() + 2 * C, 3 * C);
+  ops::attention(bert_attention(A.qkv.ptr(), A.att.ptr(), mask, B, T, C, H));
+  ops::linear(A.att.ptr(), L.ao_w.ptr(), L.ao_b.ptr(), A.h1.ptr(), N, C, C);
+  adapt(kAttnOut, A.att.ptr(), A.h1.ptr(), C);
+  ops::add_inplace(A.h1.ptr(), A.x_in.ptr(), N * C);
+  ops::layernorm(A.h1.ptr(), L.ln1_g.ptr(), L.ln1_b.ptr(), A.x1.ptr(), N, C, cfg.layer_norm_eps);
+  ops::linear(A.x1.ptr(), L.i_w.ptr(), L.i_b.ptr(), A.inter_pre.ptr(), N, C, I);
+  adapt(kInter, A.x1.ptr(), A.inter_pre.ptr(), I);
+  A.inter = A.inter_pre;
+  if (cfg.hidden_act != "gelu") ops::gelu_tanh(A.inter.ptr(), N * I);
+  else ops::gelu_erf(A.inter.ptr(), N * I);
+  ops::linear(A.inter.ptr(), L.o_w.ptr(), L.o_b.ptr(), A.h2.ptr(), N, I, C);
+  adapt(kOut, A.inter.ptr(), A.h2.ptr(), C);
+  ops::add_inplace(A.h2.ptr(), A.x1.ptr(), N * C);
+  ops::layernorm(A.h2.ptr(), L.ln2_g.ptr(), L.ln2_b.ptr(), x.ptr(), N, C, cfg.layer_norm_eps);
+}
+
+Tensor BertModel::forward(const std::vector<int32_t>& ids, const std::vector<float>& mask, int64_t B, int64_t T,
+                          const BertLora* lora, BertActs* acts, const LoraRun& run) const {
+  const int64_t N = B * T;
+  XV_CHECK(int64_t(mask.size()) == N, "bert forward: mask must hold B*T = {}", N);
+  Tensor x = embed(ids, B, T);
+  if (acts) {
+    acts->B = B, acts->T = T, acts->mask = mask;
+    acts->layers.assign(layers.size(), {});
+  }
+  for (int64_t l = 0; l < int64_t(layers.size()); ++l) {
+    BertLayerActs* la = nullptr;
+    BertLayerActs keep_input;
+    if (acts) la = acts->checkpointing ? &keep_input : &acts->layers[size_t(l)];
+    if (acts && acts->checkpointing) acts->layers[size_t(l)].x_in = x;  // the only thing kept
+    layer_forward(l, x, mask, B, T, lora, run, la);
+  }
+  x.reshape({B, T, cfg.hidden_size});
+  return x;
+}
+
+void BertModel::backward(BertActs& acts, const Tensor& dhidden, BertLora& lora, const LoraRun& run) const {
+  const int64_t B = acts.B, T = acts.T, N = B * T;
+  const int64_t C = cfg.hidden_size, I = cfg.intermediate_size, H = cfg.num_attention_heads;
+  XV_CHECK(dhidden.numel() == N * C, "bert backward: dhidden must be (B, T, C) = ({}, {}, {})", B, T, C);
+  Tensor dx = dhidden;  // (N, C) gradient at the current layer's output
+  dx.reshape({N, C});
+  Tensor dh({N, C}), dx1({N, C}), dinter({N, I}), datt({N, C}), dqkv({N, 3 * C});
+  const bool tanh_gelu = cfg.hidden_act != "gelu";
+  for (int64_t l = int64_t(layers.size()) - 1; l >= 0; --l) {
+    const BertLayer& L = layers[size_t(l)];
+    BertLayerActs& A = acts.layers[size_t(l)];
+    if (acts.checkpointing) {  // recompute this layer from its kept input
+      Tensor x = A.x_in;
+      layer_forward(l, x, acts.mask, B, T, &lora, run, &A);
+    }
+    auto adapt_back = [&](int s, const Tensor& in, const float* dy, int64_t dy_stride, float* din) {
+      if (LoraAdapter* a = lora.at(l, s))
+        lora_backward(*a, in.ptr(), A.xa[size_t(s)].ptr(), A.xd[size_t(s)], run.for_adapter(l * kBertSlots + s), dy,
+                      dy_stride, N, din);
+    };
+    // x_out = LN2(h2), h2 = output.dense(inter) + x1
+    ops::layernorm_backward(A.h2.ptr(), L.ln2_g.ptr(), dx.ptr(), dh.ptr(), nullptr, nullptr, N, C, cfg.layer_norm_eps);
+    ops::linear_backward(A.inter.ptr(), L.o_w.ptr(), dh.ptr(), dinter.ptr(), nullptr, nullptr, N, I, C);
+    adapt_back(kOut, A.inter, dh.ptr(), C, dinter.ptr());
+    if (tanh_gelu) ops::gelu_tanh_backward(A.inter_pre.ptr(), dinter.ptr(), dinter.ptr(), N * I);
+    else ops::gelu_erf_backward(A.inter_pre.ptr(), dinter.ptr(), dinter.ptr(), N * I);
+    // x1 feeds intermediate.dense and the residual into h2.
+    ops::linear_backward(A.x1.ptr(), L.i_w.ptr(), dinter.ptr(), dx1.ptr(), nullptr, nullptr, N, C, I);
+    adapt_back(kInter, A.x1, dinter.ptr(), I, dx1.ptr());
+    ops::add_inplace(dx1.ptr(), dh.ptr(), N * C);
+    // x1 = LN1(h1), h1 = attention.output.dense(att) + x_in
+    ops::layernorm_backward(A.h1.ptr(), L.ln1_g.ptr(), dx1.ptr(), dh.ptr(), nullptr, nullptr, N, C, cfg.layer_norm_eps);
+    ops::linear_backward(A.att.ptr(), L.ao_w.ptr(), dh.ptr(), datt.ptr(), nullptr, nullptr, N, C, C);
+    adapt_back(kAttnOut, A.att, dh.ptr(), C, datt.ptr());
+    ops::AttentionBackwardParams bp;
+    bp.fwd = bert_attention(A.qkv.ptr(), nullptr, acts.mask, B, T, C, H);
+    bp.dout = datt.ptr(), bp.dout_stride = C;
+    bp.dq = dqkv.ptr(), bp.dk = dqkv.ptr() + C, bp.dv = dqkv.ptr() + 2 * C;
+    bp.dq_stride = bp.dk_stride = bp.dv_stride = 3 * C;
+    ops::attention_backward(bp);
+    // x_in feeds the fused qkv projection and the residual into h1.
+    ops::linear_backward(A.x_in.ptr(), L.qkv_w.ptr(), dqkv.ptr(), dx.ptr(), nullptr, nullptr, N, C, 3 * C);
+    adapt_back(kQuery, A.x_in, dqkv.ptr(), 3 * C, dx.ptr());
+    adapt_back(kKey, A.x_in, dqkv.ptr() + C, 3 * C, dx.ptr());
+    adapt_back(kValue, A.x_in, dqkv.ptr() + 2 * C, 3 * C, dx.ptr());
+    ops::add_inplace(dx.ptr(), dh.ptr(), N * C);
+    if (acts.checkpointing) A = BertLayerActs{};  // free the recomputed activations
+  }
+  // The embeddings are frozen: nothing below the first layer needs a gradient.
 }
 
 Tensor mean_pool(const Tensor& hidden, const std::vector<float>& mask, int64_t B, int64_t T) {
@@ -116,6 +242,22 @@ Tensor mean_pool(const Tensor& hidden, const std::vector<float>& mask, int64_t B
     for (int64_t c = 0; c < C; ++c) o[c] *= inv;
   }
   return out;
+}
+
+Tensor mean_pool_backward(const Tensor& dpooled, const std::vector<float>& mask, int64_t B, int64_t T) {
+  const int64_t C = dpooled.dim(-1);
+  Tensor dh({B, T, C});
+  for (int64_t b = 0; b < B; ++b) {
+    float n = 0.0f;
+    for (int64_t t = 0; t < T; ++t) n += mask[size_t(b * T + t)];
+    const float inv = 1.0f / std::max(n, 1e-9f);
+    for (int64_t t = 0; t < T; ++t) {
+      const float m = mask[size_t(b * T + t)] * inv;
+      if (m == 0.0f) continue;
+      for (int64_t c = 0; c < C; ++c) dh.data[size_t((b * T + t) * C + c)] = dpooled.data[size_t(b * C + c)] * m;
+    }
+  }
+  return dh;
 }
 
 }  // namespace xv

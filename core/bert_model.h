@@ -2,9 +2,11 @@
 // attention with a key padding mask. Tensor names are Hugging Face's (BertModel without prefix, or
 // with "bert." in front).
 #pragma once
+#include <array>
 #include <string>
 #include <vector>
 
+#include "core/lora.h"
 #include "core/model_config.h"
 #include "core/tensor.h"
 
@@ -25,6 +27,49 @@ struct BertLayer {
   Tensor ln2_g, ln2_b;  // (C) output.LayerNorm
 };
 
+// The Linear layers of a BERT layer that LoRA can adapt, with their module names (PEFT matches by name).
+enum BertSlot { kQuery, kKey, kValue, kAttnOut, kInter, kOut, kBertSlots };
+const char* bert_slot_module(int slot);  // "attention.self.query", ..., "output.dense"
+
+struct BertModel;
+
+// The LoRA adapters of a BERT student. slot[l][s] indexes `adapters`, or -1 where the layer is not adapted.
+struct BertLora {
+  std::vector<LoraAdapter> adapters;
+  std::vector<std::array<int, kBertSlots>> slot;
+
+  static BertLora create(const BertModel& m, const LoraConfig& cfg, uint64_t seed);
+  const LoraAdapter* at(int64_t layer, int s) const {
+    const int i = slot[size_t(layer)][size_t(s)];
+    return i < 0 ? nullptr : &adapters[size_t(i)];
+  }
+  LoraAdapter* at(int64_t layer, int s) {
+    const int i = slot[size_t(layer)][size_t(s)];
+    return i < 0 ? nullptr : &adapters[size_t(i)];
+  }
+  void zero_grad();
+};
+
+// What backward needs from a forward pass, per layer (N = B*T rows).
+struct BertLayerActs {
+  Tensor x_in;       // (N, C) layer input
+  Tensor qkv;        // (N, 3C) projections, LoRA included
+  Tensor att;        // (N, C) attention output, before attention.output.dense
+  Tensor h1;         // (N, C) attention.output.dense + x_in, the LayerNorm 1 input
+  Tensor x1;         // (N, C) LayerNorm 1 output
+  Tensor inter_pre;  // (N, I) intermediate.dense output, the GELU input
+  Tensor inter;      // (N, I) GELU output
+  Tensor h2;         // (N, C) output.dense + x1, the LayerNorm 2 input
+  std::array<Tensor, kBertSlots> xa;  // (N, r) per adapted slot: dropout(x) A^T
+  std::array<Tensor, kBertSlots> xd;  // (N, in) per adapted slot: dropout(x), only when dropout is on
+};
+struct BertActs {
+  bool checkpointing = false;  // set before forward: keep only each layer's input, recompute in backward
+  int64_t B = 0, T = 0;
+  std::vector<float> mask;  // (B, T)
+  std::vector<BertLayerActs> layers;
+};
+
 struct BertModel {
   BertConfig cfg;
   Tensor word_emb;   // (V, C)
@@ -37,10 +82,25 @@ struct BertModel {
   static BertModel from_weights(const BertConfig& cfg, const WeightStore& ws);
 
   // ids (B, T) right-padded, mask (B, T) with 1 for real tokens -> last hidden state (B, T, C).
-  Tensor forward(const std::vector<int32_t>& ids, const std::vector<float>& mask, int64_t B, int64_t T) const;
+  // With `lora`, the adapters are applied (the student); without, the frozen model (the teacher).
+  // With `acts`, what backward needs is kept (or only layer inputs, with acts->checkpointing).
+  // `run` carries the LoRA dropout seed of this pass (default: no dropout).
+  Tensor forward(const std::vector<int32_t>& ids, const std::vector<float>& mask, int64_t B, int64_t T,
+                 const BertLora* lora = nullptr, BertActs* acts = nullptr, const LoraRun& run = {}) const;
+  // dhidden (B, T, C) -> LoRA gradients accumulated into `lora` (the base weights are frozen). `run` must be
+  // the forward's.
+  void backward(BertActs& acts, const Tensor& dhidden, BertLora& lora, const LoraRun& run = {}) const;
+
+  // Embeddings + LayerNorm: (B*T, C).
+  Tensor embed(const std::vector<int32_t>& ids, int64_t B, int64_t T) const;
+  // Layer l on x (B*T, C), in place; fills `acts` when given.
+  void layer_forward(int64_t l, Tensor& x, const std::vector<float>& mask, int64_t B, int64_t T,
+                     const BertLora* lora, const LoraRun& run, BertLayerActs* acts) const;
 };
 
 // Mean over the positions where mask is 1: hidden (B, T, C), mask (B, T) -> (B, C).
 Tensor mean_pool(const Tensor& hidden, const std::vector<float>& mask, int64_t B, int64_t T);
+// Its adjoint: dpooled (B, C) -> dhidden (B, T, C).
+Tensor mean_pool_backward(const Tensor& dpooled, const std::vector<float>& mask, int64_t B, int64_t T);
 
 }  // namespace xv

@@ -69,4 +69,57 @@ void attention(const AttentionParams& p);
 // Each row (rows, C) scaled to unit L2 norm (rows of zeros stay zero).
 void l2_normalize(float* x, int64_t rows, int64_t C);
 
+// ---------------------------------------------------------------------------------------------------------
+// Backward. No autograd: each op has its explicit backward over the same buffers (kernels/cpu/
+// ops_backward_cpu.cpp). Gradients of inputs are OVERWRITTEN (=); gradients of parameters are ACCUMULATED
+// (+=, for gradient accumulation over micro-batches). Any gradient pointer may be null: that gradient is
+// skipped. Reductions over rows run in a fixed order, so results do not depend on the thread count.
+// ---------------------------------------------------------------------------------------------------------
+
+// y = x W^T + b: dx (M, K) = dy (M, N) W (N, K); dW (N, K) += dy^T x; db (N) += sum_rows dy.
+void linear_backward(const float* x, const float* W, const float* dy, float* dx, float* dW, float* db,
+                     int64_t M, int64_t K, int64_t N);
+
+// Recompute mean/rstd from x (rows, C). dx (rows, C) =; dg, db (C) +=.
+void layernorm_backward(const float* x, const float* g, const float* dy, float* dx, float* dg, float* db,
+                        int64_t rows, int64_t C, float eps);
+void rmsnorm_backward(const float* x, const float* g, const float* dy, float* dx, float* dg,
+                      int64_t rows, int64_t C, float eps);
+
+// Activations over n elements: x is the forward INPUT; dx = dy * f'(x). dx may alias dy.
+void gelu_erf_backward(const float* x, const float* dy, float* dx, int64_t n);
+void gelu_tanh_backward(const float* x, const float* dy, float* dx, int64_t n);
+void quick_gelu_backward(const float* x, const float* dy, float* dx, int64_t n);
+void silu_backward(const float* x, const float* dy, float* dx, int64_t n);
+
+// out (rows, I) = silu(gate) * up over gate_up (rows, 2I) = [gate | up]: dgate_up (rows, 2I) = from dout (rows, I).
+void swiglu_backward(const float* gate_up, const float* dout, float* dgate_up, int64_t rows, int64_t I);
+
+// The adjoint of rope() with the same arguments, in place on the gradient dx (rotation by -angle; the exact
+// transpose, so it holds for tables scaled by mscale too).
+void rope_backward(float* dx, int64_t B, int64_t T, int64_t H, int64_t D, int64_t rot_dim, int64_t row_stride,
+                   const float* cos, const float* sin);
+
+// Attention backward: recomputes the softmax from q, k (same params as the forward; fwd.o unused).
+// dout (B, T, Hq, D) rows of dout_stride; dq (B, T, Hq, D), dk, dv (B, T, Hkv, D) rows of dq_stride/dk_stride/
+// dv_stride (they may interleave in one dqkv buffer as q, k, v do). dk, dv of a kv head sum over the Hq/Hkv
+// query heads that share it. dq, dk, dv are overwritten. Fully masked query rows get zero gradients.
+struct AttentionBackwardParams {
+  AttentionParams fwd;
+  const float* dout = nullptr;
+  int64_t dout_stride = 0;
+  float* dq = nullptr;
+  float* dk = nullptr;
+  float* dv = nullptr;
+  int64_t dq_stride = 0, dk_stride = 0, dv_stride = 0;
+};
+void attention_backward(const AttentionBackwardParams& p);
+
+// dtable (vocab, C) += scatter of dout (n, C) at ids (repeated ids accumulate).
+void embedding_backward(const int32_t* ids, const float* dout, float* dtable, int64_t n, int64_t C);
+
+// Returns weight * mean((s - t)^2) over n elements, accumulated in double; ds (n) += weight * 2 (s - t) / n
+// (ds may be null).
+double mse_loss(const float* s, const float* t, float* ds, int64_t n, float weight);
+
 }  // namespace xv::ops

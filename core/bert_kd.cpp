@@ -1,0 +1,141 @@
+// KdModel for the bert backbone: LoRA student over the frozen encoder, mean pooling, teacher = adapters off.
+#include <filesystem>
+
+#include "core/bert_model.h"
+#include "core/kd_model.h"
+#include "core/tokenizer.h"
+#include "kernels/ops.h"
+
+namespace xv {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Batch {
+  std::vector<int32_t> ids;
+  std::vector<float> mask;
+  int64_t B = 0, T = 0;
+};
+
+Batch tokenize(const Tokenizer& tok, const std::vector<std::string>& texts, int32_t pad, int64_t limit,
+               const char* side) {
+  std::vector<std::vector<int32_t>> rows;
+  Batch b;
+  for (size_t i = 0; i < texts.size(); ++i) {
+    XV_CHECK(!texts[i].empty(), "pair {}: empty {} text", i + 1, side);
+    rows.push_back(tok.encode(texts[i], true));
+    XV_CHECK(int64_t(rows.back().size()) <= limit, "pair {}: the {} text has {} tokens, more than the model's {}",
+             i + 1, side, rows.back().size(), limit);
+    b.T = std::max(b.T, int64_t(rows.back().size()));
+  }
+  b.B = int64_t(rows.size());
+  b.ids.assign(size_t(b.B * b.T), pad);
+  b.mask.assign(size_t(b.B * b.T), 0.0f);
+  for (int64_t r = 0; r < b.B; ++r)
+    for (size_t t = 0; t < rows[size_t(r)].size(); ++t) {
+      b.ids[size_t(r * b.T) + t] = rows[size_t(r)][t];
+      b.mask[size_t(r * b.T) + t] = 1.0f;
+    }
+  return b;
+}
+
+class BertKdModel : public KdModel {
+ public:
+  BertKdModel(const std::string& dir, const std::string& trainable, const LoraConfig& lcfg, uint64_t seed)
+      : model_(BertModel::load(dir)), tok_(Tokenizer::from_file((fs::path(dir) / "tokenizer.json").string())) {
+    XV_CHECK(trainable == "lora", "bert: trainable '{}' is not supported yet (only 'lora')", trainable);
+    lora_ = BertLora::create(model_, lcfg, seed);
+  }
+  const std::string& arch() const override { return arch_; }
+  int64_t dim() const override { return model_.cfg.hidden_size; }
+
+  std::vector<TrainableTensor> trainable() override {
+    std::vector<TrainableTensor> out;
+    for (auto& a : lora_.adapters) {
+      out.push_back({a.a_name(), &a.A, &a.dA});
+      out.push_back({a.b_name(), &a.B, &a.dB});
+    }
+    return out;
+  }
+  void zero_grad() override { lora_.zero_grad(); }
+
+  KdLossTerms forward_backward(const std::vector<TrainPair>& batch, const KdStepOptions& opt) override {
+    XV_CHECK(!batch.empty(), "kd step: empty batch");
+    std::vector<std::string> en, xx;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      XV_CHECK(batch[i].image.empty(), "pair {}: the bert backbone takes text only, but an image was given", i + 1);
+      en.push_back(batch[i].text_en);
+      xx.push_back(batch[i].text_xx);
+    }
+    const int32_t pad = int32_t(model_.cfg.pad_token_id);
+    const Batch ben = tokenize(*tok_, en, pad, model_.cfg.max_seq_length, "English");
+    const Batch bxx = tokenize(*tok_, xx, pad, model_.cfg.max_seq_length, "other-language");
+    // Teacher: the same weights with adapters off, or the cache's targets.
+    Tensor t_en;
+    if (opt.teacher_en) {
+      XV_CHECK(opt.teacher_en->numel() == ben.B * dim(), "kd step: teacher cache rows do not match the batch");
+      t_en = *opt.teacher_en;
+    } else {
+      t_en = mean_pool(model_.forward(ben.ids, ben.mask, ben.B, ben.T), ben.mask, ben.B, ben.T);
+    }
+    // Two student passes with independent dropout masks.
+    const LoraRun run_en{opt.dropout_seed ? opt.dropout_seed * 2 + 1 : 0};
+    const LoraRun run_xx{opt.dropout_seed ? opt.dropout_seed * 2 + 2 : 0};
+    BertActs acts_en, acts_xx;
+    acts_en.checkpointing = acts_xx.checkpointing = opt.checkpointing;
+    const Tensor s_en = mean_pool(model_.forward(ben.ids, ben.mask, ben.B, ben.T, &lora_, &acts_en, run_en),
+                                  ben.mask, ben.B, ben.T);
+    const Tensor s_xx = mean_pool(model_.forward(bxx.ids, bxx.mask, bxx.B, bxx.T, &lora_, &acts_xx, run_xx),
+                                  bxx.mask, bxx.B, bxx.T);
+    KdLossTerms out;
+    Tensor d_en(s_en.shape), d_xx(s_xx.shape);
+    const int64_t n = s_en.numel();
+    const float w = 0.5f * opt.loss_scale;
+    out.loss_en = ops::mse_loss(s_en.ptr(), t_en.ptr(), d_en.ptr(), n, w) / w;
+    out.loss_xx = ops::mse_loss(s_xx.ptr(), t_en.ptr(), d_xx.ptr(), n, w) / w;
+    out.loss = 0.5 * (out.loss_en + out.loss_xx);
+    model_.backward(acts_en, mean_pool_backward(d_en, ben.mask, ben.B, ben.T), lora_, run_en);
+    model_.backward(acts_xx, mean_pool_backward(d_xx, bxx.mask, bxx.B, bxx.T), lora_, run_xx);
+    return out;
+  }
+
+  Tensor teacher_embed(const std::vector<TrainPair>& batch) override {
+    std::vector<std::string> en;
+    for (const auto& p : batch) en.push_back(p.text_en);
+    const Batch b = tokenize(*tok_, en, int32_t(model_.cfg.pad_token_id), model_.cfg.max_seq_length, "English");
+    return mean_pool(model_.forward(b.ids, b.mask, b.B, b.T), b.mask, b.B, b.T);
+  }
+
+  Tensor student_embed(const std::vector<std::string>& texts, bool normalize) override {
+    const Batch b = tokenize(*tok_, texts, int32_t(model_.cfg.pad_token_id), model_.cfg.max_seq_length, "input");
+    Tensor e = mean_pool(model_.forward(b.ids, b.mask, b.B, b.T, &lora_), b.mask, b.B, b.T);
+    if (normalize) ops::l2_normalize(e.ptr(), e.dim(0), e.dim(1));
+    return e;
+  }
+
+  void save_adapter(const std::string& dir) const override { fail("{}: adapter export is not written yet", dir); }
+  void load_adapter(const std::string& dir) override { fail("{}: adapter import is not written yet", dir); }
+  void save_merged(const std::string& dir) const override { fail("{}: merged export is not written yet", dir); }
+
+ private:
+  std::string arch_ = "bert";
+  BertModel model_;
+  std::unique_ptr<Tokenizer> tok_;
+  BertLora lora_;
+};
+
+}  // namespace
+
+std::unique_ptr<KdModel> make_phi3v_kd_model(const std::string& dir, const std::string& trainable,
+                                             const LoraConfig& lora, uint64_t seed);
+
+std::unique_ptr<KdModel> KdModel::load(const std::string& model_dir, const std::string& trainable,
+                                       const LoraConfig& lora, uint64_t seed) {
+  const std::string mt = read_model_type((fs::path(model_dir) / "config.json").string());
+  if (mt == "bert") return std::make_unique<BertKdModel>(model_dir, trainable, lora, seed);
+  if (mt == "phi3_v") return make_phi3v_kd_model(model_dir, trainable, lora, seed);
+  fail("{}/config.json: field 'model_type' is '{}', expected 'bert' or 'phi3_v'", model_dir, mt);
+}
+
+}  // namespace xv

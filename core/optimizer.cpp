@@ -1,0 +1,67 @@
+#include "core/optimizer.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace xv {
+
+AdamW::AdamW(std::vector<std::pair<Tensor*, Tensor*>> params, AdamWConfig cfg) : cfg_(cfg) {
+  for (auto& [p, g] : params) {
+    XV_CHECK(p->shape == g->shape, "adamw: parameter {} and gradient {} shapes differ", shape_str(p->shape),
+             shape_str(g->shape));
+    params_.push_back({p, g, Tensor(p->shape), Tensor(p->shape)});
+  }
+}
+
+void AdamW::step(float lr) {
+  ++t_;
+  // torch.optim.AdamW (single-tensor path), in f32: decay first, then the moments, then the update.
+  // The bias corrections are Python floats (double) there, as here.
+  const float b1 = cfg_.beta1, b2 = cfg_.beta2;
+  const double bc1 = 1.0 - std::pow(double(b1), double(t_));
+  const double bc2 = 1.0 - std::pow(double(b2), double(t_));
+  const float step_size = float(double(lr) / bc1);
+  const float bc2_sqrt = float(std::sqrt(bc2));
+  for (auto& pr : params_) {
+    float* p = pr.param->ptr();
+    const float* g = pr.grad->ptr();
+    float* m = pr.m.ptr();
+    float* v = pr.v.ptr();
+    const int64_t n = pr.param->numel();
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; ++i) {
+      p[i] *= 1.0f - lr * cfg_.weight_decay;
+      m[i] = m[i] + (g[i] - m[i]) * (1.0f - b1);  // torch: exp_avg.lerp_(grad, 1 - beta1)
+      v[i] = v[i] * b2 + (1.0f - b2) * g[i] * g[i];
+      const float denom = std::sqrt(v[i]) / bc2_sqrt + cfg_.eps;
+      p[i] += -step_size * (m[i] / denom);
+    }
+  }
+}
+
+double clip_grad_norm(const std::vector<Tensor*>& grads, double max_norm) {
+  double total = 0.0;
+  for (const Tensor* g : grads) {
+    double s = 0.0;
+    for (float v : g->data) s += double(v) * v;
+    total += s;
+  }
+  const double norm = std::sqrt(total);
+  if (max_norm > 0.0) {
+    const float coef = float(std::min(1.0, max_norm / (norm + 1e-6)));
+    for (Tensor* g : grads)
+      for (auto& v : g->data) v *= coef;
+  }
+  return norm;
+}
+
+double lr_lambda(const std::string& kind, int64_t step, int64_t warmup, int64_t total) {
+  if (step < warmup) return double(step) / double(std::max<int64_t>(1, warmup));
+  if (kind == "constant") return 1.0;
+  const double progress = double(step - warmup) / double(std::max<int64_t>(1, total - warmup));
+  if (kind == "linear") return std::max(0.0, 1.0 - progress);
+  if (kind == "cosine") return std::max(0.0, 0.5 * (1.0 + std::cos(M_PI * progress)));  // half a cycle
+  fail("lr schedule must be constant, linear or cosine, not '{}'", kind);
+}
+
+}  // namespace xv

@@ -1,0 +1,123 @@
+// Training-step properties on the tiny BERT that the golden test does not cover: activation
+// checkpointing, seeded LoRA dropout, loss scaling for gradient accumulation, teacher-cache targets, and a
+// directional finite-difference check of the gradients with dropout on.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "core/kd_model.h"
+
+namespace {
+
+const std::string kModel = std::string(XV_FIXTURES) + "/models/tiny_bert";
+
+std::vector<xv::TrainPair> pairs() {
+  return {{"Cannot open the file.", "Impossibile aprire il file.", "it", ""},
+          {"Permission denied", "Permiso denegado", "es", ""},
+          {"Write error", "Erreur d'écriture", "fr", ""}};
+}
+
+std::unique_ptr<xv::KdModel> model(float dropout) {
+  xv::LoraConfig c;
+  c.r = 4, c.alpha = 8, c.dropout = dropout;
+  c.targets = {"query", "key", "value", "dense"};
+  auto m = xv::KdModel::load(kModel, "lora", c, 3);
+  // Non-zero B, so that every adapter gets a gradient and the student differs from the teacher.
+  int k = 0;
+  for (auto& t : m->trainable())
+    if (t.name.find("lora_B") != std::string::npos)
+      for (auto& v : t.value->data) v = 0.01f * float((k++ % 13) - 6);
+  return m;
+}
+
+std::vector<std::vector<float>> grads(xv::KdModel& m) {
+  std::vector<std::vector<float>> g;
+  for (auto& t : m.trainable()) g.push_back(t.grad->data);
+  return g;
+}
+
+TEST(Train, CheckpointingGivesIdenticalGradients) {
+  auto m = model(0.1f);
+  xv::KdStepOptions o;
+  o.dropout_seed = 11;
+  m->zero_grad();
+  auto a = m->forward_backward(pairs(), o);
+  auto ga = grads(*m);
+  o.checkpointing = true;
+  m->zero_grad();
+  auto b = m->forward_backward(pairs(), o);
+  EXPECT_EQ(a.loss, b.loss);
+  EXPECT_EQ(ga, grads(*m));
+}
+
+TEST(Train, DropoutIsSeededAndDeterministic) {
+  auto m = model(0.2f);
+  xv::KdStepOptions o;
+  o.dropout_seed = 5;
+  m->zero_grad();
+  auto a = m->forward_backward(pairs(), o);
+  auto ga = grads(*m);
+  m->zero_grad();
+  auto b = m->forward_backward(pairs(), o);
+  EXPECT_EQ(a.loss, b.loss);
+  EXPECT_EQ(ga, grads(*m));
+  o.dropout_seed = 6;
+  m->zero_grad();
+  auto c = m->forward_backward(pairs(), o);
+  EXPECT_NE(a.loss, c.loss);
+  o.dropout_seed = 0;  // no dropout: the deterministic function
+  m->zero_grad();
+  auto d = m->forward_backward(pairs(), o);
+  EXPECT_NE(a.loss, d.loss);
+}
+
+TEST(Train, LossScaleScalesGradientsAndTeacherCacheMatches) {
+  auto m = model(0.0f);
+  m->zero_grad();
+  auto a = m->forward_backward(pairs(), {});
+  auto ga = grads(*m);
+  xv::KdStepOptions o;
+  o.loss_scale = 0.25f;
+  const xv::Tensor cached = m->teacher_embed(pairs());
+  o.teacher_en = &cached;
+  m->zero_grad();
+  auto b = m->forward_backward(pairs(), o);
+  EXPECT_DOUBLE_EQ(a.loss, b.loss);  // the reported loss is unscaled; the cache holds the same targets
+  auto gb = grads(*m);
+  for (size_t i = 0; i < ga.size(); ++i)
+    for (size_t j = 0; j < ga[i].size(); ++j) ASSERT_NEAR(gb[i][j], 0.25f * ga[i][j], 1e-6f + 1e-5f * std::fabs(ga[i][j]));
+}
+
+TEST(Train, GradientMatchesDirectionalFiniteDifference) {
+  auto m = model(0.1f);
+  xv::KdStepOptions o;
+  o.dropout_seed = 9;  // the same mask at every evaluation: a deterministic function of the weights
+  m->zero_grad();
+  m->forward_backward(pairs(), o);
+  auto g = grads(*m);
+  // Direction v: a fixed pattern over every trainable element; <grad, v> against (L(w+hv) - L(w-hv)) / 2h.
+  auto t = m->trainable();
+  double dot = 0;
+  std::vector<std::vector<float>> v(t.size());
+  for (size_t i = 0; i < t.size(); ++i) {
+    v[i].resize(t[i].value->data.size());
+    for (size_t j = 0; j < v[i].size(); ++j) {
+      v[i][j] = float(int((i * 31 + j * 7) % 17) - 8) / 8.0f;
+      dot += double(g[i][j]) * v[i][j];
+    }
+  }
+  const float h = 1e-3f;
+  auto loss_at = [&](float s) {
+    for (size_t i = 0; i < t.size(); ++i)
+      for (size_t j = 0; j < v[i].size(); ++j) t[i].value->data[j] += s * v[i][j];
+    m->zero_grad();
+    const double l = m->forward_backward(pairs(), o).loss;
+    for (size_t i = 0; i < t.size(); ++i)
+      for (size_t j = 0; j < v[i].size(); ++j) t[i].value->data[j] -= s * v[i][j];
+    return l;
+  };
+  const double fd = (loss_at(h) - loss_at(-h)) / (2.0 * h);
+  EXPECT_NEAR(fd, dot, 2e-2 * std::fabs(dot) + 1e-6) << "finite difference " << fd << " vs gradient " << dot;
+}
+
+}  // namespace
