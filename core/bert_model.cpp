@@ -118,9 +118,11 @@ void BertModel::layer_forward(int64_t l, Tensor& x, const std::vector<float>& ma
                               const BertLora* lora, const LoraRun& run, BertLayerActs* acts) const {
   const int64_t C = cfg.hidden_size, I = cfg.intermediate_size, H = cfg.num_attention_heads, N = B * T;
   const BertLayer& L = layers[size_t(l)];
+  // Without acts (inference, the teacher) x itself is the layer input: it is only overwritten at the end.
   BertLayerActs local;
   BertLayerActs& A = acts ? *acts : local;
-  A.x_in = x;
+  if (acts) A.x_in = x;
+  const Tensor& xin = acts ? A.x_in : x;
   A.qkv = Tensor({N, 3 * C});
   A.att = Tensor({N, C});
   A.h1 = Tensor({N, C});
@@ -133,14 +135,14 @@ void BertModel::layer_forward(int64_t l, Tensor& x, const std::vector<float>& ma
     if (!a) return;
     lora_forward(*a, in, N, y, y_stride, run.for_adapter(l * kBertSlots + s), &A.xa[size_t(s)], &A.xd[size_t(s)]);
   };
-  ops::linear(A.x_in.ptr(), L.qkv_w.ptr(), L.qkv_b.ptr(), A.qkv.ptr(), N, C, 3 * C);
-  adapt(kQuery, A.x_in.ptr(), A.qkv.ptr(), 3 * C);
-  adapt(kKey, A.x_in.ptr(), A.qkv.ptr() + C, 3 * C);
-  adapt(kValue, A.x_in.ptr(), A.qkv.ptr() + 2 * C, 3 * C);
+  ops::linear(xin.ptr(), L.qkv_w.ptr(), L.qkv_b.ptr(), A.qkv.ptr(), N, C, 3 * C);
+  adapt(kQuery, xin.ptr(), A.qkv.ptr(), 3 * C);
+  adapt(kKey, xin.ptr(), A.qkv.ptr() + C, 3 * C);
+  adapt(kValue, xin.ptr(), A.qkv.ptr() + 2 * C, 3 * C);
   ops::attention(bert_attention(A.qkv.ptr(), A.att.ptr(), mask, B, T, C, H));
   ops::linear(A.att.ptr(), L.ao_w.ptr(), L.ao_b.ptr(), A.h1.ptr(), N, C, C);
   adapt(kAttnOut, A.att.ptr(), A.h1.ptr(), C);
-  ops::add_inplace(A.h1.ptr(), A.x_in.ptr(), N * C);
+  ops::add_inplace(A.h1.ptr(), xin.ptr(), N * C);
   ops::layernorm(A.h1.ptr(), L.ln1_g.ptr(), L.ln1_b.ptr(), A.x1.ptr(), N, C, cfg.layer_norm_eps);
   ops::linear(A.x1.ptr(), L.i_w.ptr(), L.i_b.ptr(), A.inter_pre.ptr(), N, C, I);
   adapt(kInter, A.x1.ptr(), A.inter_pre.ptr(), I);

@@ -80,50 +80,44 @@ uint16_t f32_to_f16(float f) {
   return sign | uint16_t(h);
 }
 
+namespace {
+// Element i of an array of T at a possibly unaligned address (safetensors offsets need not be aligned).
+template <typename T>
+inline T load(const void* src, size_t i) {
+  T v;
+  std::memcpy(&v, static_cast<const char*>(src) + i * sizeof(T), sizeof(T));
+  return v;
+}
+}  // namespace
+
 void convert_to_f32(DType t, const void* src, float* dst, size_t n) {
   switch (t) {
     case DType::F32: std::memcpy(dst, src, n * 4); return;
-    case DType::BF16: {
-      const uint16_t* s = static_cast<const uint16_t*>(src);
-      for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(s[i]);
+    case DType::BF16:
+      for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(load<uint16_t>(src, i));
       return;
-    }
-    case DType::F16: {
-      const uint16_t* s = static_cast<const uint16_t*>(src);
-      for (size_t i = 0; i < n; ++i) dst[i] = f16_to_f32(s[i]);
+    case DType::F16:
+      for (size_t i = 0; i < n; ++i) dst[i] = f16_to_f32(load<uint16_t>(src, i));
       return;
-    }
-    case DType::F64: {
-      const double* s = static_cast<const double*>(src);
-      for (size_t i = 0; i < n; ++i) dst[i] = float(s[i]);
+    case DType::F64:
+      for (size_t i = 0; i < n; ++i) dst[i] = float(load<double>(src, i));
       return;
-    }
-    case DType::I64: {
-      const int64_t* s = static_cast<const int64_t*>(src);
-      for (size_t i = 0; i < n; ++i) dst[i] = float(s[i]);
+    case DType::I64:
+      for (size_t i = 0; i < n; ++i) dst[i] = float(load<int64_t>(src, i));
       return;
-    }
-    case DType::I32: {
-      const int32_t* s = static_cast<const int32_t*>(src);
-      for (size_t i = 0; i < n; ++i) dst[i] = float(s[i]);
+    case DType::I32:
+      for (size_t i = 0; i < n; ++i) dst[i] = float(load<int32_t>(src, i));
       return;
-    }
-    case DType::I16: {
-      const int16_t* s = static_cast<const int16_t*>(src);
-      for (size_t i = 0; i < n; ++i) dst[i] = float(s[i]);
+    case DType::I16:
+      for (size_t i = 0; i < n; ++i) dst[i] = float(load<int16_t>(src, i));
       return;
-    }
-    case DType::I8: {
-      const int8_t* s = static_cast<const int8_t*>(src);
-      for (size_t i = 0; i < n; ++i) dst[i] = float(s[i]);
+    case DType::I8:
+      for (size_t i = 0; i < n; ++i) dst[i] = float(load<int8_t>(src, i));
       return;
-    }
     case DType::U8:
-    case DType::BOOL: {
-      const uint8_t* s = static_cast<const uint8_t*>(src);
-      for (size_t i = 0; i < n; ++i) dst[i] = float(s[i]);
+    case DType::BOOL:
+      for (size_t i = 0; i < n; ++i) dst[i] = float(load<uint8_t>(src, i));
       return;
-    }
   }
   fail("convert_to_f32: unknown dtype {}", int(t));
 }

@@ -2,10 +2,14 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <atomic>
 #include <exception>
 #include <numeric>
 
+#include <nlohmann/json.hpp>
+
 #include "core/bert_model.h"
+#include "core/file_util.h"
 #include "core/image.h"
 #include "core/model_config.h"
 #include "core/phi3v_model.h"
@@ -51,11 +55,14 @@ void for_batches(const std::vector<size_t>& lengths, const EmbedOptions& opt, Fn
   const bool across = threads > 1 && batches.size() >= size_t(2 * threads);
   int64_t done = 0;
   std::exception_ptr error;
+  std::atomic<bool> failed{false};
 #pragma omp parallel for schedule(dynamic) if (across)
   for (size_t k = 0; k < batches.size(); ++k) {
+    if (failed.load()) continue;  // after an error, the remaining batches are skipped
     try {
       fn(batches[k]);
     } catch (...) {
+      failed = true;
 #pragma omp critical(xv_embed_error)
       if (!error) error = std::current_exception();
     }
@@ -68,10 +75,55 @@ void for_batches(const std::vector<size_t>& lengths, const EmbedOptions& opt, Fn
   if (error) std::rethrow_exception(error);
 }
 
+// The sentence-transformers pipeline of a model folder (modules.json): the pooling mode of its Pooling
+// module and whether a Normalize module follows. Without modules.json: mean pooling, no normalisation.
+struct StPipeline {
+  bool cls = false;        // pooling_mode_cls_token instead of the mean
+  bool normalize = false;  // a Normalize module is listed
+};
+
+StPipeline read_st_pipeline(const std::string& dir) {
+  StPipeline p;
+  const std::string modules = (fs::path(dir) / "modules.json").string();
+  std::error_code ec;
+  if (!fs::exists(modules, ec)) return p;
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_file(modules));
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: not valid JSON: {}", modules, e.what());
+  }
+  XV_CHECK(j.is_array(), "{}: expected a list of modules", modules);
+  for (const auto& m : j) {
+    XV_CHECK(m.is_object() && m.contains("type") && m["type"].is_string(), "{}: each module needs a 'type'", modules);
+    const std::string type = m["type"].get<std::string>();
+    if (type.find("Normalize") != std::string::npos) p.normalize = true;
+    if (type.find("Pooling") == std::string::npos) continue;
+    const std::string sub = m.contains("path") && m["path"].is_string() ? m["path"].get<std::string>() : "";
+    const std::string cfg = (fs::path(dir) / sub / "config.json").string();
+    if (!fs::exists(cfg, ec)) continue;  // sentence-transformers' default: mean
+    nlohmann::json c;
+    try {
+      c = nlohmann::json::parse(read_file(cfg));
+    } catch (const nlohmann::json::exception& e) {
+      fail("{}: not valid JSON: {}", cfg, e.what());
+    }
+    auto on = [&](const char* k) { return c.contains(k) && c[k].is_boolean() && c[k].get<bool>(); };
+    XV_CHECK(!on("pooling_mode_max_tokens") && !on("pooling_mode_mean_sqrt_len_tokens") &&
+                 !on("pooling_mode_weightedmean_tokens") && !on("pooling_mode_lasttoken"),
+             "{}: only mean or CLS pooling is supported", cfg);
+    p.cls = on("pooling_mode_cls_token");
+    XV_CHECK(!(p.cls && on("pooling_mode_mean_tokens")), "{}: CLS and mean pooling together are not supported", cfg);
+  }
+  return p;
+}
+
 class BertEmbedder : public Embedder {
  public:
   explicit BertEmbedder(const std::string& dir)
-      : model_(BertModel::load(dir)), tok_(Tokenizer::from_file((fs::path(dir) / "tokenizer.json").string())) {}
+      : model_(BertModel::load(dir)),
+        tok_(Tokenizer::from_file((fs::path(dir) / "tokenizer.json").string())),
+        st_(read_st_pipeline(dir)) {}
   const std::string& arch() const override { return arch_; }
   int64_t dim() const override { return model_.cfg.hidden_size; }
 
@@ -102,11 +154,16 @@ class BertEmbedder : public Embedder {
       pad_batch(rows, int32_t(model_.cfg.pad_token_id), &flat, &mask, &T);
       const int64_t B = int64_t(idx.size());
       Tensor h = model_.forward(flat, mask, B, T);
+      if (st_.cls) {
+        for (int64_t b = 0; b < B; ++b)
+          std::copy(h.ptr() + b * T * C, h.ptr() + (b * T + 1) * C, out.ptr() + int64_t(idx[size_t(b)]) * C);
+        return;
+      }
       Tensor pooled = mean_pool(h, mask, B, T);
       for (int64_t b = 0; b < B; ++b)
         std::copy(pooled.ptr() + b * C, pooled.ptr() + (b + 1) * C, out.ptr() + int64_t(idx[size_t(b)]) * C);
     });
-    if (opt.normalize) ops::l2_normalize(out.ptr(), out.dim(0), C);
+    if (opt.normalize || st_.normalize) ops::l2_normalize(out.ptr(), out.dim(0), C);
     return out;
   }
 
@@ -114,6 +171,7 @@ class BertEmbedder : public Embedder {
   std::string arch_ = "bert";
   BertModel model_;
   std::unique_ptr<Tokenizer> tok_;
+  StPipeline st_;
 };
 
 class Phi3VEmbedder : public Embedder {

@@ -1,5 +1,6 @@
 // Embeds texts and images with a model folder (Hugging Face layout), as the reference pipelines do:
-//   bert   : sentence-transformers (tokenize, encoder, mean pooling over real tokens);
+//   bert   : sentence-transformers (tokenize, encoder, the pooling of modules.json: mean (default) or CLS,
+//            and L2 normalisation when modules.json lists a Normalize module, as SentenceTransformer.encode);
 //   phi3_v : VLM2Vec (Phi-3-vision processor, last non-pad token of the final normed hidden state).
 // Optionally L2-normalised (evaluation); batches are right-padded.
 #pragma once
@@ -19,8 +20,8 @@ struct EmbedItem {
 };
 
 struct EmbedOptions {
-  bool normalize = false;
-  bool truncate = false;   // cut texts at the model's limit instead of failing (sentence-transformers cuts)
+  bool normalize = false;  // L2-normalise (always done when the model's pipeline ends with Normalize)
+  bool truncate = false;   // bert: cut texts at the model's limit instead of failing (sentence-transformers cuts)
   int64_t batch_size = 32;
   std::function<void(int64_t done, int64_t total)> progress;  // optional
 };

@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -28,10 +29,11 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
     }
     done += size_t(w);
   }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    int e = errno;
+  const int synced = ::fsync(fd) == 0 ? 0 : errno;
+  const int closed = ::close(fd) == 0 ? 0 : errno;
+  if (synced || closed) {
     ::unlink(tmp.c_str());
-    fail("{}: flush failed: {}", tmp, std::strerror(e));
+    fail("{}: flush failed: {}", tmp, std::strerror(synced ? synced : closed));
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     int e = errno;
@@ -41,12 +43,15 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
 }
 
 std::string read_file(const std::string& path) {
+  std::error_code ec;
+  XV_CHECK(!std::filesystem::is_directory(path, ec), "{}: is a folder, a file was expected", path);
   std::ifstream f(path, std::ios::binary);
   XV_CHECK(f.good(), "{}: cannot open file: {}", path, std::strerror(errno));
-  std::stringstream ss;
-  ss << f.rdbuf();
+  std::string out;
+  char buf[1 << 16];
+  while (f.read(buf, sizeof buf) || f.gcount() > 0) out.append(buf, size_t(f.gcount()));
   XV_CHECK(!f.bad(), "{}: read failed", path);
-  return ss.str();
+  return out;
 }
 
 }  // namespace xv

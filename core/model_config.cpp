@@ -14,7 +14,8 @@ using json = nlohmann::json;
 namespace {
 
 json parse_json_file(const std::string& path) {
-  XV_CHECK(fs::exists(path), "{}: file not found", path);
+  std::error_code ec;
+  XV_CHECK(fs::exists(path, ec), "{}: file not found", path);
   try {
     return json::parse(read_file(path));
   } catch (const json::exception& e) {
@@ -87,11 +88,15 @@ BertConfig load_bert_config(const std::string& model_dir) {
   XV_CHECK(c.hidden_size % c.num_attention_heads == 0,
            "{}: field 'hidden_size' ({}) must be divisible by 'num_attention_heads' ({})", file, c.hidden_size,
            c.num_attention_heads);
+  XV_CHECK(c.pad_token_id < c.vocab_size, "{}: field 'pad_token_id' ({}) must be < vocab_size ({})", file,
+           c.pad_token_id, c.vocab_size);
+  XV_CHECK(c.layer_norm_eps > 0.0f, "{}: field 'layer_norm_eps' must be > 0", file);
   std::string pos = get_str(j, file, "position_embedding_type", "absolute");
   XV_CHECK(pos == "absolute", "{}: field 'position_embedding_type' is '{}', only 'absolute' is supported", file, pos);
   c.max_seq_length = c.max_position_embeddings;
   const std::string st = (fs::path(model_dir) / "sentence_bert_config.json").string();
-  if (fs::exists(st)) {
+  std::error_code ec;
+  if (fs::exists(st, ec)) {
     json s = parse_json_file(st);
     c.max_seq_length = std::min(c.max_position_embeddings, get_int(s, st, "max_seq_length", false, c.max_seq_length));
   }
@@ -123,6 +128,10 @@ Phi3VConfig load_phi3v_config(const std::string& model_dir) {
   XV_CHECK(c.num_attention_heads % c.num_key_value_heads == 0,
            "{}: field 'num_attention_heads' ({}) must be a multiple of 'num_key_value_heads' ({})", file,
            c.num_attention_heads, c.num_key_value_heads);
+  XV_CHECK(c.pad_token_id < c.vocab_size, "{}: field 'pad_token_id' ({}) must be < vocab_size ({})", file,
+           c.pad_token_id, c.vocab_size);
+  XV_CHECK(c.rms_norm_eps > 0.0f, "{}: field 'rms_norm_eps' must be > 0", file);
+  XV_CHECK(c.rope_theta > 0.0, "{}: field 'rope_theta' must be > 0", file);
   std::string act = get_str(j, file, "hidden_act", "silu");
   XV_CHECK(act == "silu", "{}: field 'hidden_act' is '{}', expected 'silu'", file, act);
   if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
@@ -146,7 +155,9 @@ Phi3VConfig load_phi3v_config(const std::string& model_dir) {
   const json& ip = j["img_processor"];
   const std::string ipf = file + ": img_processor";
   c.image_dim_out = get_int(ip, ipf, "image_dim_out", false, 1024);
-  c.layer_idx = int(get_int(ip, ipf, "layer_idx", false, -2, -1000));
+  const int64_t layer_idx = get_int(ip, ipf, "layer_idx", false, -2, -1000);
+  XV_CHECK(layer_idx < 0, "{}: field 'img_processor.layer_idx' must be negative, found {}", file, layer_idx);
+  c.layer_idx = int(layer_idx);
   std::string tf = get_str(ip, ipf, "type_feature", "patch");
   XV_CHECK(tf == "patch", "{}: field 'img_processor.type_feature' is '{}', only 'patch' is supported", file, tf);
   if (ip.contains("vision_config")) {
@@ -162,6 +173,9 @@ Phi3VConfig load_phi3v_config(const std::string& model_dir) {
     c.vision.layer_norm_eps = float(get_num(vc, vf, "layer_norm_eps", 1e-5));
     c.vision.hidden_act = get_str(vc, vf, "hidden_act", "quick_gelu");
   }
+  XV_CHECK(c.vision.hidden_size % c.vision.num_attention_heads == 0,
+           "{}: vision hidden_size ({}) must be divisible by its num_attention_heads ({})", file, c.vision.hidden_size,
+           c.vision.num_attention_heads);
   XV_CHECK(c.vision.image_size == 336 && c.vision.patch_size == 14,
            "{}: the HD transform needs 336-px crops of 14-px patches (image_size 336, patch_size 14)", file);
   XV_CHECK(c.image_dim_out == c.vision.hidden_size,

@@ -57,8 +57,12 @@ NpyHeader parse_header(const std::string& path, const std::string& bytes) {
   std::stringstream ss(s.substr(p1 + 1, p2 - p1 - 1));
   std::string tok;
   while (std::getline(ss, tok, ',')) {
-    if (tok.find_first_not_of(" ") == std::string::npos) continue;
-    out.shape.push_back(std::stoll(tok));
+    const size_t a = tok.find_first_not_of(" "), b = tok.find_last_not_of(" ");
+    if (a == std::string::npos) continue;
+    const std::string d = tok.substr(a, b - a + 1);
+    XV_CHECK(!d.empty() && d.size() <= 18 && d.find_first_not_of("0123456789") == std::string::npos,
+             "{}: 'shape' entries must be non-negative integers, found '{}'", path, d);
+    out.shape.push_back(std::stoll(d));
   }
   XV_CHECK(!out.fortran, "{}: Fortran-ordered .npy arrays are not supported", path);
   return out;
@@ -70,10 +74,14 @@ std::string read_all(const std::string& path) { return read_file(path); }
 Tensor read_npy(const std::string& path) {
   std::string bytes = read_all(path);
   NpyHeader h = parse_header(path, bytes);
-  Tensor t(h.shape);
-  size_t n = size_t(t.numel());
+  const size_t avail = bytes.size() - h.data_offset;
+  size_t n = 1;
+  for (int64_t d : h.shape) {
+    XV_CHECK(d == 0 || n <= avail / size_t(d), "{}: shape {} needs more data than the file's {} bytes", path,
+             shape_str(h.shape), avail);
+    n *= size_t(d);
+  }
   const char* src = bytes.data() + h.data_offset;
-  size_t avail = bytes.size() - h.data_offset;
   DType dt;
   if (h.descr == "<f4") dt = DType::F32;
   else if (h.descr == "<f8") dt = DType::F64;
@@ -85,6 +93,7 @@ Tensor read_npy(const std::string& path) {
   else fail("{}: unsupported .npy dtype '{}'", path, h.descr);
   XV_CHECK(avail >= n * dtype_size(dt), "{}: .npy data is truncated ({} bytes, {} expected)", path, avail,
            n * dtype_size(dt));
+  Tensor t(h.shape);
   convert_to_f32(dt, src, t.ptr(), n);
   return t;
 }
@@ -92,9 +101,14 @@ Tensor read_npy(const std::string& path) {
 std::vector<int64_t> read_npy_i64(const std::string& path, Shape* shape) {
   std::string bytes = read_all(path);
   NpyHeader h = parse_header(path, bytes);
-  size_t n = size_t(shape_numel(h.shape));
+  const size_t avail = bytes.size() - h.data_offset;
+  size_t n = 1;
+  for (int64_t d : h.shape) {
+    XV_CHECK(d == 0 || n <= avail / size_t(d), "{}: shape {} needs more data than the file's {} bytes", path,
+             shape_str(h.shape), avail);
+    n *= size_t(d);
+  }
   const char* src = bytes.data() + h.data_offset;
-  size_t avail = bytes.size() - h.data_offset;
   std::vector<int64_t> out(n);
   if (h.descr == "<i8") {
     XV_CHECK(avail >= n * 8, "{}: .npy data is truncated", path);

@@ -127,15 +127,16 @@ WeightStore WeightStore::open_file(const std::string& path) {
 }
 
 WeightStore WeightStore::open_dir(const std::string& dir) {
-  XV_CHECK(fs::is_directory(dir), "{}: model folder does not exist", dir);
+  std::error_code ec;
+  XV_CHECK(fs::is_directory(dir, ec), "{}: model folder does not exist", dir);
   const std::string single = (fs::path(dir) / "model.safetensors").string();
   const std::string index = (fs::path(dir) / "model.safetensors.index.json").string();
-  if (fs::exists(single)) {
+  if (fs::exists(single, ec)) {
     WeightStore ws = open_file(single);
     ws.where_ = dir;
     return ws;
   }
-  XV_CHECK(fs::exists(index), "{}: no model.safetensors or model.safetensors.index.json in the model folder", dir);
+  XV_CHECK(fs::exists(index, ec), "{}: no model.safetensors or model.safetensors.index.json in the model folder", dir);
   json j;
   try {
     j = json::parse(read_file(index));
@@ -209,8 +210,15 @@ SafeTensorsWriter::SafeTensorsWriter(const std::string& path, const std::vector<
   XV_CHECK(fd_ >= 0, "{}: cannot create file: {}", tmp_, std::strerror(errno));
   uint8_t len[8];
   for (int i = 0; i < 8; ++i) len[i] = uint8_t((uint64_t(hs.size()) >> (8 * i)) & 0xff);
-  write_bytes(len, 8);
-  write_bytes(hs.data(), hs.size());
+  try {
+    write_bytes(len, 8);
+    write_bytes(hs.data(), hs.size());
+  } catch (...) {  // the destructor does not run for a constructor that throws
+    ::close(fd_);
+    ::unlink(tmp_.c_str());
+    fd_ = -1;
+    throw;
+  }
 }
 
 SafeTensorsWriter::~SafeTensorsWriter() {

@@ -145,17 +145,17 @@ Runner add_embed(CLI::App& app) {
         if (tty && done == total) std::fprintf(stderr, "\n");
       };
     Tensor e = model->embed(items, opt);
-    write_npy(a->out, e);
     if (!a->jsonl.empty()) {
       std::string s;
       for (size_t i = 0; i < items.size(); ++i) {
         nlohmann::json j = {{"index", i}, {"text", items[i].text}};
         if (!items[i].image.empty()) j["image"] = items[i].image;
         j["embedding"] = std::vector<float>(e.ptr() + int64_t(i) * e.dim(1), e.ptr() + int64_t(i + 1) * e.dim(1));
-        s += j.dump() + "\n";
+        s += j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
       }
       write_file_atomic(a->jsonl, s);
     }
+    write_npy(a->out, e);
     if (a->similarity) print_similarity(items, e);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (!a->quiet)

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The README's test command: installs dependencies, builds with warnings as errors, runs every test.
 #   scripts/test.sh [--sanitize] [ctest arguments...]
-# --sanitize: a separate AddressSanitizer + UBSan build (build-asan/) running the unit tests, which
-# include every bad-input test.
+# --sanitize: a separate AddressSanitizer + UBSan build (build-asan/, or $XV_ASAN_BUILD_DIR) running the
+# unit tests, which include every bad-input test.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bash "$root/scripts/install-deps.sh"
 if [ "${1:-}" = "--sanitize" ]; then
   shift
-  build=${XV_BUILD_DIR:-$root/build-asan}
+  build=${XV_ASAN_BUILD_DIR:-$root/build-asan}
   XV_BUILD_DIR=$build bash "$root/scripts/build.sh" -DXV_WERROR=ON -DXV_SANITIZE=ON -DXV_CUDA=OFF \
     -DXV_BENCHMARKS=OFF
   cd "$build"
