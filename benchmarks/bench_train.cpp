@@ -1,0 +1,80 @@
+// Self-KD training-step throughput: pairs/s and peak RSS of forward + backward + AdamW on a model folder,
+// LoRA student, teacher = adapters off. Prints one JSON line for benchmarks/train_vs_peer.sh.
+//   bench_train MODEL_DIR PAIRS.json [--threads N] [--batch-size B] [--steps S] [--r R] [--checkpointing 0|1]
+// PAIRS.json: [[en, xx], ...]; batches are taken in order, cycling.
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "core/error.h"
+#include "core/file_util.h"
+#include "core/kd_model.h"
+#include "core/optimizer.h"
+#include "kernels/cpu/blas_core.h"
+#include "kernels/ops.h"
+
+static double peak_rss_mb() {
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  return double(ru.ru_maxrss) / 1024.0;
+}
+
+int main(int argc, char** argv) {
+  xv::ops::select_blas_core(argc, argv);
+  if (argc < 3) {
+    std::fprintf(stderr, "usage: bench_train MODEL_DIR PAIRS.json [--threads N] [--batch-size B] [--steps S] [--r R] "
+                         "[--checkpointing 0|1]\n");
+    return 2;
+  }
+  int threads = 0, steps = 20, ckpt = 0;
+  int64_t batch = 8, r = 8;
+  for (int i = 3; i + 1 < argc; i += 2) {
+    const std::string a = argv[i];
+    if (a == "--threads") threads = std::stoi(argv[i + 1]);
+    else if (a == "--batch-size") batch = std::stoll(argv[i + 1]);
+    else if (a == "--steps") steps = std::stoi(argv[i + 1]);
+    else if (a == "--r") r = std::stoll(argv[i + 1]);
+    else if (a == "--checkpointing") ckpt = std::stoi(argv[i + 1]);
+  }
+  try {
+    xv::ops::set_num_threads(threads);
+    std::vector<xv::TrainPair> pairs;
+    for (const auto& p : nlohmann::json::parse(xv::read_file(argv[2])))
+      pairs.push_back({p[0].get<std::string>(), p[1].get<std::string>(), "", ""});
+    xv::LoraConfig lc;
+    lc.r = r, lc.alpha = 64, lc.dropout = 0.0f;
+    lc.targets = {"query", "key", "value", "dense"};
+    auto model = xv::KdModel::load(argv[1], "lora", lc, 0);
+    std::vector<std::pair<xv::Tensor*, xv::Tensor*>> params;
+    std::vector<xv::Tensor*> grads;
+    for (auto& t : model->trainable()) params.push_back({t.value, t.grad}), grads.push_back(t.grad);
+    xv::AdamWConfig oc;
+    oc.lr = 1e-5f;
+    xv::AdamW opt(params, oc);
+    xv::KdStepOptions so;
+    so.checkpointing = ckpt != 0;
+    auto run = [&](int step) {
+      std::vector<xv::TrainPair> b;
+      for (int64_t i = 0; i < batch; ++i) b.push_back(pairs[size_t((step * batch + i) % int64_t(pairs.size()))]);
+      model->zero_grad();
+      model->forward_backward(b, so);
+      xv::clip_grad_norm(grads, 0.3);
+      opt.step(oc.lr);
+    };
+    run(0);  // warm-up
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int s = 1; s <= steps; ++s) run(s);
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("{\"impl\": \"xvlm2vec\", \"steps\": %d, \"batch_size\": %lld, \"threads\": %d, \"r\": %lld, "
+                "\"blas_core\": \"%s\", \"seconds\": %.3f, \"pairs_per_s\": %.1f, \"peak_rss_mb\": %.0f}\n",
+                steps, static_cast<long long>(batch), xv::ops::num_threads(), static_cast<long long>(r),
+                xv::ops::blas_core_name(), secs, double(steps * batch) / secs, peak_rss_mb());
+  } catch (const xv::Error& e) {
+    std::fprintf(stderr, "bench_train: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
