@@ -45,10 +45,15 @@ ClipVision ClipVision::from_weights(const ClipVisionConfig& cfg, int layer_idx, 
   return m;
 }
 
-Tensor ClipVision::forward_patches(const float* pixels, int64_t N) const {
-  const int64_t C = cfg.hidden_size, I = cfg.intermediate_size, P = cfg.patch_size, S = cfg.image_size;
-  const int64_t G = S / P, NP = G * G, T = NP + 1, CH = cfg.num_channels, K = CH * P * P;
-  const int64_t H = cfg.num_attention_heads, D = C / H, R = N * T;
+const char* clip_slot_module(int slot) {
+  static const char* names[kClipSlots] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                          "self_attn.out_proj", "mlp.fc1", "mlp.fc2"};
+  return names[slot];
+}
+
+Tensor ClipVision::embed(const float* pixels, int64_t N) const {
+  const int64_t C = cfg.hidden_size, P = cfg.patch_size, S = cfg.image_size;
+  const int64_t G = S / P, NP = G * G, T = NP + 1, CH = cfg.num_channels, K = CH * P * P, R = N * T;
   // im2col: patches (N*NP, CH*P*P) in the conv weight's (c, kh, kw) order.
   Tensor cols({N * NP, K});
 #pragma omp parallel for collapse(2) schedule(static)
@@ -75,25 +80,87 @@ Tensor ClipVision::forward_patches(const float* pixels, int64_t N) const {
       for (int64_t c = 0; c < C; ++c) dst[c] = src[c] + pos[c];
     }
   ops::layernorm(x.ptr(), pre_ln_g.ptr(), pre_ln_b.ptr(), x.ptr(), R, C, cfg.layer_norm_eps);
+  return x;
+}
 
-  Tensor h({R, C}), qkv({R, 3 * C}), att({R, C}), inter({R, I});
-  for (const ClipLayer& L : layers) {
-    ops::layernorm(x.ptr(), L.ln1_g.ptr(), L.ln1_b.ptr(), h.ptr(), R, C, cfg.layer_norm_eps);
-    ops::linear(h.ptr(), L.qkv_w.ptr(), L.qkv_b.ptr(), qkv.ptr(), R, C, 3 * C);
-    ops::AttentionParams p;
-    p.q = qkv.ptr(), p.k = qkv.ptr() + C, p.v = qkv.ptr() + 2 * C, p.o = att.ptr();
-    p.q_stride = p.k_stride = p.v_stride = 3 * C, p.o_stride = C;
-    p.B = N, p.T = T, p.Hq = H, p.Hkv = H, p.D = D;
-    p.scale = 1.0f / std::sqrt(float(D));
-    ops::attention(p);
-    ops::linear(att.ptr(), L.out_w.ptr(), L.out_b.ptr(), h.ptr(), R, C, C);
-    ops::add_inplace(x.ptr(), h.ptr(), R * C);
-    ops::layernorm(x.ptr(), L.ln2_g.ptr(), L.ln2_b.ptr(), h.ptr(), R, C, cfg.layer_norm_eps);
-    ops::linear(h.ptr(), L.fc1_w.ptr(), L.fc1_b.ptr(), inter.ptr(), R, C, I);
-    if (cfg.hidden_act == "quick_gelu") ops::quick_gelu(inter.ptr(), R * I);
-    else ops::gelu_erf(inter.ptr(), R * I);
-    ops::linear(inter.ptr(), L.fc2_w.ptr(), L.fc2_b.ptr(), h.ptr(), R, I, C);
-    ops::add_inplace(x.ptr(), h.ptr(), R * C);
+namespace {
+
+ops::AttentionParams clip_attention(const ClipVisionConfig& cfg, const float* qkv, float* o, int64_t N, int64_t T) {
+  const int64_t C = cfg.hidden_size, H = cfg.num_attention_heads, D = C / H;
+  ops::AttentionParams p;
+  p.q = qkv, p.k = qkv + C, p.v = qkv + 2 * C, p.o = o;
+  p.q_stride = p.k_stride = p.v_stride = 3 * C, p.o_stride = C;
+  p.B = N, p.T = T, p.Hq = H, p.Hkv = H, p.D = D;
+  p.scale = 1.0f / std::sqrt(float(D));
+  return p;
+}
+
+}  // namespace
+
+void ClipVision::layer_forward(int64_t l, Tensor& x, int64_t N, const ClipLora* lora, const LoraRun& run,
+                               ClipLayerActs* acts) const {
+  const int64_t C = cfg.hidden_size, I = cfg.intermediate_size;
+  const int64_t T = cfg.num_patches() + 1, R = N * T;
+  const ClipLayer& L = layers[size_t(l)];
+  ClipLayerActs local;
+  ClipLayerActs& A = acts ? *acts : local;
+  if (acts) A.x_in = x;
+  A.h1 = Tensor({R, C});
+  A.qkv = Tensor({R, 3 * C});
+  A.att = Tensor({R, C});
+  A.h2 = Tensor({R, C});
+  A.pre = Tensor({R, I});
+  Tensor tmp({R, C});
+  auto adapt = [&](int s, const float* in, float* y, int64_t y_stride) {
+    const LoraAdapter* a = lora ? lora->at[size_t(l)][size_t(s)] : nullptr;
+    if (a) lora_forward(*a, in, R, y, y_stride, run.for_adapter(l * kClipSlots + s), &A.xa[size_t(s)], &A.xd[size_t(s)]);
+  };
+  ops::layernorm(x.ptr(), L.ln1_g.ptr(), L.ln1_b.ptr(), A.h1.ptr(), R, C, cfg.layer_norm_eps);
+  ops::linear(A.h1.ptr(), L.qkv_w.ptr(), L.qkv_b.ptr(), A.qkv.ptr(), R, C, 3 * C);
+  adapt(kClipQ, A.h1.ptr(), A.qkv.ptr(), 3 * C);
+  adapt(kClipK, A.h1.ptr(), A.qkv.ptr() + C, 3 * C);
+  adapt(kClipV, A.h1.ptr(), A.qkv.ptr() + 2 * C, 3 * C);
+  ops::attention(clip_attention(cfg, A.qkv.ptr(), A.att.ptr(), N, T));
+  ops::linear(A.att.ptr(), L.out_w.ptr(), L.out_b.ptr(), tmp.ptr(), R, C, C);
+  adapt(kClipOut, A.att.ptr(), tmp.ptr(), C);
+  ops::add_inplace(x.ptr(), tmp.ptr(), R * C);
+  if (acts) A.x_mid = x;
+  ops::layernorm(x.ptr(), L.ln2_g.ptr(), L.ln2_b.ptr(), A.h2.ptr(), R, C, cfg.layer_norm_eps);
+  ops::linear(A.h2.ptr(), L.fc1_w.ptr(), L.fc1_b.ptr(), A.pre.ptr(), R, C, I);
+  adapt(kClipFc1, A.h2.ptr(), A.pre.ptr(), I);
+  // Training keeps the activation's input; inference applies it in place.
+  Tensor* act = &A.pre;
+  if (acts) {
+    A.act = A.pre;
+    act = &A.act;
+  }
+  if (cfg.hidden_act == "quick_gelu") ops::quick_gelu(act->ptr(), R * I);
+  else ops::gelu_erf(act->ptr(), R * I);
+  ops::linear(act->ptr(), L.fc2_w.ptr(), L.fc2_b.ptr(), tmp.ptr(), R, I, C);
+  adapt(kClipFc2, act->ptr(), tmp.ptr(), C);
+  ops::add_inplace(x.ptr(), tmp.ptr(), R * C);
+}
+
+Tensor ClipVision::forward_patches(const float* pixels, int64_t N) const {
+  return forward_patches(pixels, N, nullptr, nullptr, LoraRun{});
+}
+
+Tensor ClipVision::forward_patches(const float* pixels, int64_t N, const ClipLora* lora, ClipActs* acts,
+                                   const LoraRun& run) const {
+  const int64_t C = cfg.hidden_size, NP = cfg.num_patches(), T = NP + 1;
+  XV_CHECK(!lora || lora->at.size() == layers.size(), "clip forward: LoRA map has {} layers, the tower runs {}",
+           lora ? lora->at.size() : 0, layers.size());
+  Tensor x = embed(pixels, N);
+  if (acts) {
+    acts->N = N;
+    acts->layers.assign(layers.size(), {});
+  }
+  for (int64_t l = 0; l < int64_t(layers.size()); ++l) {
+    ClipLayerActs* la = nullptr;
+    ClipLayerActs scratch;
+    if (acts) la = acts->checkpointing ? &scratch : &acts->layers[size_t(l)];
+    if (acts && acts->checkpointing) acts->layers[size_t(l)].x_in = x;  // the only thing kept
+    layer_forward(l, x, N, lora, run, la);
   }
   // Drop CLS: (N, NP, C).
   Tensor out({N, NP, C});
@@ -101,6 +168,67 @@ Tensor ClipVision::forward_patches(const float* pixels, int64_t N) const {
   for (int64_t n = 0; n < N; ++n)
     std::copy(x.ptr() + (n * T + 1) * C, x.ptr() + (n * T + T) * C, out.ptr() + n * NP * C);
   return out;
+}
+
+void ClipVision::backward(ClipActs& acts, const Tensor& dpatches, const ClipLora& lora, const LoraRun& run) const {
+  const int64_t C = cfg.hidden_size, I = cfg.intermediate_size, NP = cfg.num_patches(), T = NP + 1;
+  const int64_t N = acts.N, R = N * T;
+  const float eps = cfg.layer_norm_eps;
+  XV_CHECK(dpatches.numel() == N * NP * C, "clip backward: dpatches must be (N, {}, {}) with N = {}", NP, C, N);
+  XV_CHECK(acts.layers.size() == layers.size(), "clip backward: the activations of a forward pass are missing");
+  XV_CHECK(lora.at.size() == layers.size(), "clip backward: LoRA map has {} layers, the tower runs {}", lora.at.size(),
+           layers.size());
+  // dx (R, C): the gradient at the current layer's output; the CLS rows of the output get none.
+  Tensor dx({R, C});
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < N; ++n)
+    std::copy(dpatches.ptr() + n * NP * C, dpatches.ptr() + (n + 1) * NP * C, dx.ptr() + (n * T + 1) * C);
+  Tensor dmid({R, C}), dh({R, C}), dpre({R, I}), datt({R, C}), dqkv({R, 3 * C});
+  const bool quick = cfg.hidden_act == "quick_gelu";
+  for (int64_t l = int64_t(layers.size()) - 1; l >= 0; --l) {
+    const ClipLayer& L = layers[size_t(l)];
+    ClipLayerActs& A = acts.layers[size_t(l)];
+    if (acts.checkpointing) {  // recompute this layer from its kept input, with the same dropout masks
+      Tensor x = A.x_in;
+      layer_forward(l, x, N, &lora, run, &A);
+    }
+    auto adapt_back = [&](int s, const Tensor& in, const float* dy, int64_t dy_stride, float* din) {
+      if (LoraAdapter* a = lora.at[size_t(l)][size_t(s)])
+        lora_backward(*a, in.ptr(), A.xa[size_t(s)].ptr(), A.xd[size_t(s)], run.for_adapter(l * kClipSlots + s), dy,
+                      dy_stride, R, din);
+    };
+    // x_out = x_mid + fc2(act), act = f(pre), pre = fc1(h2), h2 = ln2(x_mid)
+    ops::linear_backward(A.act.ptr(), L.fc2_w.ptr(), dx.ptr(), dpre.ptr(), nullptr, nullptr, R, I, C);
+    adapt_back(kClipFc2, A.act, dx.ptr(), C, dpre.ptr());
+    if (quick) ops::quick_gelu_backward(A.pre.ptr(), dpre.ptr(), dpre.ptr(), R * I);
+    else ops::gelu_erf_backward(A.pre.ptr(), dpre.ptr(), dpre.ptr(), R * I);
+    ops::linear_backward(A.h2.ptr(), L.fc1_w.ptr(), dpre.ptr(), dh.ptr(), nullptr, nullptr, R, C, I);
+    adapt_back(kClipFc1, A.h2, dpre.ptr(), I, dh.ptr());
+    ops::layernorm_backward(A.x_mid.ptr(), L.ln2_g.ptr(), dh.ptr(), dmid.ptr(), nullptr, nullptr, R, C, eps);
+    ops::add_inplace(dmid.ptr(), dx.ptr(), R * C);
+    // x_mid = x_in + out_proj(att), att = attention(q, k, v), qkv = proj(h1), h1 = ln1(x_in)
+    ops::linear_backward(A.att.ptr(), L.out_w.ptr(), dmid.ptr(), datt.ptr(), nullptr, nullptr, R, C, C);
+    adapt_back(kClipOut, A.att, dmid.ptr(), C, datt.ptr());
+    ops::AttentionBackwardParams bp;
+    bp.fwd = clip_attention(cfg, A.qkv.ptr(), nullptr, N, T);
+    bp.dout = datt.ptr(), bp.dout_stride = C;
+    bp.dq = dqkv.ptr(), bp.dk = dqkv.ptr() + C, bp.dv = dqkv.ptr() + 2 * C;
+    bp.dq_stride = bp.dk_stride = bp.dv_stride = 3 * C;
+    ops::attention_backward(bp);
+    if (l == 0) {  // the embeddings are frozen: only the adapters' own gradients are left
+      adapt_back(kClipQ, A.h1, dqkv.ptr(), 3 * C, nullptr);
+      adapt_back(kClipK, A.h1, dqkv.ptr() + C, 3 * C, nullptr);
+      adapt_back(kClipV, A.h1, dqkv.ptr() + 2 * C, 3 * C, nullptr);
+    } else {
+      ops::linear_backward(A.h1.ptr(), L.qkv_w.ptr(), dqkv.ptr(), dh.ptr(), nullptr, nullptr, R, C, 3 * C);
+      adapt_back(kClipQ, A.h1, dqkv.ptr(), 3 * C, dh.ptr());
+      adapt_back(kClipK, A.h1, dqkv.ptr() + C, 3 * C, dh.ptr());
+      adapt_back(kClipV, A.h1, dqkv.ptr() + 2 * C, 3 * C, dh.ptr());
+      ops::layernorm_backward(A.x_in.ptr(), L.ln1_g.ptr(), dh.ptr(), dx.ptr(), nullptr, nullptr, R, C, eps);
+      ops::add_inplace(dx.ptr(), dmid.ptr(), R * C);
+    }
+    if (acts.checkpointing) A = ClipLayerActs{};  // free the recomputed activations
+  }
 }
 
 }  // namespace xv

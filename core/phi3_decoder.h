@@ -1,9 +1,14 @@
 // Phi-3 decoder (as in Phi-3.5-vision): RMSNorm, fused qkv_proj, RoPE (plain or su/longrope),
 // causal attention with a key padding mask, fused gate_up_proj with SwiGLU, final RMSNorm.
+// Forward for inference and for training (LoRA on the four Linear layers, activations kept for backward or
+// only each layer's input with checkpointing), and the backward pass to the LoRA tensors and to the input
+// embeddings (where the image tokens enter).
 #pragma once
+#include <array>
 #include <string>
 #include <vector>
 
+#include "core/lora.h"
 #include "core/model_config.h"
 #include "core/tensor.h"
 
@@ -18,6 +23,39 @@ struct Phi3Layer {
   Tensor post_ln;    // (C) post_attention_layernorm
   Tensor gate_up_w;  // (2 I, C) mlp.gate_up_proj: [gate | up]
   Tensor down_w;     // (C, I) mlp.down_proj
+};
+
+// The Linear layers of a decoder layer that LoRA can adapt; module names as PEFT sees them under
+// "model.layers.<l>.".
+enum Phi3Slot { kPhi3Qkv, kPhi3O, kPhi3GateUp, kPhi3Down, kPhi3Slots };
+const char* phi3_slot_module(int slot);  // "self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_up_proj", "mlp.down_proj"
+
+// The decoder's adapters: at[l][s] points into storage the caller owns, null where (l, s) is not adapted.
+// Adapter (l, s) draws its dropout stream from LoraRun::for_adapter(l * kPhi3Slots + s).
+struct Phi3DecoderLora {
+  std::vector<std::array<LoraAdapter*, kPhi3Slots>> at;  // (L)
+};
+
+// What backward needs from one layer (N = B*T rows, QKV = (Hq + 2 Hkv) D).
+struct Phi3LayerActs {
+  Tensor x_in;   // (N, C) layer input: the only thing kept with checkpointing
+  Tensor h1;     // (N, C) input_layernorm(x_in)
+  Tensor qkv;    // (N, QKV) qkv_proj(h1), LoRA included, RoPE applied to q and k
+  Tensor att;    // (N, Hq D) attention output
+  Tensor x_mid;  // (N, C) x_in + o_proj(att)
+  Tensor h2;     // (N, C) post_attention_layernorm(x_mid)
+  Tensor gu;     // (N, 2I) gate_up_proj(h2)
+  Tensor act;    // (N, I) silu(gate) * up
+  std::array<Tensor, kPhi3Slots> xa;  // (N, r) per adapted slot: dropout(x) A^T
+  std::array<Tensor, kPhi3Slots> xd;  // (N, in) per adapted slot: dropout(x), only when dropout is on
+};
+struct Phi3Acts {
+  bool checkpointing = false;  // set before forward: keep only each layer's input, recompute in backward
+  int64_t B = 0, T = 0;
+  std::vector<float> mask;  // (B, T)
+  Tensor cos, sin;          // (T, D) the RoPE tables of this pass
+  std::vector<Phi3LayerActs> layers;
+  Tensor x_last;  // (N, C) the input of the final norm
 };
 
 struct Phi3Decoder {
@@ -35,6 +73,19 @@ struct Phi3Decoder {
   // x (B, T, C) input embeddings, in place -> final hidden states after model.norm.
   // mask (B, T): 1 real token, 0 padding. Positions are 0..T-1 for every row (right padding).
   void forward(Tensor& x, const std::vector<float>& mask, int64_t B, int64_t T) const;
+  // The same with LoRA (`lora` null: the frozen model, the teacher); with `acts`, what backward needs is kept.
+  // `run` carries the LoRA dropout seed of this pass.
+  void forward(Tensor& x, const std::vector<float>& mask, int64_t B, int64_t T, const Phi3DecoderLora* lora,
+               Phi3Acts* acts, const LoraRun& run) const;
+  // dhidden (B, T, C) at the final hidden states -> LoRA gradients accumulated into the adapters of `lora`.
+  // Returns the gradient at the input embeddings (B, T, C) when `need_dinput`, else an empty tensor.
+  // `run` must be the forward's.
+  Tensor backward(Phi3Acts& acts, const Tensor& dhidden, const Phi3DecoderLora& lora, const LoraRun& run,
+                  bool need_dinput) const;
+
+  // Layer l on x (B*T, C), in place, with the RoPE tables of the pass; fills `acts` when given.
+  void layer_forward(int64_t l, Tensor& x, const std::vector<float>& mask, int64_t B, int64_t T, const Tensor& cos,
+                     const Tensor& sin, const Phi3DecoderLora* lora, const LoraRun& run, Phi3LayerActs* acts) const;
 };
 
 }  // namespace xv

@@ -1,12 +1,308 @@
-// KdModel for the phi3_v backbone. The backward pass of the Phi-3 decoder, CLIP tower and HD glue is not
-// written yet: loading one for training says so.
+// KdModel for the phi3_v backbone: a LoRA student over the frozen Phi-3-vision (decoder and CLIP tower),
+// pooled at the last non-pad token after the final norm; the teacher is the same model with its adapters
+// off. A pair's image serves both sides: the tower runs once per step for the student (its backward takes
+// the sum of both sides' gradients) and once for the teacher (only when the tower has adapters).
+#include <filesystem>
+
+#include "core/bert_model.h"  // mean_pool, mean_pool_backward
+#include "core/image.h"
 #include "core/kd_model.h"
+#include "core/phi3v_model.h"
+#include "core/tokenizer.h"
+#include "kernels/ops.h"
 
 namespace xv {
 
-std::unique_ptr<KdModel> make_phi3v_kd_model(const std::string& dir, const std::string&, const LoraConfig&,
-                                             uint64_t) {
-  fail("{}: training the phi3_v backbone is not implemented yet (bert only)", dir);
+namespace fs = std::filesystem;
+
+namespace {
+
+// One side (English or other-language) of a batch, right-padded with the pad id.
+struct Side {
+  std::vector<int32_t> ids;   // (B, T), image placeholders negative
+  std::vector<float> mask;    // (B, T) 1 for real tokens
+  std::vector<float> prefix;  // (B, T) 1 at every position up to and including the row's last <s>
+  std::vector<int64_t> last;  // (B) the last real token
+  int64_t B = 0, T = 0;
+};
+
+// A micro-batch made ready: the images (one per pair that has one) and both sides' prompt ids.
+struct Prepared {
+  std::vector<Phi3VImageInputs> images;
+  std::vector<int> row_image;  // (B) index into images, -1 for a text-only pair
+  std::vector<int64_t> tok0;   // per image: its first row in the stacked image tokens
+  Side en, xx;
+};
+
+// Input embeddings' image rows of each row b: its image's slice of the stacked tokens `tok` (n, C).
+std::vector<std::vector<ImageTokens>> row_tokens(const Prepared& p, const Tensor& tok) {
+  std::vector<std::vector<ImageTokens>> out(p.row_image.size());
+  const int64_t C = tok.empty() ? 0 : tok.dim(1);
+  for (size_t b = 0; b < p.row_image.size(); ++b)
+    if (const int i = p.row_image[b]; i >= 0)
+      out[b].push_back({tok.ptr() + p.tok0[size_t(i)] * C, p.images[size_t(i)].num_img_tokens});
+  return out;
+}
+
+std::vector<std::vector<float*>> row_dtokens(const Prepared& p, Tensor& dtok) {
+  std::vector<std::vector<float*>> out(p.row_image.size());
+  const int64_t C = dtok.dim(1);
+  for (size_t b = 0; b < p.row_image.size(); ++b)
+    if (const int i = p.row_image[b]; i >= 0) out[b].push_back(dtok.ptr() + p.tok0[size_t(i)] * C);
+  return out;
+}
+
+// hidden (B, T, C) -> the rows at side.last: (B, C).
+Tensor last_rows(const Tensor& hidden, const Side& s) {
+  const int64_t C = hidden.dim(-1);
+  Tensor out({s.B, C});
+  for (int64_t b = 0; b < s.B; ++b) {
+    const float* src = hidden.ptr() + (b * s.T + s.last[size_t(b)]) * C;
+    std::copy(src, src + C, out.ptr() + b * C);
+  }
+  return out;
+}
+
+// The adjoint: dhidden (B, T, C) += dpooled (B, C) at side.last.
+void last_rows_backward(const Tensor& dpooled, const Side& s, Tensor& dhidden) {
+  const int64_t C = dpooled.dim(-1);
+  for (int64_t b = 0; b < s.B; ++b) {
+    float* dst = dhidden.ptr() + (b * s.T + s.last[size_t(b)]) * C;
+    const float* src = dpooled.ptr() + b * C;
+    for (int64_t c = 0; c < C; ++c) dst[c] += src[c];
+  }
+}
+
+class Phi3VKdModel : public KdModel {
+ public:
+  Phi3VKdModel(const std::string& dir, const std::string& trainable, const LoraConfig& lcfg, uint64_t seed)
+      : model_(Phi3VModel::load(dir)), tok_(Tokenizer::from_file((fs::path(dir) / "tokenizer.json").string())) {
+    XV_CHECK(trainable == "lora", "phi3_v: trainable '{}' is not supported yet (only 'lora')", trainable);
+    const std::string pp = (fs::path(dir) / "preprocessor_config.json").string();
+    if (fs::exists(pp)) img_cfg_ = phi3v_image_config_from_json(pp);
+    lora_ = Phi3VLora::create(model_, lcfg, seed);
+    bos_ = tok_->token_to_id("<s>");
+    if (bos_ < 0) bos_ = 1;  // Phi-3's bos_token_id
+  }
+  const std::string& arch() const override { return arch_; }
+  int64_t dim() const override { return model_.cfg.hidden_size; }
+
+  std::vector<TrainableTensor> trainable() override {
+    std::vector<TrainableTensor> out;
+    for (auto& a : lora_.adapters) {
+      out.push_back({a.a_name(), &a.A, &a.dA});
+      out.push_back({a.b_name(), &a.B, &a.dB});
+    }
+    return out;
+  }
+  void zero_grad() override { lora_.zero_grad(); }
+
+  KdLossTerms forward_backward(const std::vector<TrainPair>& batch, const KdStepOptions& opt) override {
+    XV_CHECK(!batch.empty(), "kd step: empty batch");
+    const Prepared p = prepare(batch, true, opt.image_prefix_loss);
+    const bool has_img = !p.images.empty();
+    const bool prefix = opt.image_prefix_loss && has_img;
+    const bool train_vis = has_img && lora_.vision_adapted();
+    const int64_t C = dim(), B = p.en.B;
+    // Independent dropout streams for the vision pass and the two decoder passes of this micro-batch.
+    const uint64_t s = opt.dropout_seed;
+    const LoraRun run_en{s ? s * 4 + 1 : 0}, run_xx{s ? s * 4 + 2 : 0}, run_vis{s ? s * 4 + 3 : 0};
+    Phi3DecoderLora dl = lora_.decoder();
+    ClipLora cl = lora_.vision();
+    std::vector<const Phi3VImageInputs*> imgs;
+    for (const auto& im : p.images) imgs.push_back(&im);
+
+    // Vision: the student's tokens (kept for backward when the tower is adapted) and the teacher's.
+    Phi3VVisionActs vacts;
+    vacts.clip.checkpointing = opt.checkpointing;
+    Tensor s_tok, t_tok;
+    if (has_img) s_tok = model_.vision.forward_images(imgs, train_vis ? &cl : nullptr, train_vis ? &vacts : nullptr,
+                                                      run_vis);
+    const bool need_teacher = !opt.teacher_en || prefix;
+    if (need_teacher && has_img) t_tok = train_vis ? model_.vision.forward_images(imgs, nullptr, nullptr, {}) : s_tok;
+
+    // Teacher targets: the adapters off, or the cache's (the cache holds no prefix targets).
+    Tensor t_en, t_pre;
+    if (need_teacher) {
+      Tensor h = model_.embed_inputs(p.en.ids, B, p.en.T, row_tokens(p, t_tok));
+      model_.decoder.forward(h, p.en.mask, B, p.en.T);
+      t_en = last_rows(h, p.en);
+      if (prefix) t_pre = mean_pool(h, p.en.prefix, B, p.en.T);
+    }
+    if (opt.teacher_en) {
+      XV_CHECK(opt.teacher_en->numel() == B * C, "kd step: teacher cache rows do not match the batch ({} x {})", B, C);
+      t_en = *opt.teacher_en;
+      t_en.reshape({B, C});
+    }
+
+    // The two student passes.
+    Phi3Acts acts_en, acts_xx;
+    acts_en.checkpointing = acts_xx.checkpointing = opt.checkpointing;
+    Tensor h_en = model_.embed_inputs(p.en.ids, B, p.en.T, row_tokens(p, s_tok));
+    model_.decoder.forward(h_en, p.en.mask, B, p.en.T, &dl, &acts_en, run_en);
+    Tensor h_xx = model_.embed_inputs(p.xx.ids, B, p.xx.T, row_tokens(p, s_tok));
+    model_.decoder.forward(h_xx, p.xx.mask, B, p.xx.T, &dl, &acts_xx, run_xx);
+
+    // L = 1/2 [MSE(S(en), T(en)) + MSE(S(xx), T(en))], or the mean of those and the two prefix terms.
+    KdLossTerms out;
+    const int64_t n = B * C;
+    const float w = (prefix ? 0.25f : 0.5f) * opt.loss_scale;
+    auto term = [&](const Tensor& s_, const Tensor& t_, Tensor& d) {
+      d = Tensor(s_.shape);
+      ops::mse_loss(s_.ptr(), t_.ptr(), d.ptr(), n, w);
+      return ops::mse_loss(s_.ptr(), t_.ptr(), nullptr, n, 1.0f);
+    };
+    Tensor d_en, d_xx, dp_en, dp_xx;
+    out.loss_en = term(last_rows(h_en, p.en), t_en, d_en);
+    out.loss_xx = term(last_rows(h_xx, p.xx), t_en, d_xx);
+    Tensor dh_en({B, p.en.T, C}), dh_xx({B, p.xx.T, C});
+    if (prefix) {
+      out.prefix_en = term(mean_pool(h_en, p.en.prefix, B, p.en.T), t_pre, dp_en);
+      out.prefix_xx = term(mean_pool(h_xx, p.xx.prefix, B, p.xx.T), t_pre, dp_xx);
+      out.loss = 0.25 * (out.loss_en + out.loss_xx + out.prefix_en + out.prefix_xx);
+      dh_en = mean_pool_backward(dp_en, p.en.prefix, B, p.en.T);
+      dh_xx = mean_pool_backward(dp_xx, p.xx.prefix, B, p.xx.T);
+    } else {
+      out.loss = 0.5 * (out.loss_en + out.loss_xx);
+    }
+    last_rows_backward(d_en, p.en, dh_en);
+    last_rows_backward(d_xx, p.xx, dh_xx);
+    h_en = Tensor(), h_xx = Tensor();
+
+    // Backward: each side through the decoder; both sides' image-token gradients into one tower backward.
+    Tensor dtok;
+    if (train_vis) dtok = Tensor(s_tok.shape);
+    const Tensor dx_en = model_.decoder.backward(acts_en, dh_en, dl, run_en, train_vis);
+    acts_en = Phi3Acts{};
+    if (train_vis) model_.embed_inputs_backward(p.en.ids, B, p.en.T, dx_en, row_dtokens(p, dtok));
+    const Tensor dx_xx = model_.decoder.backward(acts_xx, dh_xx, dl, run_xx, train_vis);
+    acts_xx = Phi3Acts{};
+    if (train_vis) {
+      model_.embed_inputs_backward(p.xx.ids, B, p.xx.T, dx_xx, row_dtokens(p, dtok));
+      model_.vision.backward(vacts, dtok, cl, run_vis);
+    }
+    return out;
+  }
+
+  Tensor teacher_embed(const std::vector<TrainPair>& batch) override {
+    XV_CHECK(!batch.empty(), "teacher embed: empty batch");
+    const Prepared p = prepare(batch, false, false);
+    std::vector<const Phi3VImageInputs*> imgs;
+    for (const auto& im : p.images) imgs.push_back(&im);
+    Tensor tok;
+    if (!imgs.empty()) tok = model_.vision.forward_images(imgs, nullptr, nullptr, {});
+    Tensor h = model_.embed_inputs(p.en.ids, p.en.B, p.en.T, row_tokens(p, tok));
+    model_.decoder.forward(h, p.en.mask, p.en.B, p.en.T);
+    return last_rows(h, p.en);
+  }
+
+  Tensor student_embed(const std::vector<std::string>& texts, bool normalize) override {
+    XV_CHECK(!texts.empty(), "student embed: no input");
+    std::vector<std::vector<int32_t>> rows;
+    for (size_t i = 0; i < texts.size(); ++i) rows.push_back(prompt(texts[i], nullptr, fmt::format("input {}", i + 1)));
+    const Side s = make_side(rows, false, "input");
+    Phi3DecoderLora dl = lora_.decoder();
+    Tensor h = model_.embed_inputs(s.ids, s.B, s.T, {});
+    model_.decoder.forward(h, s.mask, s.B, s.T, &dl, nullptr, LoraRun{});
+    Tensor e = last_rows(h, s);
+    if (normalize) ops::l2_normalize(e.ptr(), e.dim(0), e.dim(1));
+    return e;
+  }
+
+  void save_adapter(const std::string& dir) const override {
+    fail("{}: adapter export is not written yet for the phi3_v backbone", dir);
+  }
+  void load_adapter(const std::string& dir) override {
+    fail("{}: adapter import is not written yet for the phi3_v backbone", dir);
+  }
+  void save_merged(const std::string& dir) const override {
+    fail("{}: merged export is not written yet for the phi3_v backbone", dir);
+  }
+
+ private:
+  // Prompt ids of one text, with its image's placeholders when it has one: a text that names no
+  // <|image_1|> gets "<|image_1|> " in front, as the embedder does.
+  // `what` names the text in errors ("pair 3: the English text").
+  std::vector<int32_t> prompt(const std::string& text, const Phi3VImageInputs* img, const std::string& what) const {
+    std::string t = text;
+    std::vector<int64_t> ntok;
+    if (img) {
+      ntok.push_back(img->num_img_tokens);
+      if (t.find("<|image_1|>") == std::string::npos) t = "<|image_1|> " + t;
+    }
+    std::vector<int32_t> ids;
+    try {
+      ids = phi3v_prompt_ids(*tok_, t, ntok);
+    } catch (const Error& e) {
+      fail("{}: {}", what, e.what());
+    }
+    XV_CHECK(!ids.empty(), "{} gives no tokens (the tokenizer adds no <s>)", what);
+    XV_CHECK(int64_t(ids.size()) <= model_.cfg.max_position_embeddings,
+             "{} makes a prompt of {} tokens, more than the model's {} (max_position_embeddings)", what, ids.size(),
+             model_.cfg.max_position_embeddings);
+    return ids;
+  }
+
+  // Right-pads rows into a Side; with `need_prefix`, every row must hold a <s>.
+  Side make_side(const std::vector<std::vector<int32_t>>& rows, bool need_prefix, const char* side) const {
+    Side s;
+    s.B = int64_t(rows.size());
+    for (const auto& r : rows) s.T = std::max(s.T, int64_t(r.size()));
+    s.ids.assign(size_t(s.B * s.T), int32_t(model_.cfg.pad_token_id));
+    s.mask.assign(size_t(s.B * s.T), 0.0f);
+    s.prefix.assign(size_t(s.B * s.T), 0.0f);
+    for (int64_t b = 0; b < s.B; ++b) {
+      const auto& r = rows[size_t(b)];
+      int64_t last_bos = -1;
+      for (size_t t = 0; t < r.size(); ++t) {
+        s.ids[size_t(b * s.T) + t] = r[t];
+        s.mask[size_t(b * s.T) + t] = 1.0f;
+        if (r[t] == bos_) last_bos = int64_t(t);
+      }
+      XV_CHECK(!need_prefix || last_bos >= 0,
+               "pair {}: the {} prompt has no <s> token, which the image-prefix loss pools up to", b + 1, side);
+      for (int64_t t = 0; t <= last_bos; ++t) s.prefix[size_t(b * s.T + t)] = 1.0f;
+      s.last.push_back(int64_t(r.size()) - 1);
+    }
+    return s;
+  }
+
+  Prepared prepare(const std::vector<TrainPair>& batch, bool with_xx, bool prefix_loss) const {
+    Prepared p;
+    p.row_image.assign(batch.size(), -1);
+    int64_t n_tok = 0;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      if (batch[i].image.empty()) continue;
+      p.row_image[i] = int(p.images.size());
+      p.images.push_back(phi3v_preprocess(load_image(batch[i].image), img_cfg_));
+      p.tok0.push_back(n_tok);
+      n_tok += p.images.back().num_img_tokens;
+    }
+    const bool need_prefix = prefix_loss && !p.images.empty();
+    std::vector<std::vector<int32_t>> en, xx;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      const Phi3VImageInputs* img = p.row_image[i] < 0 ? nullptr : &p.images[size_t(p.row_image[i])];
+      en.push_back(prompt(batch[i].text_en, img, fmt::format("pair {}: the English text", i + 1)));
+      if (with_xx) xx.push_back(prompt(batch[i].text_xx, img, fmt::format("pair {}: the other-language text", i + 1)));
+    }
+    p.en = make_side(en, need_prefix, "English");
+    if (with_xx) p.xx = make_side(xx, need_prefix, "other-language");
+    return p;
+  }
+
+  std::string arch_ = "phi3_v";
+  Phi3VModel model_;
+  std::unique_ptr<Tokenizer> tok_;
+  Phi3VImageConfig img_cfg_;
+  Phi3VLora lora_;
+  int32_t bos_ = 1;
+};
+
+}  // namespace
+
+std::unique_ptr<KdModel> make_phi3v_kd_model(const std::string& dir, const std::string& trainable,
+                                             const LoraConfig& lora, uint64_t seed) {
+  return std::make_unique<Phi3VKdModel>(dir, trainable, lora, seed);
 }
 
 }  // namespace xv

@@ -1,16 +1,30 @@
 // Phi-3-vision (VLM2Vec's backbone): CLIP tower -> HD glue (2x2 merge, sub_GN / glb_GN separators) ->
 // projector -> features written at the negative-id placeholder positions -> Phi-3 decoder.
+// Inference, and the pieces training needs: LoRA over the decoder and the tower (Phi3VLora), the vision
+// side over a batch of images with its backward (HD glue, projector and separators are frozen), and the
+// image-token scatter into the input embeddings with its adjoint.
 #pragma once
+#include <array>
 #include <string>
 #include <vector>
 
 #include "core/clip_vision.h"
+#include "core/lora.h"
 #include "core/phi3_decoder.h"
 #include "core/phi3v_image_processor.h"
 
 namespace xv {
 
 class Tokenizer;
+
+// What the vision backward needs from a forward over a batch of images.
+struct Phi3VVisionActs {
+  ClipActs clip;                  // the one CLIP pass over every image's crops
+  std::vector<int64_t> crop0;     // per image: its first crop (the global view) in the CLIP pass
+  std::vector<int64_t> tok0;      // per image: its first row in the stacked tokens
+  std::vector<int64_t> h, w;      // per image: the HD crop grid
+  Tensor y_pre;                   // (n, Hd) img_projection.0 output, the GELU input
+};
 
 struct Phi3VImageEmbedding {
   ClipVision clip;
@@ -26,6 +40,24 @@ struct Phi3VImageEmbedding {
   Tensor hd_features(const Phi3VImageInputs& img) const;
   // Projected image tokens: (num_img_tokens, Hd).
   Tensor forward(const Phi3VImageInputs& img) const;
+
+  // Where the HD sequence of an image of h x w crops comes from: per token, its four C'-wide blocks
+  // [(dy, dx) = 00, 01, 10, 11] are rows crop * G*G + patch of the CLIP output (crops counted from the
+  // image's global view), or all four are -1 for a sub_GN token, -2 for the glb_GN token. (n_tokens * 4).
+  std::vector<int64_t> hd_layout(int64_t h, int64_t w) const;
+  // Projected tokens of several images stacked in order: (sum of num_img_tokens, Hd), with one CLIP pass
+  // over all their crops. With `lora`, the tower's adapters apply; with `acts`, backward's needs are kept.
+  Tensor forward_images(const std::vector<const Phi3VImageInputs*>& imgs, const ClipLora* lora,
+                        Phi3VVisionActs* acts, const LoraRun& run) const;
+  // dtokens (sum of num_img_tokens, Hd) -> the tower's LoRA gradients (projector, separators and glue are
+  // frozen; the gradient flows through them). `run` must be the forward's.
+  void backward(Phi3VVisionActs& acts, const Tensor& dtokens, const ClipLora& lora, const LoraRun& run) const;
+};
+
+// Rows of one image's projected tokens (n, C), for the scatter into the input embeddings.
+struct ImageTokens {
+  const float* p = nullptr;
+  int64_t n = 0;
 };
 
 struct Phi3VModel {
@@ -39,6 +71,36 @@ struct Phi3VModel {
   // images[b][k-1] is image k of row b. Returns the final hidden states (B, T, C).
   Tensor forward(const std::vector<int32_t>& ids, const std::vector<float>& mask, int64_t B, int64_t T,
                  const std::vector<std::vector<const Phi3VImageInputs*>>& images) const;
+
+  // Input embeddings (B, T, C): embed_tokens rows, and at the placeholders -k of row b the rows of
+  // images[b][k-1] in order (their counts must match).
+  Tensor embed_inputs(const std::vector<int32_t>& ids, int64_t B, int64_t T,
+                      const std::vector<std::vector<ImageTokens>>& images) const;
+  // The adjoint on the image side: dimages[b][k-1] (n, C) += the rows of dx (B, T, C) at the placeholders
+  // -k of row b (embed_tokens is frozen).
+  void embed_inputs_backward(const std::vector<int32_t>& ids, int64_t B, int64_t T, const Tensor& dx,
+                             const std::vector<std::vector<float*>>& dimages) const;
+};
+
+// LoRA module paths as PEFT sees them in the transformers model (Phi3VForCausalLM).
+std::string phi3v_decoder_module(int64_t layer, int slot);  // "model.layers.<l>.self_attn.qkv_proj", ...
+std::string phi3v_clip_module(int64_t layer, int slot);
+// ^ "model.vision_embed_tokens.img_processor.vision_model.encoder.layers.<l>.self_attn.q_proj", ...
+
+// The LoRA adapters of a phi3_v student, over the decoder and the CLIP layers that run (the tower's last
+// layer feeds nothing, so PEFT's adapters there never get a gradient and are not created here).
+// dec[l][s] / clip[l][s] index `adapters`, or -1 where that Linear is not adapted.
+struct Phi3VLora {
+  std::vector<LoraAdapter> adapters;
+  std::vector<std::array<int, kPhi3Slots>> dec;  // (decoder layers)
+  std::vector<std::array<int, kClipSlots>> clip;  // (CLIP layers that run)
+
+  static Phi3VLora create(const Phi3VModel& m, const LoraConfig& cfg, uint64_t seed);
+  // Pointer maps for the forward and backward passes (valid while `adapters` is not resized).
+  Phi3DecoderLora decoder();
+  ClipLora vision();
+  bool vision_adapted() const;
+  void zero_grad();
 };
 
 // The Phi-3-vision processor's text side: splits `text` at <|image_N|> tags, tokenizes each chunk with
