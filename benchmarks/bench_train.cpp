@@ -1,7 +1,8 @@
 // Self-KD training-step throughput: pairs/s and peak RSS of forward + backward + AdamW on a model folder,
 // LoRA student, teacher = adapters off. Prints one JSON line for benchmarks/train_vs_peer.sh.
 //   bench_train MODEL_DIR PAIRS.json [--threads N] [--batch-size B] [--steps S] [--r R] [--checkpointing 0|1]
-// PAIRS.json: [[en, xx], ...]; batches are taken in order, cycling.
+// PAIRS.json: [[en, xx], ...] or [[en, xx, image path], ...]; batches are taken in order, cycling.
+// LoRA r (default 8), alpha 64, dropout 0 on VLM2Vec's targets (bert: query, key, value, dense).
 #include <sys/resource.h>
 
 #include <chrono>
@@ -43,10 +44,11 @@ int main(int argc, char** argv) {
     xv::ops::set_num_threads(threads);
     std::vector<xv::TrainPair> pairs;
     for (const auto& p : nlohmann::json::parse(xv::read_file(argv[2])))
-      pairs.push_back({p[0].get<std::string>(), p[1].get<std::string>(), "", ""});
+      pairs.push_back({p[0].get<std::string>(), p[1].get<std::string>(), "", p.size() > 2 ? p[2].get<std::string>() : ""});
     xv::LoraConfig lc;
     lc.r = r, lc.alpha = 64, lc.dropout = 0.0f;
-    lc.targets = {"query", "key", "value", "dense"};
+    lc.targets = {"query", "key", "value", "dense", "qkv_proj", "o_proj", "gate_up_proj", "down_proj",
+                  "q_proj", "k_proj", "v_proj", "out_proj"};
     auto model = xv::KdModel::load(argv[1], "lora", lc, 0);
     std::vector<std::pair<xv::Tensor*, xv::Tensor*>> params;
     std::vector<xv::Tensor*> grads;
@@ -68,9 +70,9 @@ int main(int argc, char** argv) {
     const auto t0 = std::chrono::steady_clock::now();
     for (int s = 1; s <= steps; ++s) run(s);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::printf("{\"impl\": \"xvlm2vec\", \"steps\": %d, \"batch_size\": %lld, \"threads\": %d, \"r\": %lld, "
+    std::printf("{\"impl\": \"xvlm2vec\", \"arch\": \"%s\", \"steps\": %d, \"batch_size\": %lld, \"threads\": %d, \"r\": %lld, "
                 "\"blas_core\": \"%s\", \"seconds\": %.3f, \"pairs_per_s\": %.1f, \"peak_rss_mb\": %.0f}\n",
-                steps, static_cast<long long>(batch), xv::ops::num_threads(), static_cast<long long>(r),
+                model->arch().c_str(), steps, static_cast<long long>(batch), xv::ops::num_threads(), static_cast<long long>(r),
                 xv::ops::blas_core_name(), secs, double(steps * batch) / secs, peak_rss_mb());
   } catch (const xv::Error& e) {
     std::fprintf(stderr, "bench_train: error: %s\n", e.what());
