@@ -28,6 +28,7 @@ class AdamW {
   // One update with learning rate `lr` (the schedule's value for this step).
   void step(float lr);
   int64_t steps() const { return t_; }
+  void set_steps(int64_t t) { t_ = t; }  // when resuming: the moments come from the checkpoint
   std::vector<ParamRef>& params() { return params_; }
 
  private:

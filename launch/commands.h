@@ -9,5 +9,8 @@ using Runner = std::function<int()>;
 
 Runner add_embed(CLI::App& app);
 Runner add_init_model(CLI::App& app);
+Runner add_train(CLI::App& app);
+Runner add_corpus(CLI::App& app);
+Runner add_export(CLI::App& app);
 
 }  // namespace xv::cli

@@ -24,6 +24,9 @@ int main(int argc, char** argv) {
   };
   add(xv::cli::add_embed);
   add(xv::cli::add_init_model);
+  add(xv::cli::add_train);
+  add(xv::cli::add_corpus);
+  add(xv::cli::add_export);
   CLI11_PARSE(app, argc, argv);
   try {
     xv::ops::set_num_threads(threads);

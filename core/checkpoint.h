@@ -1,0 +1,44 @@
+// Training checkpoints: output_dir/checkpoints/step-N/ holds
+//   trainable.safetensors  the trainable tensors, f32, under their saved names (PEFT names for LoRA)
+//   optimizer.safetensors  AdamW moments "<name>.exp_avg", "<name>.exp_avg_sq" (torch's names), f32
+//   state.json             step, AdamW step, data position (epoch, index in that epoch's permutation),
+//                          the seed (every random draw derives from it and the position), data fingerprint
+//   config.yaml            the resolved config the run used
+// A checkpoint is written into a staging folder, flushed, then renamed into place: a folder named step-N
+// is always complete. Only the newest `keep` are kept.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/kd_model.h"
+#include "core/optimizer.h"
+
+namespace xv {
+
+struct TrainState {
+  int64_t step = 0;         // optimizer steps done
+  int64_t epoch = 0;        // data position: the epoch of the next pair
+  int64_t index = 0;        // data position: the next pair's place in that epoch's permutation
+  int64_t total_steps = 0;  // the schedule's length
+  int64_t num_pairs = 0;
+  uint64_t seed = 0;
+  std::string data_fingerprint;
+};
+
+// Writes step-<st.step>; returns its path.
+std::string save_checkpoint(const std::string& output_dir, const TrainState& st,
+                            const std::vector<TrainableTensor>& trainable, AdamW& opt, const std::string& config_yaml,
+                            int64_t keep);
+// The newest complete checkpoint under output_dir/checkpoints, or "" when there is none.
+std::string latest_checkpoint(const std::string& output_dir);
+// Every complete checkpoint, oldest first.
+std::vector<std::string> list_checkpoints(const std::string& output_dir);
+TrainState read_checkpoint_state(const std::string& dir);
+std::string read_checkpoint_config(const std::string& dir);  // config.yaml's text
+// Loads the trainable tensors (every one must be present with its shape, and nothing else) and, with
+// `opt`, the AdamW moments and step count.
+void load_checkpoint(const std::string& dir, const std::vector<TrainableTensor>& trainable, AdamW* opt);
+void load_trainable(const std::string& safetensors_path, const std::vector<TrainableTensor>& trainable);
+
+}  // namespace xv
