@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "core/file_util.h"
 #include "kernels/cpu/blas_core.h"
+#include "kernels/cpu/runtime.h"
 #include "kernels/ops.h"
 
 static double peak_rss_mb() {
@@ -26,6 +27,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   xv::ops::select_blas_core(argc, argv);
+  xv::ops::tune_allocator();
   int threads = 0, repeat = 3;
   int64_t batch = 32;
   for (int i = 3; i + 1 < argc; i += 2) {

@@ -15,6 +15,7 @@
 #include "core/kd_model.h"
 #include "core/optimizer.h"
 #include "kernels/cpu/blas_core.h"
+#include "kernels/cpu/runtime.h"
 #include "kernels/ops.h"
 
 static double peak_rss_mb() {
@@ -25,6 +26,7 @@ static double peak_rss_mb() {
 
 int main(int argc, char** argv) {
   xv::ops::select_blas_core(argc, argv);
+  xv::ops::tune_allocator();
   if (argc < 3) {
     std::fprintf(stderr, "usage: bench_train MODEL_DIR PAIRS.json [--threads N] [--batch-size B] [--steps S] [--r R] "
                          "[--checkpointing 0|1]\n");

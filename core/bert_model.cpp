@@ -215,12 +215,14 @@ void BertModel::backward(BertActs& acts, const Tensor& dhidden, BertLora& lora, 
     bp.dq = dqkv.ptr(), bp.dk = dqkv.ptr() + C, bp.dv = dqkv.ptr() + 2 * C;
     bp.dq_stride = bp.dk_stride = bp.dv_stride = 3 * C;
     ops::attention_backward(bp);
-    // x_in feeds the fused qkv projection and the residual into h1.
-    ops::linear_backward(A.x_in.ptr(), L.qkv_w.ptr(), dqkv.ptr(), dx.ptr(), nullptr, nullptr, N, C, 3 * C);
-    adapt_back(kQuery, A.x_in, dqkv.ptr(), 3 * C, dx.ptr());
-    adapt_back(kKey, A.x_in, dqkv.ptr() + C, 3 * C, dx.ptr());
-    adapt_back(kValue, A.x_in, dqkv.ptr() + 2 * C, 3 * C, dx.ptr());
-    ops::add_inplace(dx.ptr(), dh.ptr(), N * C);
+    // x_in feeds the fused qkv projection and the residual into h1. Below layer 0 lie the frozen embeddings:
+    // no input gradient is needed there, only the adapters' own.
+    float* dxin = l > 0 ? dx.ptr() : nullptr;
+    if (dxin) ops::linear_backward(A.x_in.ptr(), L.qkv_w.ptr(), dqkv.ptr(), dxin, nullptr, nullptr, N, C, 3 * C);
+    adapt_back(kQuery, A.x_in, dqkv.ptr(), 3 * C, dxin);
+    adapt_back(kKey, A.x_in, dqkv.ptr() + C, 3 * C, dxin);
+    adapt_back(kValue, A.x_in, dqkv.ptr() + 2 * C, 3 * C, dxin);
+    if (dxin) ops::add_inplace(dxin, dh.ptr(), N * C);
     if (acts.checkpointing) A = BertLayerActs{};  // free the recomputed activations
   }
   // The embeddings are frozen: nothing below the first layer needs a gradient.
