@@ -3,10 +3,12 @@
 // off. A pair's image serves both sides: the tower runs once per step for the student (its backward takes
 // the sum of both sides' gradients) and once for the teacher (only when the tower has adapters).
 #include <filesystem>
+#include <map>
 
 #include "core/bert_model.h"  // mean_pool, mean_pool_backward
 #include "core/image.h"
 #include "core/kd_model.h"
+#include "core/peft_adapter.h"
 #include "core/phi3v_model.h"
 #include "core/tokenizer.h"
 #include "kernels/ops.h"
@@ -76,7 +78,8 @@ void last_rows_backward(const Tensor& dpooled, const Side& s, Tensor& dhidden) {
 class Phi3VKdModel : public KdModel {
  public:
   Phi3VKdModel(const std::string& dir, const std::string& trainable, const LoraConfig& lcfg, uint64_t seed)
-      : model_(Phi3VModel::load(dir)), tok_(Tokenizer::from_file((fs::path(dir) / "tokenizer.json").string())) {
+      : dir_(dir), lcfg_(lcfg), seed_(seed), model_(Phi3VModel::load(dir)),
+        tok_(Tokenizer::from_file((fs::path(dir) / "tokenizer.json").string())) {
     XV_CHECK(trainable == "lora", "phi3_v: trainable '{}' is not supported yet (only 'lora')", trainable);
     const std::string pp = (fs::path(dir) / "preprocessor_config.json").string();
     if (fs::exists(pp)) img_cfg_ = phi3v_image_config_from_json(pp);
@@ -209,14 +212,33 @@ class Phi3VKdModel : public KdModel {
     return e;
   }
 
+  // PEFT's formats (core/peft_adapter): the module paths are the checkpoint's, so an adapter merges into
+  // "<module>.weight" of model.safetensors.
   void save_adapter(const std::string& dir) const override {
-    fail("{}: adapter export is not written yet for the phi3_v backbone", dir);
+    std::vector<const LoraAdapter*> as;
+    for (const auto& a : lora_.adapters) as.push_back(&a);
+    save_peft_adapter(dir, as, lcfg_, dir_);
   }
   void load_adapter(const std::string& dir) override {
-    fail("{}: adapter import is not written yet for the phi3_v backbone", dir);
+    std::string w_path;
+    const LoraConfig c = read_peft_adapter_config(dir, &w_path);
+    Phi3VLora lora;
+    try {
+      lora = Phi3VLora::create(model_, c, seed_);
+    } catch (const Error& e) {
+      fail("{}/adapter_config.json: {}", dir, e.what());
+    }
+    load_peft_tensors(w_path, lora.adapters);
+    lora_ = std::move(lora);
+    lcfg_ = c;
   }
-  void save_merged(const std::string& dir) const override {
-    fail("{}: merged export is not written yet for the phi3_v backbone", dir);
+  void save_merged(const std::string& out) const override {
+    std::map<std::string, const LoraAdapter*> adapted;
+    for (const auto& a : lora_.adapters) adapted[a.module + ".weight"] = &a;
+    save_merged_model(dir_, out, adapted, {"config.json", "tokenizer.json"},
+                      {"preprocessor_config.json", "tokenizer_config.json", "special_tokens_map.json",
+                       "generation_config.json"},
+                      false);
   }
 
  private:
@@ -291,6 +313,9 @@ class Phi3VKdModel : public KdModel {
   }
 
   std::string arch_ = "phi3_v";
+  std::string dir_;  // the base model folder
+  LoraConfig lcfg_;  // the adapters' config (as loaded by load_adapter, after one)
+  uint64_t seed_ = 0;
   Phi3VModel model_;
   std::unique_ptr<Tokenizer> tok_;
   Phi3VImageConfig img_cfg_;
