@@ -1,7 +1,19 @@
 // KdModel for the bert backbone: LoRA student over the frozen encoder, mean pooling, teacher = adapters off.
+//
+// trainable: full — every base weight is trained (BertModel::backward with BertGrads), no adapters:
+//  * trainable() names the tensors as Hugging Face's BertModel does (no "bert." prefix), except the fused
+//    attention projection, which checkpoints hold as one tensor per layer:
+//    "encoder.layer.N.attention.self.qkv.weight" (3C, C) and ".bias" (3C), query, key, value stacked.
+//    save_merged splits it back into query/key/value with the checkpoint's own names and dtypes.
+//  * The teacher cannot be the student (its weights move): forward_backward requires teacher targets from a
+//    teacher cache (KdStepOptions::teacher_en, data.teacher_cache, built by `corpus cache-teacher` from a
+//    freshly loaded model). teacher_embed uses the current weights, so it gives the original model's
+//    embeddings only before the first update.
+//  * There is no adapter: save_adapter and load_adapter fail; export with save_merged.
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -57,24 +69,58 @@ class BertKdModel : public KdModel {
   BertKdModel(const std::string& dir, const std::string& trainable, const LoraConfig& lcfg, uint64_t seed)
       : dir_(dir), lcfg_(lcfg), seed_(seed), model_(BertModel::load(dir)),
         tok_(Tokenizer::from_file((fs::path(dir) / "tokenizer.json").string())) {
-    XV_CHECK(trainable == "lora", "bert: trainable '{}' is not supported yet (only 'lora')", trainable);
-    lora_ = BertLora::create(model_, lcfg, seed);
+    XV_CHECK(trainable == "lora" || trainable == "full", "bert: trainable '{}' is not supported (lora or full)",
+             trainable);
+    full_ = trainable == "full";
+    if (full_) grads_ = BertGrads::zeros_like(model_);
+    else lora_ = BertLora::create(model_, lcfg, seed);
   }
   const std::string& arch() const override { return arch_; }
   int64_t dim() const override { return model_.cfg.hidden_size; }
 
   std::vector<TrainableTensor> trainable() override {
     std::vector<TrainableTensor> out;
+    if (full_) {
+      out.push_back({"embeddings.word_embeddings.weight", &model_.word_emb, &grads_.word_emb});
+      out.push_back({"embeddings.position_embeddings.weight", &model_.pos_emb, &grads_.pos_emb});
+      out.push_back({"embeddings.token_type_embeddings.weight", &model_.type_emb, &grads_.type_emb});
+      out.push_back({"embeddings.LayerNorm.weight", &model_.emb_ln_g, &grads_.emb_ln_g});
+      out.push_back({"embeddings.LayerNorm.bias", &model_.emb_ln_b, &grads_.emb_ln_b});
+      for (size_t l = 0; l < model_.layers.size(); ++l) {
+        BertLayer& L = model_.layers[l];
+        BertLayerGrads& G = grads_.layers[l];
+        const std::string p = "encoder.layer." + std::to_string(l) + ".";
+        out.push_back({p + "attention.self.qkv.weight", &L.qkv_w, &G.qkv_w});
+        out.push_back({p + "attention.self.qkv.bias", &L.qkv_b, &G.qkv_b});
+        out.push_back({p + "attention.output.dense.weight", &L.ao_w, &G.ao_w});
+        out.push_back({p + "attention.output.dense.bias", &L.ao_b, &G.ao_b});
+        out.push_back({p + "attention.output.LayerNorm.weight", &L.ln1_g, &G.ln1_g});
+        out.push_back({p + "attention.output.LayerNorm.bias", &L.ln1_b, &G.ln1_b});
+        out.push_back({p + "intermediate.dense.weight", &L.i_w, &G.i_w});
+        out.push_back({p + "intermediate.dense.bias", &L.i_b, &G.i_b});
+        out.push_back({p + "output.dense.weight", &L.o_w, &G.o_w});
+        out.push_back({p + "output.dense.bias", &L.o_b, &G.o_b});
+        out.push_back({p + "output.LayerNorm.weight", &L.ln2_g, &G.ln2_g});
+        out.push_back({p + "output.LayerNorm.bias", &L.ln2_b, &G.ln2_b});
+      }
+      return out;
+    }
     for (auto& a : lora_.adapters) {
       out.push_back({a.a_name(), &a.A, &a.dA});
       out.push_back({a.b_name(), &a.B, &a.dB});
     }
     return out;
   }
-  void zero_grad() override { lora_.zero_grad(); }
+  void zero_grad() override {
+    if (full_) grads_.zero();
+    else lora_.zero_grad();
+  }
 
   KdLossTerms forward_backward(const std::vector<TrainPair>& batch, const KdStepOptions& opt) override {
     XV_CHECK(!batch.empty(), "kd step: empty batch");
+    XV_CHECK(!full_ || opt.teacher_en,
+             "kd step: trainable 'full' needs teacher targets from a teacher cache (set data.teacher_cache, built by "
+             "`xvlm2vec corpus cache-teacher`): with every weight trained, the student cannot be its own teacher");
     std::vector<std::string> en, xx;
     for (size_t i = 0; i < batch.size(); ++i) {
       XV_CHECK(batch[i].image.empty(), "pair {}: the bert backbone takes text only, but an image was given", i + 1);
@@ -97,9 +143,11 @@ class BertKdModel : public KdModel {
     const LoraRun run_xx{opt.dropout_seed ? opt.dropout_seed * 2 + 2 : 0};
     BertActs acts_en, acts_xx;
     acts_en.checkpointing = acts_xx.checkpointing = opt.checkpointing;
-    const Tensor s_en = mean_pool(model_.forward(ben.ids, ben.mask, ben.B, ben.T, &lora_, &acts_en, run_en),
+    const BertLora* lora = full_ ? nullptr : &lora_;
+    BertGrads* grads = full_ ? &grads_ : nullptr;
+    const Tensor s_en = mean_pool(model_.forward(ben.ids, ben.mask, ben.B, ben.T, lora, &acts_en, run_en),
                                   ben.mask, ben.B, ben.T);
-    const Tensor s_xx = mean_pool(model_.forward(bxx.ids, bxx.mask, bxx.B, bxx.T, &lora_, &acts_xx, run_xx),
+    const Tensor s_xx = mean_pool(model_.forward(bxx.ids, bxx.mask, bxx.B, bxx.T, lora, &acts_xx, run_xx),
                                   bxx.mask, bxx.B, bxx.T);
     KdLossTerms out;
     Tensor d_en(s_en.shape), d_xx(s_xx.shape);
@@ -108,11 +156,12 @@ class BertKdModel : public KdModel {
     out.loss_en = ops::mse_loss(s_en.ptr(), t_en.ptr(), d_en.ptr(), n, w) / w;
     out.loss_xx = ops::mse_loss(s_xx.ptr(), t_en.ptr(), d_xx.ptr(), n, w) / w;
     out.loss = 0.5 * (out.loss_en + out.loss_xx);
-    model_.backward(acts_en, mean_pool_backward(d_en, ben.mask, ben.B, ben.T), lora_, run_en);
-    model_.backward(acts_xx, mean_pool_backward(d_xx, bxx.mask, bxx.B, bxx.T), lora_, run_xx);
+    model_.backward(acts_en, mean_pool_backward(d_en, ben.mask, ben.B, ben.T), lora_, run_en, grads);
+    model_.backward(acts_xx, mean_pool_backward(d_xx, bxx.mask, bxx.B, bxx.T), lora_, run_xx, grads);
     return out;
   }
 
+  // With trainable 'full', the current weights: the original model's embeddings only before the first update.
   Tensor teacher_embed(const std::vector<TrainPair>& batch) override {
     std::vector<std::string> en;
     for (const auto& p : batch) en.push_back(p.text_en);
@@ -122,7 +171,7 @@ class BertKdModel : public KdModel {
 
   Tensor student_embed(const std::vector<std::string>& texts, bool normalize) override {
     const Batch b = tokenize(*tok_, texts, int32_t(model_.cfg.pad_token_id), model_.cfg.max_seq_length, "input");
-    Tensor e = mean_pool(model_.forward(b.ids, b.mask, b.B, b.T, &lora_), b.mask, b.B, b.T);
+    Tensor e = mean_pool(model_.forward(b.ids, b.mask, b.B, b.T, full_ ? nullptr : &lora_), b.mask, b.B, b.T);
     if (normalize) ops::l2_normalize(e.ptr(), e.dim(0), e.dim(1));
     return e;
   }
@@ -138,18 +187,30 @@ class BertKdModel : public KdModel {
   uint64_t seed_ = 0;
   BertModel model_;
   std::unique_ptr<Tokenizer> tok_;
-  BertLora lora_;
+  BertLora lora_;     // empty with trainable 'full'
+  bool full_ = false;  // trainable 'full': every base weight trains, into grads_
+  BertGrads grads_;
+
+  void save_merged_full(const std::string& dir) const;
 };
+
+const std::vector<std::string> kMergedRequired = {"config.json", "tokenizer.json"};
+const std::vector<std::string> kMergedOptional = {"sentence_bert_config.json", "tokenizer_config.json",
+                                                  "special_tokens_map.json",   "vocab.txt",
+                                                  "modules.json",              "config_sentence_transformers.json"};
 
 // ---- Adapter and merged-model export/import (PEFT's formats: core/peft_adapter) ----
 
 void BertKdModel::save_adapter(const std::string& dir) const {
+  XV_CHECK(!full_, "{}: full fine-tuning has no adapter; export the merged model instead", dir);
   std::vector<const LoraAdapter*> as;
   for (const auto& a : lora_.adapters) as.push_back(&a);
   save_peft_adapter(dir, as, lcfg_, dir_);
 }
 
 void BertKdModel::load_adapter(const std::string& dir) {
+  XV_CHECK(!full_, "{}: cannot load an adapter into a model with trainable 'full' (full fine-tuning has no adapter)",
+           dir);
   std::string w_path;
   const LoraConfig c = read_peft_adapter_config(dir, &w_path);
   BertLora lora;
@@ -164,15 +225,121 @@ void BertKdModel::load_adapter(const std::string& dir) {
 }
 
 void BertKdModel::save_merged(const std::string& out) const {
+  if (full_) return save_merged_full(out);
   const WeightStore ws = WeightStore::open_dir(dir_);
   const std::string pre = ws.has("bert.embeddings.word_embeddings.weight") ? "bert." : "";
   std::map<std::string, const LoraAdapter*> adapted;
   for (const auto& a : lora_.adapters) adapted[pre + a.module + ".weight"] = &a;
   // The rest of the folder: config, tokenizer, and the sentence-transformers files and module folders.
-  save_merged_model(dir_, out, adapted, {"config.json", "tokenizer.json"},
-                    {"sentence_bert_config.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
-                     "modules.json", "config_sentence_transformers.json"},
-                    true);
+  save_merged_model(dir_, out, adapted, kMergedRequired, kMergedOptional, true);
+}
+
+// The current weights as the base checkpoint's model.safetensors: every tensor keeps its name and dtype (the
+// fused qkv split back into query/key/value); tensors the model does not use (pooler, ...) are copied as they
+// are. The other files come from the base folder, as for a LoRA merge.
+void BertKdModel::save_merged_full(const std::string& out) const {
+  const WeightStore ws = WeightStore::open_dir(dir_);
+  const std::string pre = ws.has("bert.embeddings.word_embeddings.weight") ? "bert." : "";
+  const int64_t C = model_.cfg.hidden_size;
+  std::map<std::string, Tensor> cur;  // checkpoint name -> current f32 value
+  cur[pre + "embeddings.word_embeddings.weight"] = model_.word_emb;
+  cur[pre + "embeddings.position_embeddings.weight"] = model_.pos_emb;
+  cur[pre + "embeddings.token_type_embeddings.weight"] = model_.type_emb;
+  cur[pre + "embeddings.LayerNorm.weight"] = model_.emb_ln_g;
+  cur[pre + "embeddings.LayerNorm.bias"] = model_.emb_ln_b;
+  for (size_t l = 0; l < model_.layers.size(); ++l) {
+    const BertLayer& L = model_.layers[l];
+    const std::string p = pre + "encoder.layer." + std::to_string(l) + ".";
+    const char* qkv[3] = {"query", "key", "value"};
+    for (int64_t k = 0; k < 3; ++k) {
+      Tensor w({C, C}), b({C});
+      std::copy(L.qkv_w.data.begin() + k * C * C, L.qkv_w.data.begin() + (k + 1) * C * C, w.data.begin());
+      std::copy(L.qkv_b.data.begin() + k * C, L.qkv_b.data.begin() + (k + 1) * C, b.data.begin());
+      cur[p + "attention.self." + qkv[k] + ".weight"] = std::move(w);
+      cur[p + "attention.self." + qkv[k] + ".bias"] = std::move(b);
+    }
+    cur[p + "attention.output.dense.weight"] = L.ao_w;
+    cur[p + "attention.output.dense.bias"] = L.ao_b;
+    cur[p + "attention.output.LayerNorm.weight"] = L.ln1_g;
+    cur[p + "attention.output.LayerNorm.bias"] = L.ln1_b;
+    cur[p + "intermediate.dense.weight"] = L.i_w;
+    cur[p + "intermediate.dense.bias"] = L.i_b;
+    cur[p + "output.dense.weight"] = L.o_w;
+    cur[p + "output.dense.bias"] = L.o_b;
+    cur[p + "output.LayerNorm.weight"] = L.ln2_g;
+    cur[p + "output.LayerNorm.bias"] = L.ln2_b;
+  }
+  const std::vector<std::string> names = ws.names();
+  for (const auto& [n, t] : cur) {
+    const TensorInfo& ti = ws.info(n);  // throws naming the folder when the checkpoint lacks it
+    XV_CHECK(ti.shape == t.shape, "{}: '{}' has another shape than the model's weight", ws.where(), n);
+    XV_CHECK(ti.dtype == DType::F32 || ti.dtype == DType::BF16 || ti.dtype == DType::F16,
+             "{}: cannot write the trained '{}' as dtype {}", ws.where(), n, dtype_name(ti.dtype));
+  }
+  StagingDir stage(out);
+  {
+    using json = nlohmann::json;
+    const std::string path = stage.file("model.safetensors");
+    json h = json::object();
+    h["__metadata__"] = {{"format", "pt"}};
+    size_t off = 0;
+    for (const auto& n : names) {
+      const TensorInfo& ti = ws.info(n);
+      h[n] = {{"dtype", std::string(dtype_name(ti.dtype))}, {"shape", ti.shape}, {"data_offsets", {off, off + ti.nbytes}}};
+      off += ti.nbytes;
+    }
+    std::string hs = h.dump();
+    hs.append((8 - hs.size() % 8) % 8, ' ');
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    XV_CHECK(fd >= 0, "{}: cannot create file: {}", path, std::strerror(errno));
+    struct Fd {
+      int fd;
+      ~Fd() { ::close(fd); }
+    } guard{fd};
+    auto put = [&](const void* p, size_t n) {
+      const char* c = static_cast<const char*>(p);
+      while (n > 0) {
+        const ssize_t w = ::write(fd, c, n);
+        XV_CHECK(w > 0, "{}: write failed: {}", path, std::strerror(errno));
+        c += w;
+        n -= size_t(w);
+      }
+    };
+    uint8_t len[8];
+    for (int i = 0; i < 8; ++i) len[i] = uint8_t((uint64_t(hs.size()) >> (8 * i)) & 0xff);
+    put(len, 8);
+    put(hs.data(), hs.size());
+    for (const auto& n : names) {
+      const TensorInfo& ti = ws.info(n);
+      auto it = cur.find(n);
+      if (it == cur.end()) {
+        put(ti.data, ti.nbytes);
+      } else if (ti.dtype == DType::F32) {
+        put(it->second.ptr(), ti.nbytes);
+      } else {
+        const Tensor& t = it->second;
+        std::vector<uint16_t> h16(t.data.size());
+        for (size_t i = 0; i < h16.size(); ++i)
+          h16[i] = ti.dtype == DType::BF16 ? f32_to_bf16(t.data[i]) : f32_to_f16(t.data[i]);
+        put(h16.data(), h16.size() * 2);
+      }
+    }
+    XV_CHECK(::fsync(fd) == 0, "{}: flush failed: {}", path, std::strerror(errno));
+  }
+  const fs::path src(dir_);
+  for (const auto& f : kMergedRequired) {
+    XV_CHECK(fs::is_regular_file(src / f), "{}: {} is missing", dir_, f);
+    fs::copy_file(src / f, fs::path(stage.path()) / f);
+  }
+  for (const auto& f : kMergedOptional)
+    if (fs::is_regular_file(src / f)) fs::copy_file(src / f, fs::path(stage.path()) / f);
+  for (const auto& e : fs::directory_iterator(src)) {  // sentence-transformers module folders: 1_Pooling, ...
+    const std::string n = e.path().filename().string();
+    const size_t us = n.find('_');
+    if (e.is_directory() && us != std::string::npos && us > 0 && n.find_first_not_of("0123456789") == us)
+      fs::copy(e.path(), fs::path(stage.path()) / n, fs::copy_options::recursive);
+  }
+  stage.commit();
 }
 
 }  // namespace

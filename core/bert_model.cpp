@@ -76,7 +76,36 @@ void BertLora::zero_grad() {
   for (auto& a : adapters) a.zero_grad();
 }
 
-Tensor BertModel::embed(const std::vector<int32_t>& ids, int64_t B, int64_t T) const {
+BertGrads BertGrads::zeros_like(const BertModel& m) {
+  BertGrads g;
+  g.word_emb = Tensor(m.word_emb.shape);
+  g.pos_emb = Tensor(m.pos_emb.shape);
+  g.type_emb = Tensor(m.type_emb.shape);
+  g.emb_ln_g = Tensor(m.emb_ln_g.shape);
+  g.emb_ln_b = Tensor(m.emb_ln_b.shape);
+  for (const BertLayer& L : m.layers) {
+    BertLayerGrads G;
+    G.qkv_w = Tensor(L.qkv_w.shape), G.qkv_b = Tensor(L.qkv_b.shape);
+    G.ao_w = Tensor(L.ao_w.shape), G.ao_b = Tensor(L.ao_b.shape);
+    G.ln1_g = Tensor(L.ln1_g.shape), G.ln1_b = Tensor(L.ln1_b.shape);
+    G.i_w = Tensor(L.i_w.shape), G.i_b = Tensor(L.i_b.shape);
+    G.o_w = Tensor(L.o_w.shape), G.o_b = Tensor(L.o_b.shape);
+    G.ln2_g = Tensor(L.ln2_g.shape), G.ln2_b = Tensor(L.ln2_b.shape);
+    g.layers.push_back(std::move(G));
+  }
+  return g;
+}
+
+void BertGrads::zero() {
+  auto z = [](Tensor& t) { std::fill(t.data.begin(), t.data.end(), 0.0f); };
+  z(word_emb), z(pos_emb), z(type_emb), z(emb_ln_g), z(emb_ln_b);
+  for (BertLayerGrads& G : layers)
+    for (Tensor* t : {&G.qkv_w, &G.qkv_b, &G.ao_w, &G.ao_b, &G.ln1_g, &G.ln1_b, &G.i_w, &G.i_b, &G.o_w, &G.o_b,
+                      &G.ln2_g, &G.ln2_b})
+      z(*t);
+}
+
+Tensor BertModel::embed_sum(const std::vector<int32_t>& ids, int64_t B, int64_t T) const {
   const int64_t C = cfg.hidden_size, N = B * T;
   XV_CHECK(int64_t(ids.size()) == N, "bert forward: ids must hold B*T = {}", N);
   XV_CHECK(T <= cfg.max_position_embeddings, "bert forward: sequence length {} exceeds max_position_embeddings {}",
@@ -84,7 +113,7 @@ Tensor BertModel::embed(const std::vector<int32_t>& ids, int64_t B, int64_t T) c
   for (int32_t id : ids)
     XV_CHECK(id >= 0 && id < cfg.vocab_size, "bert forward: token id {} outside the vocabulary [0, {})", id,
              cfg.vocab_size);
-  // word + position + token_type 0, then LayerNorm.
+  // word + position + token_type 0 (embed() then applies the LayerNorm).
   Tensor x({N, C});
   ops::embedding(ids.data(), word_emb.ptr(), x.ptr(), N, C);
 #pragma omp parallel for schedule(static)
@@ -94,6 +123,12 @@ Tensor BertModel::embed(const std::vector<int32_t>& ids, int64_t B, int64_t T) c
     float* xr = x.ptr() + r * C;
     for (int64_t c = 0; c < C; ++c) xr[c] = (xr[c] + te[c]) + pe[c];  // HF order: (word + type) + position
   }
+  return x;
+}
+
+Tensor BertModel::embed(const std::vector<int32_t>& ids, int64_t B, int64_t T) const {
+  Tensor x = embed_sum(ids, B, T);
+  const int64_t N = B * T, C = cfg.hidden_size;
   ops::layernorm(x.ptr(), emb_ln_g.ptr(), emb_ln_b.ptr(), x.ptr(), N, C, cfg.layer_norm_eps);
   return x;
 }
@@ -161,7 +196,7 @@ Tensor BertModel::forward(const std::vector<int32_t>& ids, const std::vector<flo
   XV_CHECK(int64_t(mask.size()) == N, "bert forward: mask must hold B*T = {}", N);
   Tensor x = embed(ids, B, T);
   if (acts) {
-    acts->B = B, acts->T = T, acts->mask = mask;
+    acts->B = B, acts->T = T, acts->mask = mask, acts->ids = ids;
     acts->layers.assign(layers.size(), {});
   }
   for (int64_t l = 0; l < int64_t(layers.size()); ++l) {
@@ -175,7 +210,8 @@ Tensor BertModel::forward(const std::vector<int32_t>& ids, const std::vector<flo
   return x;
 }
 
-void BertModel::backward(BertActs& acts, const Tensor& dhidden, BertLora& lora, const LoraRun& run) const {
+void BertModel::backward(BertActs& acts, const Tensor& dhidden, BertLora& lora, const LoraRun& run,
+                         BertGrads* grads) const {
   const int64_t B = acts.B, T = acts.T, N = B * T;
   const int64_t C = cfg.hidden_size, I = cfg.intermediate_size, H = cfg.num_attention_heads;
   XV_CHECK(dhidden.numel() == N * C, "bert backward: dhidden must be (B, T, C) = ({}, {}, {})", B, T, C);
@@ -183,8 +219,14 @@ void BertModel::backward(BertActs& acts, const Tensor& dhidden, BertLora& lora, 
   dx.reshape({N, C});
   Tensor dh({N, C}), dx1({N, C}), dinter({N, I}), datt({N, C}), dqkv({N, 3 * C});
   const bool tanh_gelu = cfg.hidden_act != "gelu";
+  if (grads)
+    XV_CHECK(grads->layers.size() == layers.size() && int64_t(acts.ids.size()) == N,
+             "bert backward: full gradients need BertGrads::zeros_like(model) and the forward's ids");
   for (int64_t l = int64_t(layers.size()) - 1; l >= 0; --l) {
     const BertLayer& L = layers[size_t(l)];
+    BertLayerGrads* G = grads ? &grads->layers[size_t(l)] : nullptr;
+    // The parameter gradients of this layer (null: frozen, the LoRA path).
+    auto gp = [&](Tensor BertLayerGrads::*f) -> float* { return G ? (G->*f).ptr() : nullptr; };
     BertLayerActs& A = acts.layers[size_t(l)];
     if (acts.checkpointing) {  // recompute this layer from its kept input
       Tensor x = A.x_in;
@@ -196,18 +238,23 @@ void BertModel::backward(BertActs& acts, const Tensor& dhidden, BertLora& lora, 
                       dy_stride, N, din);
     };
     // x_out = LN2(h2), h2 = output.dense(inter) + x1
-    ops::layernorm_backward(A.h2.ptr(), L.ln2_g.ptr(), dx.ptr(), dh.ptr(), nullptr, nullptr, N, C, cfg.layer_norm_eps);
-    ops::linear_backward(A.inter.ptr(), L.o_w.ptr(), dh.ptr(), dinter.ptr(), nullptr, nullptr, N, I, C);
+    ops::layernorm_backward(A.h2.ptr(), L.ln2_g.ptr(), dx.ptr(), dh.ptr(), gp(&BertLayerGrads::ln2_g),
+                            gp(&BertLayerGrads::ln2_b), N, C, cfg.layer_norm_eps);
+    ops::linear_backward(A.inter.ptr(), L.o_w.ptr(), dh.ptr(), dinter.ptr(), gp(&BertLayerGrads::o_w),
+                         gp(&BertLayerGrads::o_b), N, I, C);
     adapt_back(kOut, A.inter, dh.ptr(), C, dinter.ptr());
     if (tanh_gelu) ops::gelu_tanh_backward(A.inter_pre.ptr(), dinter.ptr(), dinter.ptr(), N * I);
     else ops::gelu_erf_backward(A.inter_pre.ptr(), dinter.ptr(), dinter.ptr(), N * I);
     // x1 feeds intermediate.dense and the residual into h2.
-    ops::linear_backward(A.x1.ptr(), L.i_w.ptr(), dinter.ptr(), dx1.ptr(), nullptr, nullptr, N, C, I);
+    ops::linear_backward(A.x1.ptr(), L.i_w.ptr(), dinter.ptr(), dx1.ptr(), gp(&BertLayerGrads::i_w),
+                         gp(&BertLayerGrads::i_b), N, C, I);
     adapt_back(kInter, A.x1, dinter.ptr(), I, dx1.ptr());
     ops::add_inplace(dx1.ptr(), dh.ptr(), N * C);
     // x1 = LN1(h1), h1 = attention.output.dense(att) + x_in
-    ops::layernorm_backward(A.h1.ptr(), L.ln1_g.ptr(), dx1.ptr(), dh.ptr(), nullptr, nullptr, N, C, cfg.layer_norm_eps);
-    ops::linear_backward(A.att.ptr(), L.ao_w.ptr(), dh.ptr(), datt.ptr(), nullptr, nullptr, N, C, C);
+    ops::layernorm_backward(A.h1.ptr(), L.ln1_g.ptr(), dx1.ptr(), dh.ptr(), gp(&BertLayerGrads::ln1_g),
+                            gp(&BertLayerGrads::ln1_b), N, C, cfg.layer_norm_eps);
+    ops::linear_backward(A.att.ptr(), L.ao_w.ptr(), dh.ptr(), datt.ptr(), gp(&BertLayerGrads::ao_w),
+                         gp(&BertLayerGrads::ao_b), N, C, C);
     adapt_back(kAttnOut, A.att, dh.ptr(), C, datt.ptr());
     ops::AttentionBackwardParams bp;
     bp.fwd = bert_attention(A.qkv.ptr(), nullptr, acts.mask, B, T, C, H);
@@ -215,17 +262,33 @@ void BertModel::backward(BertActs& acts, const Tensor& dhidden, BertLora& lora, 
     bp.dq = dqkv.ptr(), bp.dk = dqkv.ptr() + C, bp.dv = dqkv.ptr() + 2 * C;
     bp.dq_stride = bp.dk_stride = bp.dv_stride = 3 * C;
     ops::attention_backward(bp);
-    // x_in feeds the fused qkv projection and the residual into h1. Below layer 0 lie the frozen embeddings:
-    // no input gradient is needed there, only the adapters' own.
-    float* dxin = l > 0 ? dx.ptr() : nullptr;
-    if (dxin) ops::linear_backward(A.x_in.ptr(), L.qkv_w.ptr(), dqkv.ptr(), dxin, nullptr, nullptr, N, C, 3 * C);
+    // x_in feeds the fused qkv projection and the residual into h1. Below layer 0 lie the embeddings: frozen
+    // (no input gradient is needed there, only the adapters' own) unless full gradients are requested.
+    float* dxin = l > 0 || grads ? dx.ptr() : nullptr;
+    if (dxin || G)
+      ops::linear_backward(A.x_in.ptr(), L.qkv_w.ptr(), dqkv.ptr(), dxin, gp(&BertLayerGrads::qkv_w),
+                           gp(&BertLayerGrads::qkv_b), N, C, 3 * C);
     adapt_back(kQuery, A.x_in, dqkv.ptr(), 3 * C, dxin);
     adapt_back(kKey, A.x_in, dqkv.ptr() + C, 3 * C, dxin);
     adapt_back(kValue, A.x_in, dqkv.ptr() + 2 * C, 3 * C, dxin);
     if (dxin) ops::add_inplace(dxin, dh.ptr(), N * C);
     if (acts.checkpointing) A = BertLayerActs{};  // free the recomputed activations
   }
-  // The embeddings are frozen: nothing below the first layer needs a gradient.
+  if (!grads) return;  // the embeddings are frozen: nothing below the first layer needs a gradient
+  // dx: the gradient at the embedding LayerNorm's output. x = LN(word[id] + type[0] + pos[t]).
+  const Tensor xe = embed_sum(acts.ids, B, T);
+  Tensor de({N, C});
+  ops::layernorm_backward(xe.ptr(), emb_ln_g.ptr(), dx.ptr(), de.ptr(), grads->emb_ln_g.ptr(), grads->emb_ln_b.ptr(),
+                          N, C, cfg.layer_norm_eps);
+  ops::embedding_backward(acts.ids.data(), de.ptr(), grads->word_emb.ptr(), N, C);
+  // Position t and token type 0: summed over rows in a fixed order (deterministic).
+  float* dpos = grads->pos_emb.ptr();
+  float* dtype0 = grads->type_emb.ptr();
+  for (int64_t r = 0; r < N; ++r) {
+    const float* d = de.ptr() + r * C;
+    float* dp = dpos + (r % T) * C;
+    for (int64_t c = 0; c < C; ++c) dp[c] += d[c], dtype0[c] += d[c];
+  }
 }
 
 Tensor mean_pool(const Tensor& hidden, const std::vector<float>& mask, int64_t B, int64_t T) {

@@ -39,11 +39,14 @@ struct BertLora {
   std::vector<std::array<int, kBertSlots>> slot;
 
   static BertLora create(const BertModel& m, const LoraConfig& cfg, uint64_t seed);
+  // nullptr where the layer is not adapted (or there are no adapters at all: an empty BertLora).
   const LoraAdapter* at(int64_t layer, int s) const {
+    if (size_t(layer) >= slot.size()) return nullptr;
     const int i = slot[size_t(layer)][size_t(s)];
     return i < 0 ? nullptr : &adapters[size_t(i)];
   }
   LoraAdapter* at(int64_t layer, int s) {
+    if (size_t(layer) >= slot.size()) return nullptr;
     const int i = slot[size_t(layer)][size_t(s)];
     return i < 0 ? nullptr : &adapters[size_t(i)];
   }
@@ -66,8 +69,21 @@ struct BertLayerActs {
 struct BertActs {
   bool checkpointing = false;  // set before forward: keep only each layer's input, recompute in backward
   int64_t B = 0, T = 0;
+  std::vector<int32_t> ids;  // (B, T): the embeddings' backward (full fine-tuning) recomputes from them
   std::vector<float> mask;  // (B, T)
   std::vector<BertLayerActs> layers;
+};
+
+// Full fine-tuning: one gradient per weight of BertModel (same shapes; accumulated, +=).
+struct BertLayerGrads {
+  Tensor qkv_w, qkv_b, ao_w, ao_b, ln1_g, ln1_b, i_w, i_b, o_w, o_b, ln2_g, ln2_b;
+};
+struct BertGrads {
+  Tensor word_emb, pos_emb, type_emb, emb_ln_g, emb_ln_b;
+  std::vector<BertLayerGrads> layers;
+
+  static BertGrads zeros_like(const BertModel& m);
+  void zero();
 };
 
 struct BertModel {
@@ -88,11 +104,17 @@ struct BertModel {
   Tensor forward(const std::vector<int32_t>& ids, const std::vector<float>& mask, int64_t B, int64_t T,
                  const BertLora* lora = nullptr, BertActs* acts = nullptr, const LoraRun& run = {}) const;
   // dhidden (B, T, C) -> LoRA gradients accumulated into `lora` (the base weights are frozen). `run` must be
-  // the forward's.
-  void backward(BertActs& acts, const Tensor& dhidden, BertLora& lora, const LoraRun& run = {}) const;
+  // the forward's. With `grads` (full fine-tuning), the gradients of every base weight are accumulated
+  // there too, down through the embedding LayerNorm into the word, position and token-type-0 embeddings;
+  // without, nothing below layer 0's adapters is computed (the LoRA path). An empty BertLora (no slots)
+  // means no adapters.
+  void backward(BertActs& acts, const Tensor& dhidden, BertLora& lora, const LoraRun& run = {},
+                BertGrads* grads = nullptr) const;
 
   // Embeddings + LayerNorm: (B*T, C).
   Tensor embed(const std::vector<int32_t>& ids, int64_t B, int64_t T) const;
+  // The LayerNorm input: word + token type 0 + position, (B*T, C).
+  Tensor embed_sum(const std::vector<int32_t>& ids, int64_t B, int64_t T) const;
   // Layer l on x (B*T, C), in place; fills `acts` when given.
   void layer_forward(int64_t l, Tensor& x, const std::vector<float>& mask, int64_t B, int64_t T,
                      const BertLora* lora, const LoraRun& run, BertLayerActs* acts) const;

@@ -300,8 +300,9 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& o) {
   sum.steps = st.step;
   sum.finished = st.step >= total;
   if (!sum.finished) return sum;
-  if (cfg.export_.adapter) model->save_adapter((fs::path(out) / "adapter").string());
-  if (cfg.export_.merged) model->save_merged((fs::path(out) / "merged").string());
+  // Full fine-tuning has no adapter: its export is the merged (whole) model.
+  if (cfg.export_.adapter && cfg.trainable == "lora") model->save_adapter((fs::path(out) / "adapter").string());
+  if (cfg.export_.merged || cfg.trainable == "full") model->save_merged((fs::path(out) / "merged").string());
   if (term)
     std::fprintf(stderr, "train: %lld steps done in %s; checkpoint %s%s%s\n", static_cast<long long>(st.step),
                  hms(std::chrono::duration<double>(Clock::now() - t_start).count()).c_str(),

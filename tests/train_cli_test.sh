@@ -74,6 +74,12 @@ check "train with the teacher cache" 0 "20 steps done" -- \
   x train "$cfg" --set output_dir="$tmp/run_cache" --set data.teacher_cache="$tmp/t.npy"
 # Another model: the same folder with one byte more in config.json.
 cp -r "$fix/models/tiny_bert" "$tmp/other" && echo " " >>"$tmp/other/config.json"
+check "full fine-tuning needs the cache" 1 "data.teacher_cache" -- \
+  x train "$cfg" --set output_dir="$tmp/run_full0" --set trainable=full
+check "full fine-tuning with the cache" 0 "20 steps done" -- \
+  x train "$cfg" --set output_dir="$tmp/run_full" --set trainable=full --set data.teacher_cache="$tmp/t.npy"
+check "embed with the fully fine-tuned model" 0 "1 item(s), dim 64" -- \
+  x embed --model "$tmp/run_full/merged" --text "hello" --out "$tmp/full.npy"
 check "cache-teacher with another model" 0 "16 pairs" -- \
   x corpus cache-teacher --model "$tmp/other" --pairs "$fix/train/pairs_tiny.jsonl" --out "$tmp/t2.npy"
 check "teacher cache of another model" 1 "was made by another model" -- \
