@@ -1,5 +1,6 @@
 #include "core/clip_vision.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/safetensors.h"
@@ -51,7 +52,33 @@ const char* clip_slot_module(int slot) {
   return names[slot];
 }
 
-Tensor ClipVision::embed(const float* pixels, int64_t N) const {
+ClipGrads ClipGrads::zeros_like(const ClipVision& m) {
+  ClipGrads g;
+  g.patch_w = Tensor(m.patch_w.shape), g.class_emb = Tensor(m.class_emb.shape), g.pos_emb = Tensor(m.pos_emb.shape);
+  g.pre_ln_g = Tensor(m.pre_ln_g.shape), g.pre_ln_b = Tensor(m.pre_ln_b.shape);
+  for (const ClipLayer& L : m.layers) {
+    ClipLayerGrads G;
+    G.ln1_g = Tensor(L.ln1_g.shape), G.ln1_b = Tensor(L.ln1_b.shape);
+    G.qkv_w = Tensor(L.qkv_w.shape), G.qkv_b = Tensor(L.qkv_b.shape);
+    G.out_w = Tensor(L.out_w.shape), G.out_b = Tensor(L.out_b.shape);
+    G.ln2_g = Tensor(L.ln2_g.shape), G.ln2_b = Tensor(L.ln2_b.shape);
+    G.fc1_w = Tensor(L.fc1_w.shape), G.fc1_b = Tensor(L.fc1_b.shape);
+    G.fc2_w = Tensor(L.fc2_w.shape), G.fc2_b = Tensor(L.fc2_b.shape);
+    g.layers.push_back(std::move(G));
+  }
+  return g;
+}
+
+void ClipGrads::zero() {
+  auto z = [](Tensor& t) { std::fill(t.data.begin(), t.data.end(), 0.0f); };
+  z(patch_w), z(class_emb), z(pos_emb), z(pre_ln_g), z(pre_ln_b);
+  for (ClipLayerGrads& G : layers)
+    for (Tensor* t : {&G.ln1_g, &G.ln1_b, &G.qkv_w, &G.qkv_b, &G.out_w, &G.out_b, &G.ln2_g, &G.ln2_b, &G.fc1_w,
+                      &G.fc1_b, &G.fc2_w, &G.fc2_b})
+      z(*t);
+}
+
+Tensor ClipVision::embed(const float* pixels, int64_t N, Tensor* cols_out, Tensor* x_emb) const {
   const int64_t C = cfg.hidden_size, P = cfg.patch_size, S = cfg.image_size;
   const int64_t G = S / P, NP = G * G, T = NP + 1, CH = cfg.num_channels, K = CH * P * P, R = N * T;
   // im2col: patches (N*NP, CH*P*P) in the conv weight's (c, kh, kw) order.
@@ -79,6 +106,8 @@ Tensor ClipVision::embed(const float* pixels, int64_t N) const {
       float* dst = x.ptr() + (n * T + t) * C;
       for (int64_t c = 0; c < C; ++c) dst[c] = src[c] + pos[c];
     }
+  if (x_emb) *x_emb = x;
+  if (cols_out) *cols_out = std::move(cols);
   ops::layernorm(x.ptr(), pre_ln_g.ptr(), pre_ln_b.ptr(), x.ptr(), R, C, cfg.layer_norm_eps);
   return x;
 }
@@ -150,7 +179,8 @@ Tensor ClipVision::forward_patches(const float* pixels, int64_t N, const ClipLor
   const int64_t C = cfg.hidden_size, NP = cfg.num_patches(), T = NP + 1;
   XV_CHECK(!lora || lora->at.size() == layers.size(), "clip forward: LoRA map has {} layers, the tower runs {}",
            lora ? lora->at.size() : 0, layers.size());
-  Tensor x = embed(pixels, N);
+  const bool keep = acts && acts->full;
+  Tensor x = embed(pixels, N, keep ? &acts->cols : nullptr, keep ? &acts->x_emb : nullptr);
   if (acts) {
     acts->N = N;
     acts->layers.assign(layers.size(), {});
@@ -170,7 +200,8 @@ Tensor ClipVision::forward_patches(const float* pixels, int64_t N, const ClipLor
   return out;
 }
 
-void ClipVision::backward(ClipActs& acts, const Tensor& dpatches, const ClipLora& lora, const LoraRun& run) const {
+void ClipVision::backward(ClipActs& acts, const Tensor& dpatches, const ClipLora& lora, const LoraRun& run,
+                          ClipGrads* grads) const {
   const int64_t C = cfg.hidden_size, I = cfg.intermediate_size, NP = cfg.num_patches(), T = NP + 1;
   const int64_t N = acts.N, R = N * T;
   const float eps = cfg.layer_norm_eps;
@@ -178,6 +209,9 @@ void ClipVision::backward(ClipActs& acts, const Tensor& dpatches, const ClipLora
   XV_CHECK(acts.layers.size() == layers.size(), "clip backward: the activations of a forward pass are missing");
   XV_CHECK(lora.at.size() == layers.size(), "clip backward: LoRA map has {} layers, the tower runs {}", lora.at.size(),
            layers.size());
+  if (grads)
+    XV_CHECK(grads->layers.size() == layers.size() && acts.x_emb.numel() == R * C,
+             "clip backward: full gradients need ClipGrads::zeros_like(tower) and a forward with ClipActs::full");
   // dx (R, C): the gradient at the current layer's output; the CLS rows of the output get none.
   Tensor dx({R, C});
 #pragma omp parallel for schedule(static)
@@ -188,6 +222,8 @@ void ClipVision::backward(ClipActs& acts, const Tensor& dpatches, const ClipLora
   for (int64_t l = int64_t(layers.size()) - 1; l >= 0; --l) {
     const ClipLayer& L = layers[size_t(l)];
     ClipLayerActs& A = acts.layers[size_t(l)];
+    ClipLayerGrads* G = grads ? &grads->layers[size_t(l)] : nullptr;
+    auto gp = [&](Tensor ClipLayerGrads::*f) -> float* { return G ? (G->*f).ptr() : nullptr; };
     if (acts.checkpointing) {  // recompute this layer from its kept input, with the same dropout masks
       Tensor x = A.x_in;
       layer_forward(l, x, N, &lora, run, &A);
@@ -198,16 +234,20 @@ void ClipVision::backward(ClipActs& acts, const Tensor& dpatches, const ClipLora
                       dy_stride, R, din);
     };
     // x_out = x_mid + fc2(act), act = f(pre), pre = fc1(h2), h2 = ln2(x_mid)
-    ops::linear_backward(A.act.ptr(), L.fc2_w.ptr(), dx.ptr(), dpre.ptr(), nullptr, nullptr, R, I, C);
+    ops::linear_backward(A.act.ptr(), L.fc2_w.ptr(), dx.ptr(), dpre.ptr(), gp(&ClipLayerGrads::fc2_w),
+                         gp(&ClipLayerGrads::fc2_b), R, I, C);
     adapt_back(kClipFc2, A.act, dx.ptr(), C, dpre.ptr());
     if (quick) ops::quick_gelu_backward(A.pre.ptr(), dpre.ptr(), dpre.ptr(), R * I);
     else ops::gelu_erf_backward(A.pre.ptr(), dpre.ptr(), dpre.ptr(), R * I);
-    ops::linear_backward(A.h2.ptr(), L.fc1_w.ptr(), dpre.ptr(), dh.ptr(), nullptr, nullptr, R, C, I);
+    ops::linear_backward(A.h2.ptr(), L.fc1_w.ptr(), dpre.ptr(), dh.ptr(), gp(&ClipLayerGrads::fc1_w),
+                         gp(&ClipLayerGrads::fc1_b), R, C, I);
     adapt_back(kClipFc1, A.h2, dpre.ptr(), I, dh.ptr());
-    ops::layernorm_backward(A.x_mid.ptr(), L.ln2_g.ptr(), dh.ptr(), dmid.ptr(), nullptr, nullptr, R, C, eps);
+    ops::layernorm_backward(A.x_mid.ptr(), L.ln2_g.ptr(), dh.ptr(), dmid.ptr(), gp(&ClipLayerGrads::ln2_g),
+                            gp(&ClipLayerGrads::ln2_b), R, C, eps);
     ops::add_inplace(dmid.ptr(), dx.ptr(), R * C);
     // x_mid = x_in + out_proj(att), att = attention(q, k, v), qkv = proj(h1), h1 = ln1(x_in)
-    ops::linear_backward(A.att.ptr(), L.out_w.ptr(), dmid.ptr(), datt.ptr(), nullptr, nullptr, R, C, C);
+    ops::linear_backward(A.att.ptr(), L.out_w.ptr(), dmid.ptr(), datt.ptr(), gp(&ClipLayerGrads::out_w),
+                         gp(&ClipLayerGrads::out_b), R, C, C);
     adapt_back(kClipOut, A.att, dmid.ptr(), C, datt.ptr());
     ops::AttentionBackwardParams bp;
     bp.fwd = clip_attention(cfg, A.qkv.ptr(), nullptr, N, T);
@@ -215,20 +255,45 @@ void ClipVision::backward(ClipActs& acts, const Tensor& dpatches, const ClipLora
     bp.dq = dqkv.ptr(), bp.dk = dqkv.ptr() + C, bp.dv = dqkv.ptr() + 2 * C;
     bp.dq_stride = bp.dk_stride = bp.dv_stride = 3 * C;
     ops::attention_backward(bp);
-    if (l == 0) {  // the embeddings are frozen: only the adapters' own gradients are left
+    if (l == 0 && !grads) {  // the embeddings are frozen: only the adapters' own gradients are left
       adapt_back(kClipQ, A.h1, dqkv.ptr(), 3 * C, nullptr);
       adapt_back(kClipK, A.h1, dqkv.ptr() + C, 3 * C, nullptr);
       adapt_back(kClipV, A.h1, dqkv.ptr() + 2 * C, 3 * C, nullptr);
     } else {
-      ops::linear_backward(A.h1.ptr(), L.qkv_w.ptr(), dqkv.ptr(), dh.ptr(), nullptr, nullptr, R, C, 3 * C);
+      ops::linear_backward(A.h1.ptr(), L.qkv_w.ptr(), dqkv.ptr(), dh.ptr(), gp(&ClipLayerGrads::qkv_w),
+                           gp(&ClipLayerGrads::qkv_b), R, C, 3 * C);
       adapt_back(kClipQ, A.h1, dqkv.ptr(), 3 * C, dh.ptr());
       adapt_back(kClipK, A.h1, dqkv.ptr() + C, 3 * C, dh.ptr());
       adapt_back(kClipV, A.h1, dqkv.ptr() + 2 * C, 3 * C, dh.ptr());
-      ops::layernorm_backward(A.x_in.ptr(), L.ln1_g.ptr(), dh.ptr(), dx.ptr(), nullptr, nullptr, R, C, eps);
+      ops::layernorm_backward(A.x_in.ptr(), L.ln1_g.ptr(), dh.ptr(), dx.ptr(), gp(&ClipLayerGrads::ln1_g),
+                              gp(&ClipLayerGrads::ln1_b), R, C, eps);
       ops::add_inplace(dx.ptr(), dmid.ptr(), R * C);
     }
     if (acts.checkpointing) A = ClipLayerActs{};  // free the recomputed activations
   }
+  if (!grads) return;
+  // dx is now the gradient at the embeddings' output (after pre_layrnorm): through it, then into the
+  // class and position embeddings (summed over crops, in crop order) and the patch projection.
+  const int64_t P = cfg.patch_size, K = cfg.num_channels * P * P;
+  Tensor de({R, C});
+  ops::layernorm_backward(acts.x_emb.ptr(), pre_ln_g.ptr(), dx.ptr(), de.ptr(), grads->pre_ln_g.ptr(),
+                          grads->pre_ln_b.ptr(), R, C, eps);
+  Tensor dpe({N * NP, C});
+  float* dpos = grads->pos_emb.ptr();
+  float* dcls = grads->class_emb.ptr();
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t t = 0; t < T; ++t) {
+      const float* src = de.ptr() + (n * T + t) * C;
+      float* pos = dpos + t * C;
+      for (int64_t c = 0; c < C; ++c) pos[c] += src[c];
+      if (t == 0) {
+        for (int64_t c = 0; c < C; ++c) dcls[c] += src[c];
+      } else {
+        std::copy(src, src + C, dpe.ptr() + (n * NP + t - 1) * C);
+      }
+    }
+  ops::linear_backward(acts.cols.ptr(), patch_w.ptr(), dpe.ptr(), nullptr, grads->patch_w.ptr(), nullptr, N * NP, K,
+                       C);
 }
 
 }  // namespace xv

@@ -3,7 +3,8 @@
 // layers up to there run; post_layernorm is never applied.
 // Forward for inference and for training (LoRA on the attention and MLP Linear layers, activations kept or
 // checkpointed per layer), and the backward pass to the LoRA tensors (the embeddings are frozen, so the
-// gradient stops at the first layer).
+// gradient stops at the first layer) or, for full fine-tuning (ClipGrads), to every weight that runs, down
+// through pre_layrnorm into the patch, class and position embeddings.
 #pragma once
 #include <array>
 #include <string>
@@ -16,6 +17,7 @@
 namespace xv {
 
 class WeightStore;
+struct ClipVision;
 
 struct ClipLayer {
   Tensor ln1_g, ln1_b;  // (C)
@@ -56,8 +58,24 @@ struct ClipLayerActs {
 };
 struct ClipActs {
   bool checkpointing = false;  // set before forward: keep only each layer's input, recompute in backward
+  bool full = false;           // set before forward: keep the embeddings' inputs too (full fine-tuning)
   int64_t N = 0;               // images (crops) in the pass
   std::vector<ClipLayerActs> layers;
+  Tensor cols;   // (N * num_patches, 3*P*P) im2col of the pixels, with `full`
+  Tensor x_emb;  // (R, C) the pre_layrnorm input, with `full`
+};
+
+// Full fine-tuning: one gradient per weight of ClipVision (same shapes; accumulated, +=). The attention's
+// q/k/v are the fused qkv_w/qkv_b rows [q | k | v], as ClipLayer holds them.
+struct ClipLayerGrads {
+  Tensor ln1_g, ln1_b, qkv_w, qkv_b, out_w, out_b, ln2_g, ln2_b, fc1_w, fc1_b, fc2_w, fc2_b;
+};
+struct ClipGrads {
+  Tensor patch_w, class_emb, pos_emb, pre_ln_g, pre_ln_b;
+  std::vector<ClipLayerGrads> layers;
+
+  static ClipGrads zeros_like(const ClipVision& m);
+  void zero();
 };
 
 struct ClipVision {
@@ -78,11 +96,15 @@ struct ClipVision {
   Tensor forward_patches(const float* pixels, int64_t N, const ClipLora* lora, ClipActs* acts,
                          const LoraRun& run) const;
   // dpatches (N, num_patches, C) at the output -> LoRA gradients accumulated into the adapters of `lora`.
-  // `run` must be the forward's.
-  void backward(ClipActs& acts, const Tensor& dpatches, const ClipLora& lora, const LoraRun& run) const;
+  // `run` must be the forward's. With `grads` (full fine-tuning; the forward's acts must have had `full`
+  // set), every weight's gradient is accumulated there too, down into the embeddings; without, nothing
+  // below layer 0's adapters is computed (the LoRA path).
+  void backward(ClipActs& acts, const Tensor& dpatches, const ClipLora& lora, const LoraRun& run,
+                ClipGrads* grads = nullptr) const;
 
-  // Embeddings + pre-LayerNorm: (N * (1 + num_patches), C).
-  Tensor embed(const float* pixels, int64_t N) const;
+  // Embeddings + pre-LayerNorm: (N * (1 + num_patches), C). With `cols` / `x_emb`, the im2col patches and
+  // the pre_layrnorm input are kept there (for the embeddings' backward).
+  Tensor embed(const float* pixels, int64_t N, Tensor* cols = nullptr, Tensor* x_emb = nullptr) const;
   // Layer l on x (N*T, C), in place; fills `acts` when given.
   void layer_forward(int64_t l, Tensor& x, int64_t N, const ClipLora* lora, const LoraRun& run,
                      ClipLayerActs* acts) const;

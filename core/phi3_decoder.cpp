@@ -1,5 +1,6 @@
 #include "core/phi3_decoder.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/safetensors.h"
@@ -26,6 +27,26 @@ Phi3Decoder Phi3Decoder::from_weights(const Phi3VConfig& cfg, const WeightStore&
   }
   m.norm = ws.get("model.norm.weight", {C});
   return m;
+}
+
+Phi3Grads Phi3Grads::zeros_like(const Phi3Decoder& m) {
+  Phi3Grads g;
+  g.embed = Tensor(m.embed.shape);
+  for (const Phi3Layer& L : m.layers) {
+    Phi3LayerGrads G;
+    G.in_ln = Tensor(L.in_ln.shape), G.qkv_w = Tensor(L.qkv_w.shape), G.o_w = Tensor(L.o_w.shape);
+    G.post_ln = Tensor(L.post_ln.shape), G.gate_up_w = Tensor(L.gate_up_w.shape), G.down_w = Tensor(L.down_w.shape);
+    g.layers.push_back(std::move(G));
+  }
+  g.norm = Tensor(m.norm.shape);
+  return g;
+}
+
+void Phi3Grads::zero() {
+  auto z = [](Tensor& t) { std::fill(t.data.begin(), t.data.end(), 0.0f); };
+  z(embed), z(norm);
+  for (Phi3LayerGrads& G : layers)
+    for (Tensor* t : {&G.in_ln, &G.qkv_w, &G.o_w, &G.post_ln, &G.gate_up_w, &G.down_w}) z(*t);
 }
 
 void Phi3Decoder::rope_tables(int64_t T, Tensor* cos, Tensor* sin) const {
@@ -139,7 +160,7 @@ void Phi3Decoder::forward(Tensor& x, const std::vector<float>& mask, int64_t B, 
 }
 
 Tensor Phi3Decoder::backward(Phi3Acts& acts, const Tensor& dhidden, const Phi3DecoderLora& lora, const LoraRun& run,
-                             bool need_dinput) const {
+                             bool need_dinput, Phi3Grads* grads) const {
   const int64_t B = acts.B, T = acts.T, N = B * T;
   const int64_t C = cfg.hidden_size, I = cfg.intermediate_size, D = cfg.head_dim();
   const int64_t Hq = cfg.num_attention_heads, Hkv = cfg.num_key_value_heads, QKV = (Hq + 2 * Hkv) * D;
@@ -149,13 +170,18 @@ Tensor Phi3Decoder::backward(Phi3Acts& acts, const Tensor& dhidden, const Phi3De
            "phi3 backward: the activations of a forward pass are missing");
   XV_CHECK(lora.at.size() == layers.size(), "phi3 backward: LoRA map has {} layers, the decoder {}", lora.at.size(),
            layers.size());
+  XV_CHECK(!grads || grads->layers.size() == layers.size(),
+           "phi3 backward: full gradients need Phi3Grads::zeros_like(decoder)");
   // dx: the gradient at the current layer's output (N, C); first through the final norm.
   Tensor dx({N, C});
-  ops::rmsnorm_backward(acts.x_last.ptr(), norm.ptr(), dhidden.ptr(), dx.ptr(), nullptr, N, C, eps);
+  ops::rmsnorm_backward(acts.x_last.ptr(), norm.ptr(), dhidden.ptr(), dx.ptr(), grads ? grads->norm.ptr() : nullptr,
+                        N, C, eps);
   Tensor dmid({N, C}), dh({N, C}), dact({N, I}), dgu({N, 2 * I}), datt({N, Hq * D}), dqkv({N, QKV});
   for (int64_t l = int64_t(layers.size()) - 1; l >= 0; --l) {
     const Phi3Layer& L = layers[size_t(l)];
     Phi3LayerActs& A = acts.layers[size_t(l)];
+    Phi3LayerGrads* G = grads ? &grads->layers[size_t(l)] : nullptr;
+    auto gp = [&](Tensor Phi3LayerGrads::*f) -> float* { return G ? (G->*f).ptr() : nullptr; };
     if (acts.checkpointing) {  // recompute this layer from its kept input, with the same dropout masks
       Tensor x = A.x_in;
       layer_forward(l, x, acts.mask, B, T, acts.cos, acts.sin, &lora, run, &A);
@@ -166,15 +192,19 @@ Tensor Phi3Decoder::backward(Phi3Acts& acts, const Tensor& dhidden, const Phi3De
                       dy_stride, N, din);
     };
     // x_out = x_mid + down(act), act = swiglu(gu), gu = gate_up(h2), h2 = post_ln(x_mid)
-    ops::linear_backward(A.act.ptr(), L.down_w.ptr(), dx.ptr(), dact.ptr(), nullptr, nullptr, N, I, C);
+    ops::linear_backward(A.act.ptr(), L.down_w.ptr(), dx.ptr(), dact.ptr(), gp(&Phi3LayerGrads::down_w), nullptr, N,
+                         I, C);
     adapt_back(kPhi3Down, A.act, dx.ptr(), C, dact.ptr());
     ops::swiglu_backward(A.gu.ptr(), dact.ptr(), dgu.ptr(), N, I);
-    ops::linear_backward(A.h2.ptr(), L.gate_up_w.ptr(), dgu.ptr(), dh.ptr(), nullptr, nullptr, N, C, 2 * I);
+    ops::linear_backward(A.h2.ptr(), L.gate_up_w.ptr(), dgu.ptr(), dh.ptr(), gp(&Phi3LayerGrads::gate_up_w), nullptr,
+                         N, C, 2 * I);
     adapt_back(kPhi3GateUp, A.h2, dgu.ptr(), 2 * I, dh.ptr());
-    ops::rmsnorm_backward(A.x_mid.ptr(), L.post_ln.ptr(), dh.ptr(), dmid.ptr(), nullptr, N, C, eps);
+    ops::rmsnorm_backward(A.x_mid.ptr(), L.post_ln.ptr(), dh.ptr(), dmid.ptr(), gp(&Phi3LayerGrads::post_ln), N, C,
+                          eps);
     ops::add_inplace(dmid.ptr(), dx.ptr(), N * C);
     // x_mid = x_in + o_proj(att), att = attention(rope(q), rope(k), v), qkv = qkv_proj(h1), h1 = in_ln(x_in)
-    ops::linear_backward(A.att.ptr(), L.o_w.ptr(), dmid.ptr(), datt.ptr(), nullptr, nullptr, N, Hq * D, C);
+    ops::linear_backward(A.att.ptr(), L.o_w.ptr(), dmid.ptr(), datt.ptr(), gp(&Phi3LayerGrads::o_w), nullptr, N,
+                         Hq * D, C);
     adapt_back(kPhi3O, A.att, dmid.ptr(), C, datt.ptr());
     ops::AttentionBackwardParams bp;
     bp.fwd = phi3_attention(cfg, A.qkv.ptr(), nullptr, acts.mask, B, T);
@@ -184,12 +214,13 @@ Tensor Phi3Decoder::backward(Phi3Acts& acts, const Tensor& dhidden, const Phi3De
     ops::attention_backward(bp);
     ops::rope_backward(dqkv.ptr(), B, T, Hq, D, D, QKV, acts.cos.ptr(), acts.sin.ptr());
     ops::rope_backward(dqkv.ptr() + Hq * D, B, T, Hkv, D, D, QKV, acts.cos.ptr(), acts.sin.ptr());
-    if (l == 0 && !need_dinput) {  // nothing below needs a gradient: only the adapter's own
+    if (l == 0 && !need_dinput && !grads) {  // nothing below needs a gradient: only the adapter's own
       adapt_back(kPhi3Qkv, A.h1, dqkv.ptr(), QKV, nullptr);
     } else {
-      ops::linear_backward(A.h1.ptr(), L.qkv_w.ptr(), dqkv.ptr(), dh.ptr(), nullptr, nullptr, N, C, QKV);
+      ops::linear_backward(A.h1.ptr(), L.qkv_w.ptr(), dqkv.ptr(), dh.ptr(), gp(&Phi3LayerGrads::qkv_w), nullptr, N, C,
+                           QKV);
       adapt_back(kPhi3Qkv, A.h1, dqkv.ptr(), QKV, dh.ptr());
-      ops::rmsnorm_backward(A.x_in.ptr(), L.in_ln.ptr(), dh.ptr(), dx.ptr(), nullptr, N, C, eps);
+      ops::rmsnorm_backward(A.x_in.ptr(), L.in_ln.ptr(), dh.ptr(), dx.ptr(), gp(&Phi3LayerGrads::in_ln), N, C, eps);
       ops::add_inplace(dx.ptr(), dmid.ptr(), N * C);
     }
     if (acts.checkpointing) A = Phi3LayerActs{};  // free the recomputed activations

@@ -2,7 +2,7 @@
 // causal attention with a key padding mask, fused gate_up_proj with SwiGLU, final RMSNorm.
 // Forward for inference and for training (LoRA on the four Linear layers, activations kept for backward or
 // only each layer's input with checkpointing), and the backward pass to the LoRA tensors and to the input
-// embeddings (where the image tokens enter).
+// embeddings (where the image tokens enter), or for full fine-tuning (Phi3Grads) to every weight too.
 #pragma once
 #include <array>
 #include <string>
@@ -15,6 +15,7 @@
 namespace xv {
 
 class WeightStore;
+struct Phi3Decoder;
 
 struct Phi3Layer {
   Tensor in_ln;      // (C) input_layernorm
@@ -58,6 +59,21 @@ struct Phi3Acts {
   Tensor x_last;  // (N, C) the input of the final norm
 };
 
+// Full fine-tuning: one gradient per weight of Phi3Decoder (same shapes; accumulated, +=). The decoder's
+// backward fills all but `embed`, which the caller accumulates from the input-embedding gradient (it knows the
+// ids: Phi3VModel::embed_inputs_backward).
+struct Phi3LayerGrads {
+  Tensor in_ln, qkv_w, o_w, post_ln, gate_up_w, down_w;
+};
+struct Phi3Grads {
+  Tensor embed;
+  std::vector<Phi3LayerGrads> layers;
+  Tensor norm;
+
+  static Phi3Grads zeros_like(const Phi3Decoder& m);
+  void zero();
+};
+
 struct Phi3Decoder {
   Phi3VConfig cfg;
   Tensor embed;  // (V, C) model.embed_tokens
@@ -79,9 +95,10 @@ struct Phi3Decoder {
                Phi3Acts* acts, const LoraRun& run) const;
   // dhidden (B, T, C) at the final hidden states -> LoRA gradients accumulated into the adapters of `lora`.
   // Returns the gradient at the input embeddings (B, T, C) when `need_dinput`, else an empty tensor.
-  // `run` must be the forward's.
+  // `run` must be the forward's. With `grads` (full fine-tuning), every layer weight's and the final norm's
+  // gradients are accumulated there too (the LoRA path passes none and computes nothing more).
   Tensor backward(Phi3Acts& acts, const Tensor& dhidden, const Phi3DecoderLora& lora, const LoraRun& run,
-                  bool need_dinput) const;
+                  bool need_dinput, Phi3Grads* grads = nullptr) const;
 
   // Layer l on x (B*T, C), in place, with the RoPE tables of the pass; fills `acts` when given.
   void layer_forward(int64_t l, Tensor& x, const std::vector<float>& mask, int64_t B, int64_t T, const Tensor& cos,

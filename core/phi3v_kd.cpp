@@ -2,14 +2,36 @@
 // pooled at the last non-pad token after the final norm; the teacher is the same model with its adapters
 // off. A pair's image serves both sides: the tower runs once per step for the student (its backward takes
 // the sum of both sides' gradients) and once for the teacher (only when the tower has adapters).
+//
+// trainable: full — every weight the embedding path uses trains (Phi3VGrads), no adapters:
+//  * trainable() lists the decoder (embed_tokens, per layer input_layernorm, qkv_proj, o_proj,
+//    post_attention_layernorm, gate_up_proj, down_proj; model.norm), the image side's glb_GN, sub_GN and
+//    img_projection.0/.2, and the CLIP layers that run (patch/class/position embeddings, pre_layrnorm, per
+//    layer layer_norm1/2, out_proj, fc1, fc2) under the checkpoint's names. The CLIP attention's q/k/v are
+//    fused at load: they appear as "<layer>.self_attn.qkv_proj.weight" (3C', C') and ".bias" (3C'), rows
+//    [q_proj | k_proj | v_proj]; save_merged splits them back into the checkpoint's own names.
+//    lm_head and the tower's last layer (and post_layernorm) feed nothing and are not trained.
+//  * The teacher cannot be the student (its weights move): forward_backward requires teacher targets from a
+//    teacher cache (KdStepOptions::teacher_en, data.teacher_cache), and refuses the image-prefix loss (the
+//    cache holds no prefix targets). teacher_embed uses the current weights.
+//  * There is no adapter: save_adapter and load_adapter fail; export with save_merged.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <map>
+#include <nlohmann/json.hpp>
 
+#include "core/atomic_dir.h"
 #include "core/bert_model.h"  // mean_pool, mean_pool_backward
+#include "core/dtype.h"
 #include "core/image.h"
 #include "core/kd_model.h"
 #include "core/peft_adapter.h"
 #include "core/phi3v_model.h"
+#include "core/safetensors.h"
 #include "core/tokenizer.h"
 #include "kernels/ops.h"
 
@@ -80,10 +102,22 @@ class Phi3VKdModel : public KdModel {
   Phi3VKdModel(const std::string& dir, const std::string& trainable, const LoraConfig& lcfg, uint64_t seed)
       : dir_(dir), lcfg_(lcfg), seed_(seed), model_(Phi3VModel::load(dir)),
         tok_(Tokenizer::from_file((fs::path(dir) / "tokenizer.json").string())) {
-    XV_CHECK(trainable == "lora", "phi3_v: trainable '{}' is not supported yet (only 'lora')", trainable);
+    XV_CHECK(trainable == "lora" || trainable == "full", "phi3_v: trainable '{}' is not supported (lora or full)",
+             trainable);
+    full_ = trainable == "full";
     const std::string pp = (fs::path(dir) / "preprocessor_config.json").string();
     if (fs::exists(pp)) img_cfg_ = phi3v_image_config_from_json(pp);
-    lora_ = Phi3VLora::create(model_, lcfg, seed);
+    if (full_) {  // no adapters: every slot of the pointer maps is empty
+      std::array<int, kPhi3Slots> nd;
+      nd.fill(-1);
+      std::array<int, kClipSlots> nc;
+      nc.fill(-1);
+      lora_.dec.assign(model_.decoder.layers.size(), nd);
+      lora_.clip.assign(model_.vision.clip.layers.size(), nc);
+      grads_ = Phi3VGrads::zeros_like(model_);
+    } else {
+      lora_ = Phi3VLora::create(model_, lcfg, seed);
+    }
     bos_ = tok_->token_to_id("<s>");
     if (bos_ < 0) bos_ = 1;  // Phi-3's bos_token_id
   }
@@ -92,20 +126,33 @@ class Phi3VKdModel : public KdModel {
 
   std::vector<TrainableTensor> trainable() override {
     std::vector<TrainableTensor> out;
+    if (full_) {
+      for (auto& [name, w, g] : full_tensors()) out.push_back({name, w, g});
+      return out;
+    }
     for (auto& a : lora_.adapters) {
       out.push_back({a.a_name(), &a.A, &a.dA});
       out.push_back({a.b_name(), &a.B, &a.dB});
     }
     return out;
   }
-  void zero_grad() override { lora_.zero_grad(); }
+  void zero_grad() override {
+    if (full_) grads_.zero();
+    lora_.zero_grad();
+  }
 
   KdLossTerms forward_backward(const std::vector<TrainPair>& batch, const KdStepOptions& opt) override {
     XV_CHECK(!batch.empty(), "kd step: empty batch");
+    XV_CHECK(!full_ || opt.teacher_en,
+             "kd step: trainable 'full' needs teacher targets from a teacher cache (set data.teacher_cache, built by "
+             "`xvlm2vec corpus cache-teacher`): with every weight trained, the student cannot be its own teacher");
+    XV_CHECK(!full_ || !opt.image_prefix_loss,
+             "kd step: trainable 'full' does not support the image-prefix loss (image_prefix_loss): its teacher "
+             "targets would need the original model, and the teacher cache holds none; turn it off");
     const Prepared p = prepare(batch, true, opt.image_prefix_loss);
     const bool has_img = !p.images.empty();
     const bool prefix = opt.image_prefix_loss && has_img;
-    const bool train_vis = has_img && lora_.vision_adapted();
+    const bool train_vis = has_img && (full_ || lora_.vision_adapted());
     const int64_t C = dim(), B = p.en.B;
     // Independent dropout streams for the vision pass and the two decoder passes of this micro-batch.
     const uint64_t s = opt.dropout_seed;
@@ -118,6 +165,7 @@ class Phi3VKdModel : public KdModel {
     // Vision: the student's tokens (kept for backward when the tower is adapted) and the teacher's.
     Phi3VVisionActs vacts;
     vacts.clip.checkpointing = opt.checkpointing;
+    vacts.clip.full = full_;
     Tensor s_tok, t_tok;
     if (has_img) s_tok = model_.vision.forward_images(imgs, train_vis ? &cl : nullptr, train_vis ? &vacts : nullptr,
                                                       run_vis);
@@ -175,15 +223,19 @@ class Phi3VKdModel : public KdModel {
     // Backward: each side through the decoder; both sides' image-token gradients into one tower backward.
     Tensor dtok;
     if (train_vis) dtok = Tensor(s_tok.shape);
-    const Tensor dx_en = model_.decoder.backward(acts_en, dh_en, dl, run_en, train_vis);
+    Phi3Grads* dg = full_ ? &grads_.decoder : nullptr;
+    float* dembed = full_ ? grads_.decoder.embed.ptr() : nullptr;
+    const bool need_dx = train_vis || full_;
+    const std::vector<std::vector<float*>> no_img;
+    const Tensor dx_en = model_.decoder.backward(acts_en, dh_en, dl, run_en, need_dx, dg);
     acts_en = Phi3Acts{};
-    if (train_vis) model_.embed_inputs_backward(p.en.ids, B, p.en.T, dx_en, row_dtokens(p, dtok));
-    const Tensor dx_xx = model_.decoder.backward(acts_xx, dh_xx, dl, run_xx, train_vis);
+    if (need_dx)
+      model_.embed_inputs_backward(p.en.ids, B, p.en.T, dx_en, train_vis ? row_dtokens(p, dtok) : no_img, dembed);
+    const Tensor dx_xx = model_.decoder.backward(acts_xx, dh_xx, dl, run_xx, need_dx, dg);
     acts_xx = Phi3Acts{};
-    if (train_vis) {
-      model_.embed_inputs_backward(p.xx.ids, B, p.xx.T, dx_xx, row_dtokens(p, dtok));
-      model_.vision.backward(vacts, dtok, cl, run_vis);
-    }
+    if (need_dx)
+      model_.embed_inputs_backward(p.xx.ids, B, p.xx.T, dx_xx, train_vis ? row_dtokens(p, dtok) : no_img, dembed);
+    if (train_vis) model_.vision.backward(vacts, dtok, cl, run_vis, full_ ? &grads_.vision : nullptr);
     return out;
   }
 
@@ -215,11 +267,14 @@ class Phi3VKdModel : public KdModel {
   // PEFT's formats (core/peft_adapter): the module paths are the checkpoint's, so an adapter merges into
   // "<module>.weight" of model.safetensors.
   void save_adapter(const std::string& dir) const override {
+    XV_CHECK(!full_, "{}: full fine-tuning has no adapter; export the merged model instead", dir);
     std::vector<const LoraAdapter*> as;
     for (const auto& a : lora_.adapters) as.push_back(&a);
     save_peft_adapter(dir, as, lcfg_, dir_);
   }
   void load_adapter(const std::string& dir) override {
+    XV_CHECK(!full_,
+             "{}: cannot load an adapter into a model with trainable 'full' (full fine-tuning has no adapter)", dir);
     std::string w_path;
     const LoraConfig c = read_peft_adapter_config(dir, &w_path);
     Phi3VLora lora;
@@ -233,15 +288,81 @@ class Phi3VKdModel : public KdModel {
     lcfg_ = c;
   }
   void save_merged(const std::string& out) const override {
+    if (full_) return save_merged_full(out);
     std::map<std::string, const LoraAdapter*> adapted;
     for (const auto& a : lora_.adapters) adapted[a.module + ".weight"] = &a;
-    save_merged_model(dir_, out, adapted, {"config.json", "tokenizer.json"},
-                      {"preprocessor_config.json", "tokenizer_config.json", "special_tokens_map.json",
-                       "generation_config.json"},
-                      false);
+    save_merged_model(dir_, out, adapted, kMergedRequired, kMergedOptional, false);
   }
 
  private:
+  inline static const std::vector<std::string> kMergedRequired = {"config.json", "tokenizer.json"};
+  inline static const std::vector<std::string> kMergedOptional = {
+      "preprocessor_config.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"};
+
+  struct FullTensor {
+    std::string name;
+    Tensor* w;
+    Tensor* g;
+  };
+  // Every trained tensor with its gradient, under the checkpoint's names (CLIP's fused qkv: see the top).
+  std::vector<FullTensor> full_tensors() {
+    std::vector<FullTensor> out;
+    Phi3Decoder& d = model_.decoder;
+    Phi3Grads& gd = grads_.decoder;
+    out.push_back({"model.embed_tokens.weight", &d.embed, &gd.embed});
+    for (size_t l = 0; l < d.layers.size(); ++l) {
+      Phi3Layer& L = d.layers[l];
+      Phi3LayerGrads& G = gd.layers[l];
+      const std::string p = "model.layers." + std::to_string(l) + ".";
+      out.push_back({p + "input_layernorm.weight", &L.in_ln, &G.in_ln});
+      out.push_back({p + "self_attn.qkv_proj.weight", &L.qkv_w, &G.qkv_w});
+      out.push_back({p + "self_attn.o_proj.weight", &L.o_w, &G.o_w});
+      out.push_back({p + "post_attention_layernorm.weight", &L.post_ln, &G.post_ln});
+      out.push_back({p + "mlp.gate_up_proj.weight", &L.gate_up_w, &G.gate_up_w});
+      out.push_back({p + "mlp.down_proj.weight", &L.down_w, &G.down_w});
+    }
+    out.push_back({"model.norm.weight", &d.norm, &gd.norm});
+    Phi3VImageEmbedding& v = model_.vision;
+    Phi3VVisionGrads& gv = grads_.vision;
+    const std::string vp = "model.vision_embed_tokens.";
+    out.push_back({vp + "glb_GN", &v.glb_GN, &gv.glb_GN});
+    out.push_back({vp + "sub_GN", &v.sub_GN, &gv.sub_GN});
+    out.push_back({vp + "img_projection.0.weight", &v.p0_w, &gv.p0_w});
+    out.push_back({vp + "img_projection.0.bias", &v.p0_b, &gv.p0_b});
+    out.push_back({vp + "img_projection.2.weight", &v.p2_w, &gv.p2_w});
+    out.push_back({vp + "img_projection.2.bias", &v.p2_b, &gv.p2_b});
+    ClipVision& c = v.clip;
+    ClipGrads& gc = gv.clip;
+    const std::string cp = vp + "img_processor.vision_model.";
+    out.push_back({cp + "embeddings.patch_embedding.weight", &c.patch_w, &gc.patch_w});
+    out.push_back({cp + "embeddings.class_embedding", &c.class_emb, &gc.class_emb});
+    out.push_back({cp + "embeddings.position_embedding.weight", &c.pos_emb, &gc.pos_emb});
+    out.push_back({cp + "pre_layrnorm.weight", &c.pre_ln_g, &gc.pre_ln_g});
+    out.push_back({cp + "pre_layrnorm.bias", &c.pre_ln_b, &gc.pre_ln_b});
+    for (size_t l = 0; l < c.layers.size(); ++l) {
+      ClipLayer& L = c.layers[l];
+      ClipLayerGrads& G = gc.layers[l];
+      const std::string p = cp + "encoder.layers." + std::to_string(l) + ".";
+      out.push_back({p + "layer_norm1.weight", &L.ln1_g, &G.ln1_g});
+      out.push_back({p + "layer_norm1.bias", &L.ln1_b, &G.ln1_b});
+      out.push_back({p + "self_attn.qkv_proj.weight", &L.qkv_w, &G.qkv_w});  // fused q_proj, k_proj, v_proj
+      out.push_back({p + "self_attn.qkv_proj.bias", &L.qkv_b, &G.qkv_b});
+      out.push_back({p + "self_attn.out_proj.weight", &L.out_w, &G.out_w});
+      out.push_back({p + "self_attn.out_proj.bias", &L.out_b, &G.out_b});
+      out.push_back({p + "layer_norm2.weight", &L.ln2_g, &G.ln2_g});
+      out.push_back({p + "layer_norm2.bias", &L.ln2_b, &G.ln2_b});
+      out.push_back({p + "mlp.fc1.weight", &L.fc1_w, &G.fc1_w});
+      out.push_back({p + "mlp.fc1.bias", &L.fc1_b, &G.fc1_b});
+      out.push_back({p + "mlp.fc2.weight", &L.fc2_w, &G.fc2_w});
+      out.push_back({p + "mlp.fc2.bias", &L.fc2_b, &G.fc2_b});
+    }
+    return out;
+  }
+
+  // The current weights as the base checkpoint's model.safetensors: every tensor keeps its name, shape and
+  // dtype (CLIP's fused qkv split back into q_proj/k_proj/v_proj); tensors the model does not use (lm_head,
+  // the tower's last layer, post_layernorm) are copied as they are. The other files come from the base folder.
+  void save_merged_full(const std::string& out) const;
   // Prompt ids of one text, with its image's placeholders when it has one: a text that names no
   // <|image_1|> gets "<|image_1|> " in front, as the embedder does.
   // `what` names the text in errors ("pair 3: the English text").
@@ -319,9 +440,107 @@ class Phi3VKdModel : public KdModel {
   Phi3VModel model_;
   std::unique_ptr<Tokenizer> tok_;
   Phi3VImageConfig img_cfg_;
-  Phi3VLora lora_;
+  Phi3VLora lora_;     // no adapters (empty pointer maps) with trainable 'full'
+  bool full_ = false;  // trainable 'full': every weight of the embedding path trains, into grads_
+  Phi3VGrads grads_;
   int32_t bos_ = 1;
 };
+
+void Phi3VKdModel::save_merged_full(const std::string& out) const {
+  const WeightStore ws = WeightStore::open_dir(dir_);
+  std::map<std::string, Tensor> cur;  // checkpoint name -> current f32 value
+  // full_tensors() hands out mutable pointers; only the values are read here.
+  for (auto& [name, w, g] : const_cast<Phi3VKdModel*>(this)->full_tensors()) {
+    (void)g;
+    if (name.ends_with("self_attn.qkv_proj.weight") || name.ends_with("self_attn.qkv_proj.bias")) {
+      if (name.starts_with("model.layers.")) {  // the decoder's qkv_proj is fused in the checkpoint too
+        cur[name] = *w;
+        continue;
+      }
+      const bool bias = name.ends_with(".bias");
+      const std::string stem = name.substr(0, name.rfind("qkv_proj."));  // "...self_attn."
+      const int64_t rows = w->dim(0) / 3, cols = bias ? 1 : w->dim(1);
+      const char* qkv[3] = {"q_proj", "k_proj", "v_proj"};
+      for (int64_t k = 0; k < 3; ++k) {
+        Tensor t = bias ? Tensor({rows}) : Tensor({rows, cols});
+        std::copy(w->data.begin() + k * rows * cols, w->data.begin() + (k + 1) * rows * cols, t.data.begin());
+        cur[stem + qkv[k] + (bias ? ".bias" : ".weight")] = std::move(t);
+      }
+      continue;
+    }
+    Tensor t = *w;
+    if (name.ends_with("patch_embedding.weight")) {
+      const auto& vc = model_.vision.clip.cfg;
+      t.reshape({vc.hidden_size, vc.num_channels, vc.patch_size, vc.patch_size});
+    }
+    cur[name] = std::move(t);
+  }
+  const std::vector<std::string> names = ws.names();
+  for (const auto& [n, t] : cur) {
+    const TensorInfo& ti = ws.info(n);  // throws naming the folder when the checkpoint lacks it
+    XV_CHECK(ti.shape == t.shape, "{}: '{}' has another shape than the model's weight", ws.where(), n);
+    XV_CHECK(ti.dtype == DType::F32 || ti.dtype == DType::BF16 || ti.dtype == DType::F16,
+             "{}: cannot write the trained '{}' as dtype {}", ws.where(), n, dtype_name(ti.dtype));
+  }
+  StagingDir stage(out);
+  {
+    using json = nlohmann::json;
+    const std::string path = stage.file("model.safetensors");
+    json h = json::object();
+    h["__metadata__"] = {{"format", "pt"}};
+    size_t off = 0;
+    for (const auto& n : names) {
+      const TensorInfo& ti = ws.info(n);
+      h[n] = {{"dtype", std::string(dtype_name(ti.dtype))}, {"shape", ti.shape}, {"data_offsets", {off, off + ti.nbytes}}};
+      off += ti.nbytes;
+    }
+    std::string hs = h.dump();
+    hs.append((8 - hs.size() % 8) % 8, ' ');
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    XV_CHECK(fd >= 0, "{}: cannot create file: {}", path, std::strerror(errno));
+    struct Fd {
+      int fd;
+      ~Fd() { ::close(fd); }
+    } guard{fd};
+    auto put = [&](const void* p, size_t n) {
+      const char* c = static_cast<const char*>(p);
+      while (n > 0) {
+        const ssize_t wr = ::write(fd, c, n);
+        XV_CHECK(wr > 0, "{}: write failed: {}", path, std::strerror(errno));
+        c += wr;
+        n -= size_t(wr);
+      }
+    };
+    uint8_t len[8];
+    for (int i = 0; i < 8; ++i) len[i] = uint8_t((uint64_t(hs.size()) >> (8 * i)) & 0xff);
+    put(len, 8);
+    put(hs.data(), hs.size());
+    for (const auto& n : names) {
+      const TensorInfo& ti = ws.info(n);
+      auto it = cur.find(n);
+      if (it == cur.end()) {
+        put(ti.data, ti.nbytes);
+      } else if (ti.dtype == DType::F32) {
+        put(it->second.ptr(), ti.nbytes);
+      } else {
+        const Tensor& t = it->second;
+        std::vector<uint16_t> h16(t.data.size());
+        for (size_t i = 0; i < h16.size(); ++i)
+          h16[i] = ti.dtype == DType::BF16 ? f32_to_bf16(t.data[i]) : f32_to_f16(t.data[i]);
+        put(h16.data(), h16.size() * 2);
+      }
+    }
+    XV_CHECK(::fsync(fd) == 0, "{}: flush failed: {}", path, std::strerror(errno));
+  }
+  const fs::path src(dir_);
+  for (const auto& f : kMergedRequired) {
+    XV_CHECK(fs::is_regular_file(src / f), "{}: {} is missing", dir_, f);
+    fs::copy_file(src / f, fs::path(stage.path()) / f);
+  }
+  for (const auto& f : kMergedOptional)
+    if (fs::is_regular_file(src / f)) fs::copy_file(src / f, fs::path(stage.path()) / f);
+  stage.commit();
+}
 
 }  // namespace
 

@@ -53,14 +53,17 @@ void hd_gather(const float* feats, const std::vector<int64_t>& layout, const Ten
   }
 }
 
-// The adjoint: dfeats rows += the blocks of dout (n, 4C) they were copied to (separators are frozen).
-void hd_scatter(const float* dout, const std::vector<int64_t>& layout, int64_t C, float* dfeats) {
+// The adjoint: dfeats rows += the blocks of dout (n, 4C) they were copied to; the separators' blocks go to
+// dsub / dglb (4C each) when given, else nowhere (frozen).
+void hd_scatter(const float* dout, const std::vector<int64_t>& layout, int64_t C, float* dfeats, float* dsub = nullptr,
+                float* dglb = nullptr) {
   const int64_t n = int64_t(layout.size());
   for (int64_t q = 0; q < n; ++q) {
     const int64_t src = layout[size_t(q)];
-    if (src < 0) continue;
+    float* dst = src >= 0 ? dfeats + src * C : (src == -1 ? dsub : dglb);
+    if (!dst) continue;
+    if (src < 0) dst += (q % 4) * C;
     const float* d = dout + q * C;
-    float* dst = dfeats + src * C;
     for (int64_t c = 0; c < C; ++c) dst[c] += d[c];
   }
 }
@@ -128,6 +131,7 @@ Tensor Phi3VImageEmbedding::forward_images(const std::vector<const Phi3VImageInp
   Tensor y = y_pre;
   ops::gelu_erf(y.ptr(), n_tok * Hd);
   ops::linear(y.ptr(), p2_w.ptr(), p2_b.ptr(), z.ptr(), n_tok, Hd, Hd);
+  if (acts && acts->clip.full) acts->f = std::move(f);
   if (acts) {
     acts->crop0 = std::move(crop0), acts->tok0 = std::move(tok0), acts->h = std::move(hs), acts->w = std::move(ws);
     acts->y_pre = std::move(y_pre);
@@ -136,21 +140,32 @@ Tensor Phi3VImageEmbedding::forward_images(const std::vector<const Phi3VImageInp
 }
 
 void Phi3VImageEmbedding::backward(Phi3VVisionActs& acts, const Tensor& dtokens, const ClipLora& lora,
-                                   const LoraRun& run) const {
+                                   const LoraRun& run, Phi3VVisionGrads* grads) const {
   const int64_t C = clip.cfg.hidden_size, C4 = 4 * C, Hd = p0_w.dim(0), NPATCH = clip.cfg.num_patches();
   const int64_t n_tok = acts.y_pre.dim(0);
   XV_CHECK(dtokens.numel() == n_tok * Hd, "phi3_v vision backward: dtokens must be ({}, {})", n_tok, Hd);
-  // Through the frozen projector: dy = dz W2, GELU, df = dy W0.
   Tensor dy({n_tok, Hd}), df({n_tok, C4});
-  ops::linear_backward(nullptr, p2_w.ptr(), dtokens.ptr(), dy.ptr(), nullptr, nullptr, n_tok, Hd, Hd);
-  ops::gelu_erf_backward(acts.y_pre.ptr(), dy.ptr(), dy.ptr(), n_tok * Hd);
-  ops::linear_backward(nullptr, p0_w.ptr(), dy.ptr(), df.ptr(), nullptr, nullptr, n_tok, C4, Hd);
-  // Through the HD glue to the CLIP outputs (separators are frozen).
+  if (!grads) {  // through the frozen projector: dy = dz W2, GELU, df = dy W0
+    ops::linear_backward(nullptr, p2_w.ptr(), dtokens.ptr(), dy.ptr(), nullptr, nullptr, n_tok, Hd, Hd);
+    ops::gelu_erf_backward(acts.y_pre.ptr(), dy.ptr(), dy.ptr(), n_tok * Hd);
+    ops::linear_backward(nullptr, p0_w.ptr(), dy.ptr(), df.ptr(), nullptr, nullptr, n_tok, C4, Hd);
+  } else {  // the same, with the projector's gradients (the GELU output recomputed from its input)
+    XV_CHECK(acts.f.numel() == n_tok * C4, "phi3_v vision backward: full gradients need a forward with clip.full");
+    Tensor y = acts.y_pre;
+    ops::gelu_erf(y.ptr(), n_tok * Hd);
+    ops::linear_backward(y.ptr(), p2_w.ptr(), dtokens.ptr(), dy.ptr(), grads->p2_w.ptr(), grads->p2_b.ptr(), n_tok, Hd,
+                         Hd);
+    ops::gelu_erf_backward(acts.y_pre.ptr(), dy.ptr(), dy.ptr(), n_tok * Hd);
+    ops::linear_backward(acts.f.ptr(), p0_w.ptr(), dy.ptr(), df.ptr(), grads->p0_w.ptr(), grads->p0_b.ptr(), n_tok,
+                         C4, Hd);
+  }
+  // Through the HD glue to the CLIP outputs (and the separators, when they train).
   Tensor dfeats({acts.clip.N, NPATCH, C});
   for (size_t i = 0; i < acts.crop0.size(); ++i)
     hd_scatter(df.ptr() + acts.tok0[i] * C4, hd_layout(acts.h[i], acts.w[i]), C,
-               dfeats.ptr() + acts.crop0[i] * NPATCH * C);
-  clip.backward(acts.clip, dfeats, lora, run);
+               dfeats.ptr() + acts.crop0[i] * NPATCH * C, grads ? grads->sub_GN.ptr() : nullptr,
+               grads ? grads->glb_GN.ptr() : nullptr);
+  clip.backward(acts.clip, dfeats, lora, run, grads ? &grads->clip : nullptr);
 }
 
 Phi3VModel Phi3VModel::load(const std::string& model_dir) {
@@ -224,15 +239,20 @@ Tensor Phi3VModel::embed_inputs(const std::vector<int32_t>& ids, int64_t B, int6
 }
 
 void Phi3VModel::embed_inputs_backward(const std::vector<int32_t>& ids, int64_t B, int64_t T, const Tensor& dx,
-                                       const std::vector<std::vector<float*>>& dimages) const {
+                                       const std::vector<std::vector<float*>>& dimages, float* dembed) const {
   const int64_t C = cfg.hidden_size;
   XV_CHECK(int64_t(ids.size()) == B * T && dx.numel() == B * T * C,
            "phi3_v backward: ids/dx must hold B*T = {} rows", B * T);
-  for (int64_t b = 0; b < B && b < int64_t(dimages.size()); ++b) {
-    std::vector<int64_t> used(dimages[size_t(b)].size(), 0);
+  for (int64_t b = 0; b < B && (dembed || b < int64_t(dimages.size())); ++b) {
+    const bool has_img = b < int64_t(dimages.size());
+    std::vector<int64_t> used(has_img ? dimages[size_t(b)].size() : 0, 0);
     for (int64_t t = 0; t < T; ++t) {
       const int32_t id = ids[size_t(b * T + t)];
-      if (id >= 0) continue;
+      if (id >= 0) {
+        if (dembed) ops::embedding_backward(&id, dx.ptr() + (b * T + t) * C, dembed, 1, C);
+        continue;
+      }
+      if (!has_img) continue;
       const size_t k = size_t(-int64_t(id) - 1);
       XV_CHECK(k < used.size(), "phi3_v: row {} has a placeholder for image {} but only {} image(s)", b, k + 1,
                used.size());
@@ -241,6 +261,24 @@ void Phi3VModel::embed_inputs_backward(const std::vector<int32_t>& ids, int64_t 
       for (int64_t c = 0; c < C; ++c) dst[c] += src[c];
     }
   }
+}
+
+Phi3VGrads Phi3VGrads::zeros_like(const Phi3VModel& m) {
+  Phi3VGrads g;
+  g.decoder = Phi3Grads::zeros_like(m.decoder);
+  const Phi3VImageEmbedding& v = m.vision;
+  g.vision.clip = ClipGrads::zeros_like(v.clip);
+  g.vision.glb_GN = Tensor(v.glb_GN.shape), g.vision.sub_GN = Tensor(v.sub_GN.shape);
+  g.vision.p0_w = Tensor(v.p0_w.shape), g.vision.p0_b = Tensor(v.p0_b.shape);
+  g.vision.p2_w = Tensor(v.p2_w.shape), g.vision.p2_b = Tensor(v.p2_b.shape);
+  return g;
+}
+
+void Phi3VGrads::zero() {
+  decoder.zero();
+  vision.clip.zero();
+  for (Tensor* t : {&vision.glb_GN, &vision.sub_GN, &vision.p0_w, &vision.p0_b, &vision.p2_w, &vision.p2_b})
+    std::fill(t->data.begin(), t->data.end(), 0.0f);
 }
 
 std::string phi3v_decoder_module(int64_t layer, int slot) {

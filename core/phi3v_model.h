@@ -1,8 +1,9 @@
 // Phi-3-vision (VLM2Vec's backbone): CLIP tower -> HD glue (2x2 merge, sub_GN / glb_GN separators) ->
 // projector -> features written at the negative-id placeholder positions -> Phi-3 decoder.
 // Inference, and the pieces training needs: LoRA over the decoder and the tower (Phi3VLora), the vision
-// side over a batch of images with its backward (HD glue, projector and separators are frozen), and the
-// image-token scatter into the input embeddings with its adjoint.
+// side over a batch of images with its backward (HD glue, projector and separators are frozen for LoRA; full
+// fine-tuning, Phi3VGrads, trains them too), and the image-token scatter into the input embeddings with its
+// adjoint.
 #pragma once
 #include <array>
 #include <string>
@@ -24,6 +25,14 @@ struct Phi3VVisionActs {
   std::vector<int64_t> tok0;      // per image: its first row in the stacked tokens
   std::vector<int64_t> h, w;      // per image: the HD crop grid
   Tensor y_pre;                   // (n, Hd) img_projection.0 output, the GELU input
+  Tensor f;                       // (n, 4C') the projector's input, kept when clip.full is set
+};
+
+// Full fine-tuning of the image side: the tower's gradients, the separators' and the projector's (same shapes
+// as the weights; accumulated, +=).
+struct Phi3VVisionGrads {
+  ClipGrads clip;
+  Tensor glb_GN, sub_GN, p0_w, p0_b, p2_w, p2_b;
 };
 
 struct Phi3VImageEmbedding {
@@ -50,8 +59,10 @@ struct Phi3VImageEmbedding {
   Tensor forward_images(const std::vector<const Phi3VImageInputs*>& imgs, const ClipLora* lora,
                         Phi3VVisionActs* acts, const LoraRun& run) const;
   // dtokens (sum of num_img_tokens, Hd) -> the tower's LoRA gradients (projector, separators and glue are
-  // frozen; the gradient flows through them). `run` must be the forward's.
-  void backward(Phi3VVisionActs& acts, const Tensor& dtokens, const ClipLora& lora, const LoraRun& run) const;
+  // frozen; the gradient flows through them). `run` must be the forward's. With `grads` (full fine-tuning;
+  // the forward's acts must have had clip.full set), every weight's gradient is accumulated there too.
+  void backward(Phi3VVisionActs& acts, const Tensor& dtokens, const ClipLora& lora, const LoraRun& run,
+                Phi3VVisionGrads* grads = nullptr) const;
 };
 
 // Rows of one image's projected tokens (n, C), for the scatter into the input embeddings.
@@ -77,9 +88,20 @@ struct Phi3VModel {
   Tensor embed_inputs(const std::vector<int32_t>& ids, int64_t B, int64_t T,
                       const std::vector<std::vector<ImageTokens>>& images) const;
   // The adjoint on the image side: dimages[b][k-1] (n, C) += the rows of dx (B, T, C) at the placeholders
-  // -k of row b (embed_tokens is frozen).
+  // -k of row b (rows b past dimages.size() have no image gradient). With `dembed` (full fine-tuning, the
+  // (V, C) gradient of embed_tokens), the token rows of dx are accumulated there too; without, embed_tokens
+  // is frozen.
   void embed_inputs_backward(const std::vector<int32_t>& ids, int64_t B, int64_t T, const Tensor& dx,
-                             const std::vector<std::vector<float*>>& dimages) const;
+                             const std::vector<std::vector<float*>>& dimages, float* dembed = nullptr) const;
+};
+
+// Full fine-tuning: one gradient per weight the embedding path uses.
+struct Phi3VGrads {
+  Phi3Grads decoder;
+  Phi3VVisionGrads vision;
+
+  static Phi3VGrads zeros_like(const Phi3VModel& m);
+  void zero();
 };
 
 // LoRA module paths as PEFT sees them in the transformers model (Phi3VForCausalLM).

@@ -246,7 +246,7 @@ TEST_F(TrainPhi3VGolden, BadInputIsAnError) {
   xv::LoraConfig none;
   none.targets = {"lm_head"};
   expect_error([&] { xv::KdModel::load(kModel, "lora", none, 0); }, "match no Linear layer");
-  expect_error([&] { xv::KdModel::load(kModel, "full", xv::LoraConfig{}, 0); }, "only 'lora'");
+  expect_error([&] { xv::KdModel::load(kModel, "partial", xv::LoraConfig{}, 0); }, "(lora or full)");
   auto model = make_model();
   auto pairs = batch("image", 0);
   pairs[1].text_xx = "<|image_2|> two images?";
