@@ -29,9 +29,9 @@ as "no_grad". AdamW (torch.optim.AdamW: lr 1e-3, betas 0.9/0.999, eps 1e-8, weig
 clipping at 1.0, constant learning rate.
 
 Cases:
-  text    text-only pairs with padding (batches of 3, cycling over 8 pairs), 5 AdamW steps;
+  text    text-only pairs with padding (batches of 3, cycling over 8 pairs), 10 AdamW steps;
   image   pairs with an image each (batches of 2, cycling over 3 pairs: 2x2, 1x4 and 2x2 crop grids; one
-          prompt without <|image_1|>, which gets "<|image_1|> " in front as the embedder does), 5 AdamW steps;
+          prompt without <|image_1|>, which gets "<|image_1|> " in front as the embedder does), 10 AdamW steps;
   prefix  the image-prefix variant on the image case's first batch (step 1 only).
 
 Writes tests/fixtures/train/tiny_phi3v/:
@@ -65,7 +65,7 @@ R, ALPHA = 4, 8
 # VLM2Vec's targets, plus the tower's MLP (fc1, fc2) so that every adapter slot of the C++ side is exercised.
 TARGETS = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj", "q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
 OPT = {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.01, "clip": 1.0, "schedule": "constant"}
-STEPS = 5
+STEPS = 10
 B_SCALE = 0.3  # random B: the student must differ from the teacher enough that the MSE is not all rounding
 
 TEXT_PAIRS = [
