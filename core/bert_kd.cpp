@@ -10,13 +10,9 @@
 //    freshly loaded model). teacher_embed uses the current weights, so it gives the original model's
 //    embeddings only before the first update.
 //  * There is no adapter: save_adapter and load_adapter fail; export with save_merged.
-#include <fcntl.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cmath>
-#include <cstring>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -269,77 +265,16 @@ void BertKdModel::save_merged_full(const std::string& out) const {
     cur[p + "output.LayerNorm.weight"] = L.ln2_g;
     cur[p + "output.LayerNorm.bias"] = L.ln2_b;
   }
-  const std::vector<std::string> names = ws.names();
-  for (const auto& [n, t] : cur) {
-    const TensorInfo& ti = ws.info(n);  // throws naming the folder when the checkpoint lacks it
-    XV_CHECK(ti.shape == t.shape, "{}: '{}' has another shape than the model's weight", ws.where(), n);
-    XV_CHECK(ti.dtype == DType::F32 || ti.dtype == DType::BF16 || ti.dtype == DType::F16,
-             "{}: cannot write the trained '{}' as dtype {}", ws.where(), n, dtype_name(ti.dtype));
-  }
-  StagingDir stage(out);
-  {
-    using json = nlohmann::json;
-    const std::string path = stage.file("model.safetensors");
-    json h = json::object();
-    h["__metadata__"] = {{"format", "pt"}};
-    size_t off = 0;
-    for (const auto& n : names) {
-      const TensorInfo& ti = ws.info(n);
-      h[n] = {{"dtype", std::string(dtype_name(ti.dtype))}, {"shape", ti.shape}, {"data_offsets", {off, off + ti.nbytes}}};
-      off += ti.nbytes;
-    }
-    std::string hs = h.dump();
-    hs.append((8 - hs.size() % 8) % 8, ' ');
-    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    XV_CHECK(fd >= 0, "{}: cannot create file: {}", path, std::strerror(errno));
-    struct Fd {
-      int fd;
-      ~Fd() { ::close(fd); }
-    } guard{fd};
-    auto put = [&](const void* p, size_t n) {
-      const char* c = static_cast<const char*>(p);
-      while (n > 0) {
-        const ssize_t w = ::write(fd, c, n);
-        XV_CHECK(w > 0, "{}: write failed: {}", path, std::strerror(errno));
-        c += w;
-        n -= size_t(w);
-      }
-    };
-    uint8_t len[8];
-    for (int i = 0; i < 8; ++i) len[i] = uint8_t((uint64_t(hs.size()) >> (8 * i)) & 0xff);
-    put(len, 8);
-    put(hs.data(), hs.size());
-    for (const auto& n : names) {
-      const TensorInfo& ti = ws.info(n);
-      auto it = cur.find(n);
-      if (it == cur.end()) {
-        put(ti.data, ti.nbytes);
-      } else if (ti.dtype == DType::F32) {
-        put(it->second.ptr(), ti.nbytes);
-      } else {
-        const Tensor& t = it->second;
-        std::vector<uint16_t> h16(t.data.size());
-        for (size_t i = 0; i < h16.size(); ++i)
-          h16[i] = ti.dtype == DType::BF16 ? f32_to_bf16(t.data[i]) : f32_to_f16(t.data[i]);
-        put(h16.data(), h16.size() * 2);
-      }
-    }
-    XV_CHECK(::fsync(fd) == 0, "{}: flush failed: {}", path, std::strerror(errno));
-  }
-  const fs::path src(dir_);
-  for (const auto& f : kMergedRequired) {
-    XV_CHECK(fs::is_regular_file(src / f), "{}: {} is missing", dir_, f);
-    fs::copy_file(src / f, fs::path(stage.path()) / f);
-  }
-  for (const auto& f : kMergedOptional)
-    if (fs::is_regular_file(src / f)) fs::copy_file(src / f, fs::path(stage.path()) / f);
-  for (const auto& e : fs::directory_iterator(src)) {  // sentence-transformers module folders: 1_Pooling, ...
-    const std::string n = e.path().filename().string();
-    const size_t us = n.find('_');
-    if (e.is_directory() && us != std::string::npos && us > 0 && n.find_first_not_of("0123456789") == us)
-      fs::copy(e.path(), fs::path(stage.path()) / n, fs::copy_options::recursive);
-  }
-  stage.commit();
+  for (const auto& [n, t] : cur) ws.info(n);  // throws naming the folder when the checkpoint lacks one
+  save_model_like(
+      dir_, out,
+      [&](const std::string& name, Tensor* t) {
+        auto it = cur.find(name);
+        if (it == cur.end()) return false;
+        *t = it->second;
+        return true;
+      },
+      kMergedRequired, kMergedOptional, true);
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -145,10 +146,7 @@ void load_peft_tensors(const std::string& w_path, std::vector<LoraAdapter>& adap
     XV_CHECK(used.count(n), "{}: tensor '{}' belongs to no module that target_modules selects in this model", w_path, n);
 }
 
-// model.safetensors of the merged model: every tensor keeps its name and dtype; the unadapted ones are copied
-// byte for byte, the adapted weights are merged in f32 and stored back in their dtype.
-void write_merged_safetensors(const std::string& path, const WeightStore& ws,
-                              const std::map<std::string, const LoraAdapter*>& adapted) {
+void write_safetensors_like(const std::string& path, const WeightStore& ws, const TensorReplacer& replace) {
   const std::vector<std::string> names = ws.names();
   json h = json::object();
   h["__metadata__"] = {{"format", "pt"}};
@@ -179,24 +177,17 @@ void write_merged_safetensors(const std::string& path, const WeightStore& ws,
   for (int i = 0; i < 8; ++i) len[i] = uint8_t((uint64_t(hs.size()) >> (8 * i)) & 0xff);
   put(len, 8);
   put(hs.data(), hs.size());
-  for (const auto& n : names) {
+  Tensor t;
+  for (const auto& n : names) {  // one tensor at a time: nothing beyond it is held in memory
     const TensorInfo& ti = ws.info(n);
-    auto it = adapted.find(n);
-    if (it == adapted.end()) {
+    if (!replace(n, &t)) {
       put(ti.data, ti.nbytes);
       continue;
     }
+    XV_CHECK(t.shape == ti.shape, "{}: the new '{}' has shape {}, the checkpoint's {}", ws.where(), n,
+             shape_str(t.shape), shape_str(ti.shape));
     XV_CHECK(ti.dtype == DType::F32 || ti.dtype == DType::BF16 || ti.dtype == DType::F16,
-             "{}: cannot merge an adapter into '{}' of dtype {}", ws.where(), n, dtype_name(ti.dtype));
-    Tensor t = ws.get(n, ti.shape);
-    // W (out, in) += scaling * B (out, r) A (r, in), as PEFT's merge: the product first, then scaled, then added.
-    const LoraAdapter& a = *it->second;
-    for (int64_t o = 0; o < a.out; ++o)
-      for (int64_t i = 0; i < a.in; ++i) {
-        float d = 0.0f;
-        for (int64_t k = 0; k < a.r; ++k) d += a.B.data[size_t(o * a.r + k)] * a.A.data[size_t(k * a.in + i)];
-        t.data[size_t(o * a.in + i)] += d * a.scaling;
-      }
+             "{}: cannot write a new '{}' as dtype {}", ws.where(), n, dtype_name(ti.dtype));
     if (ti.dtype == DType::F32) {
       put(t.ptr(), ti.nbytes);
     } else {
@@ -209,16 +200,12 @@ void write_merged_safetensors(const std::string& path, const WeightStore& ws,
   XV_CHECK(::fsync(fd) == 0, "{}: flush failed: {}", path, std::strerror(errno));
 }
 
-
-void save_merged_model(const std::string& src_dir, const std::string& out,
-                       const std::map<std::string, const LoraAdapter*>& adapted,
-                       const std::vector<std::string>& required_files, const std::vector<std::string>& optional_files,
-                       bool copy_module_folders) {
+void save_model_like(const std::string& src_dir, const std::string& out, const TensorReplacer& replace,
+                     const std::vector<std::string>& required_files, const std::vector<std::string>& optional_files,
+                     bool copy_module_folders) {
   const WeightStore ws = WeightStore::open_dir(src_dir);
-  for (const auto& [w, a] : adapted)
-    XV_CHECK(ws.has(w), "{}: the model has no weight '{}' to merge the adapter into", ws.where(), w);
   StagingDir stage(out);
-  write_merged_safetensors(stage.file("model.safetensors"), ws, adapted);
+  write_safetensors_like(stage.file("model.safetensors"), ws, replace);
   const fs::path src(src_dir);
   for (const auto& f : required_files) {
     XV_CHECK(fs::is_regular_file(src / f), "{}: {} is missing", src_dir, f);
@@ -234,6 +221,30 @@ void save_merged_model(const std::string& src_dir, const std::string& out,
         fs::copy(e.path(), fs::path(stage.path()) / n, fs::copy_options::recursive);
     }
   stage.commit();
+}
+
+void save_merged_model(const std::string& src_dir, const std::string& out,
+                       const std::map<std::string, const LoraAdapter*>& adapted,
+                       const std::vector<std::string>& required_files, const std::vector<std::string>& optional_files,
+                       bool copy_module_folders) {
+  const WeightStore ws = WeightStore::open_dir(src_dir);
+  for (const auto& [w, a] : adapted)
+    XV_CHECK(ws.has(w), "{}: the model has no weight '{}' to merge the adapter into", ws.where(), w);
+  auto merge = [&](const std::string& name, Tensor* t) {
+    auto it = adapted.find(name);
+    if (it == adapted.end()) return false;
+    *t = ws.get(name, ws.info(name).shape);
+    // W (out, in) += scaling * B (out, r) A (r, in), as PEFT's merge: the product first, then scaled, then added.
+    const LoraAdapter& a = *it->second;
+    for (int64_t o = 0; o < a.out; ++o)
+      for (int64_t i = 0; i < a.in; ++i) {
+        float d = 0.0f;
+        for (int64_t k = 0; k < a.r; ++k) d += a.B.data[size_t(o * a.r + k)] * a.A.data[size_t(k * a.in + i)];
+        t->data[size_t(o * a.in + i)] += d * a.scaling;
+      }
+    return true;
+  };
+  save_model_like(src_dir, out, merge, required_files, optional_files, copy_module_folders);
 }
 
 }  // namespace xv
