@@ -265,16 +265,7 @@ void BertKdModel::save_merged_full(const std::string& out) const {
     cur[p + "output.LayerNorm.weight"] = L.ln2_g;
     cur[p + "output.LayerNorm.bias"] = L.ln2_b;
   }
-  for (const auto& [n, t] : cur) ws.info(n);  // throws naming the folder when the checkpoint lacks one
-  save_model_like(
-      dir_, out,
-      [&](const std::string& name, Tensor* t) {
-        auto it = cur.find(name);
-        if (it == cur.end()) return false;
-        *t = it->second;
-        return true;
-      },
-      kMergedRequired, kMergedOptional, true);
+  save_model_with_weights(dir_, out, cur, kMergedRequired, kMergedOptional, true);
 }
 
 }  // namespace

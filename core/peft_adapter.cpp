@@ -223,6 +223,22 @@ void save_model_like(const std::string& src_dir, const std::string& out, const T
   stage.commit();
 }
 
+void save_model_with_weights(const std::string& src_dir, const std::string& out,
+                             const std::map<std::string, Tensor>& weights, const std::vector<std::string>& required_files,
+                             const std::vector<std::string>& optional_files, bool copy_module_folders) {
+  {
+    const WeightStore ws = WeightStore::open_dir(src_dir);
+    for (const auto& [n, t] : weights) ws.info(n);  // throws naming the folder when the checkpoint lacks one
+  }
+  auto replace = [&](const std::string& name, Tensor* t) {
+    auto it = weights.find(name);
+    if (it == weights.end()) return false;
+    *t = it->second;
+    return true;
+  };
+  save_model_like(src_dir, out, replace, required_files, optional_files, copy_module_folders);
+}
+
 void save_merged_model(const std::string& src_dir, const std::string& out,
                        const std::map<std::string, const LoraAdapter*>& adapted,
                        const std::vector<std::string>& required_files, const std::vector<std::string>& optional_files,

@@ -32,6 +32,11 @@ void write_safetensors_like(const std::string& path, const WeightStore& ws, cons
 void save_model_like(const std::string& src_dir, const std::string& out, const TensorReplacer& replace,
                      const std::vector<std::string>& required_files, const std::vector<std::string>& optional_files,
                      bool copy_module_folders);
+// A model folder like `src_dir` with the tensors of `weights` (checkpoint name -> f32 value) in place of the
+// base ones (full fine-tuning); every name must exist in the checkpoint.
+void save_model_with_weights(const std::string& src_dir, const std::string& out,
+                             const std::map<std::string, Tensor>& weights, const std::vector<std::string>& required_files,
+                             const std::vector<std::string>& optional_files, bool copy_module_folders);
 // A merged model folder: the weights named in `adapted` become W + scaling B A.
 void save_merged_model(const std::string& src_dir, const std::string& out,
                        const std::map<std::string, const LoraAdapter*>& adapted,

@@ -443,7 +443,6 @@ class Phi3VKdModel : public KdModel {
 };
 
 void Phi3VKdModel::save_merged_full(const std::string& out) const {
-  const WeightStore ws = WeightStore::open_dir(dir_);
   std::map<std::string, Tensor> cur;  // checkpoint name -> current f32 value
   // full_tensors() hands out mutable pointers; only the values are read here.
   for (auto& [name, w, g] : const_cast<Phi3VKdModel*>(this)->full_tensors()) {
@@ -471,16 +470,7 @@ void Phi3VKdModel::save_merged_full(const std::string& out) const {
     }
     cur[name] = std::move(t);
   }
-  for (const auto& [n, t] : cur) ws.info(n);  // throws naming the folder when the checkpoint lacks one
-  save_model_like(
-      dir_, out,
-      [&](const std::string& name, Tensor* t) {
-        auto it = cur.find(name);
-        if (it == cur.end()) return false;
-        *t = it->second;
-        return true;
-      },
-      kMergedRequired, kMergedOptional, false);
+  save_model_with_weights(dir_, out, cur, kMergedRequired, kMergedOptional, false);
 }
 
 }  // namespace
