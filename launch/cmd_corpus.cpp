@@ -52,10 +52,8 @@ int run_cache_teacher(const CacheTeacherArgs& a) {
 
 }  // namespace
 
-Runner add_corpus(CLI::App& app) {
-  auto* sub = app.add_subcommand("corpus", "Corpus tools (cache-teacher)");
-  sub->require_subcommand(1);
-  auto* ct = sub->add_subcommand("cache-teacher", "Teacher English embeddings of a pairs JSONL, for data.teacher_cache");
+Runner add_corpus_tools(CLI::App& sub) {
+  auto* ct = sub.add_subcommand("cache-teacher", "Teacher English embeddings of a pairs JSONL, for data.teacher_cache");
   auto a = std::make_shared<CacheTeacherArgs>();
   ct->add_option("--model", a->model, "Model folder (the teacher: the model without adapters)")->required();
   ct->add_option("--pairs", a->pairs, "JSONL of {text_en, text_xx, lang, image?} (as data.train)")->required();
@@ -66,6 +64,17 @@ Runner add_corpus(CLI::App& app) {
   ct->add_flag("--quiet", a->quiet, "No progress output");
   return [ct, a] {
     if (ct->parsed()) return run_cache_teacher(*a);
+    return -1;
+  };
+}
+
+Runner add_corpus(CLI::App& app) {
+  auto* sub = app.add_subcommand("corpus", "Corpus tools: build, inspect, validate, split, cache-teacher");
+  sub->require_subcommand(1);
+  std::vector<Runner> runners = {add_corpus_build(*sub), add_corpus_tools(*sub)};
+  return [runners] {
+    for (const auto& r : runners)
+      if (const int rc = r(); rc >= 0) return rc;
     return 0;
   };
 }
