@@ -13,6 +13,10 @@
 
 namespace xv {
 
+namespace h5 {
+class File;
+}
+
 inline constexpr const char* kCorpusFormatName = "xvlm2vec-corpus";
 inline constexpr int64_t kCorpusFormatVersion = 1;
 
@@ -73,7 +77,7 @@ struct CorpusTokens {
 // Optional teacher block: the teacher's embedding of each pair's English side (with its image), (P, D).
 struct CorpusTeacher {
   std::string model_fingerprint;   // teacher_cache.h: model_fingerprint(model_dir)
-  std::string inputs_fingerprint;  // corpus_teacher_inputs_fingerprint() when it was computed
+  std::string corpus_fingerprint;  // the corpus's fingerprint when it was computed
   int64_t dim = 0;
   std::vector<float> embeddings;  // (P, dim)
 };
@@ -96,15 +100,18 @@ struct Corpus {
 };
 
 // A hash of every pair's texts, language, image bytes and source, in order (fnv1a64, "fnv1a64:..." hex):
-// what `train --resume` compares, and `corpus validate` recomputes.
+// what `train --resume` compares, what a teacher block records, and what `corpus validate` recomputes.
 std::string corpus_fingerprint(const Corpus& c);
-// A hash of what the teacher sees of every pair: the English text and the image bytes, in order.
-std::string corpus_teacher_inputs_fingerprint(const Corpus& c);
+// The fingerprint of a tokenizer.json (a hash of its bytes), recorded with pre-tokenised text.
+std::string tokenizer_fingerprint(const std::string& tokenizer_json_path);
 
 // Writes `c` to `path` (format version 1), through a temporary file renamed at the end: an interrupted
 // write leaves no file behind. Sets meta.fingerprint. Checks the Corpus is consistent first (rows in range,
 // offsets monotonic, one image size per image, tokens and teacher of the right length).
 void write_corpus(const std::string& path, Corpus& c);
+
+// The root attributes of an open corpus file, checked (format name, version, languages, fingerprint).
+CorpusMeta read_corpus_meta(const h5::File& f);
 
 struct ReadCorpusOptions {
   bool images = true;   // read the image bytes (sizes and names are always read)
