@@ -38,16 +38,13 @@ struct Batch {
   int64_t B = 0, T = 0;
 };
 
-Batch tokenize(const Tokenizer& tok, const std::vector<std::string>& texts, int32_t pad, int64_t limit,
-               const char* side) {
-  std::vector<std::vector<int32_t>> rows;
+// Right-pads token rows into a batch; rows longer than the model's limit are an error naming the pair.
+Batch pad_rows(const std::vector<std::vector<int32_t>>& rows, int32_t pad, int64_t limit, const char* side) {
   Batch b;
-  for (size_t i = 0; i < texts.size(); ++i) {
-    XV_CHECK(!texts[i].empty(), "pair {}: empty {} text", i + 1, side);
-    rows.push_back(tok.encode(texts[i], true));
-    XV_CHECK(int64_t(rows.back().size()) <= limit, "pair {}: the {} text has {} tokens, more than the model's {}",
-             i + 1, side, rows.back().size(), limit);
-    b.T = std::max(b.T, int64_t(rows.back().size()));
+  for (size_t i = 0; i < rows.size(); ++i) {
+    XV_CHECK(int64_t(rows[i].size()) <= limit, "pair {}: the {} text has {} tokens, more than the model's {}", i + 1,
+             side, rows[i].size(), limit);
+    b.T = std::max(b.T, int64_t(rows[i].size()));
   }
   b.B = int64_t(rows.size());
   b.ids.assign(size_t(b.B * b.T), pad);
@@ -59,6 +56,23 @@ Batch tokenize(const Tokenizer& tok, const std::vector<std::string>& texts, int3
     }
   return b;
 }
+
+std::vector<int32_t> encode(const Tokenizer& tok, const std::string& text, size_t i, const char* side) {
+  XV_CHECK(!text.empty(), "pair {}: empty {} text", i + 1, side);
+  return tok.encode(text, true);
+}
+
+Batch tokenize(const Tokenizer& tok, const std::vector<std::string>& texts, int32_t pad, int64_t limit,
+               const char* side) {
+  std::vector<std::vector<int32_t>> rows;
+  for (size_t i = 0; i < texts.size(); ++i) rows.push_back(encode(tok, texts[i], i, side));
+  return pad_rows(rows, pad, limit, side);
+}
+
+// A pair's two token rows, made ahead by the data reader's workers.
+struct BertPrepared : PreparedInputs {
+  std::vector<int32_t> en, xx;
+};
 
 class BertKdModel : public KdModel {
  public:
@@ -112,20 +126,24 @@ class BertKdModel : public KdModel {
     else lora_.zero_grad();
   }
 
+  std::shared_ptr<const PreparedInputs> prepare(const TrainPair& pair) const override { return prepare_one(pair, 0); }
+
   KdLossTerms forward_backward(const std::vector<TrainPair>& batch, const KdStepOptions& opt) override {
     XV_CHECK(!batch.empty(), "kd step: empty batch");
     XV_CHECK(!full_ || opt.teacher_en,
              "kd step: trainable 'full' needs teacher targets from a teacher cache (set data.teacher_cache, built by "
              "`xvlm2vec corpus cache-teacher`): with every weight trained, the student cannot be its own teacher");
-    std::vector<std::string> en, xx;
+    std::vector<std::vector<int32_t>> en, xx;
     for (size_t i = 0; i < batch.size(); ++i) {
-      XV_CHECK(batch[i].image.empty(), "pair {}: the bert backbone takes text only, but an image was given", i + 1);
-      en.push_back(batch[i].text_en);
-      xx.push_back(batch[i].text_xx);
+      const auto* p = dynamic_cast<const BertPrepared*>(batch[i].prepared.get());
+      std::shared_ptr<const PreparedInputs> made;
+      if (!p) made = prepare_one(batch[i], i), p = static_cast<const BertPrepared*>(made.get());
+      en.push_back(p->en);
+      xx.push_back(p->xx);
     }
     const int32_t pad = int32_t(model_.cfg.pad_token_id);
-    const Batch ben = tokenize(*tok_, en, pad, model_.cfg.max_seq_length, "English");
-    const Batch bxx = tokenize(*tok_, xx, pad, model_.cfg.max_seq_length, "other-language");
+    const Batch ben = pad_rows(en, pad, model_.cfg.max_seq_length, "English");
+    const Batch bxx = pad_rows(xx, pad, model_.cfg.max_seq_length, "other-language");
     // Teacher: the same weights with adapters off, or the cache's targets.
     Tensor t_en;
     if (opt.teacher_en) {
@@ -188,6 +206,16 @@ class BertKdModel : public KdModel {
   BertGrads grads_;
 
   void save_merged_full(const std::string& dir) const;
+
+  // Token rows of a pair (the corpus's pre-tokenised ids when it has them); `i` numbers it in messages.
+  std::shared_ptr<const PreparedInputs> prepare_one(const TrainPair& pair, size_t i) const {
+    XV_CHECK(pair.image.empty() && !pair.image_bytes,
+             "pair {}: the bert backbone takes text only, but an image was given", i + 1);
+    auto p = std::make_shared<BertPrepared>();
+    p->en = !pair.ids_en.empty() ? pair.ids_en : encode(*tok_, pair.text_en, i, "English");
+    p->xx = !pair.ids_xx.empty() ? pair.ids_xx : encode(*tok_, pair.text_xx, i, "other-language");
+    return p;
+  }
 };
 
 const std::vector<std::string> kMergedRequired = {"config.json", "tokenizer.json"};

@@ -16,9 +16,23 @@
 
 namespace xv {
 
+// What a backbone's KdModel::prepare made of a pair ahead of the step (tokens, a preprocessed image): each
+// backbone derives its own type. Made on the data reader's worker threads.
+struct PreparedInputs {
+  virtual ~PreparedInputs() = default;
+};
+
 struct TrainPair {
   std::string text_en, text_xx, lang;
   std::string image;  // path, or empty; the same image serves both sides
+  // Filled by the data reader (data/corpus_stream.h); all optional.
+  // (Default member initialisers: brace-initialising the first four fields stays warning-free.)
+  int64_t index = -1;                                // row of the pair in its source (messages, teacher cache)
+  std::shared_ptr<const std::string> image_bytes{};  // the encoded image, instead of a path (a corpus)
+  std::string image_name{};                          // where image_bytes came from, for messages
+  std::vector<int32_t> ids_en{}, ids_xx{};           // pre-tokenised (encode with special tokens); empty = none
+  std::vector<float> teacher_en{};                   // (D) the teacher's target from the corpus; empty = none
+  std::shared_ptr<const PreparedInputs> prepared{};  // KdModel::prepare's output; null = prepare in the step
 };
 
 struct KdLossTerms {
@@ -52,6 +66,9 @@ class KdModel {
   virtual int64_t dim() const = 0;
   virtual std::vector<TrainableTensor> trainable() = 0;
   virtual void zero_grad() = 0;
+  // The per-pair work of a step that needs no weights (tokenizing, decoding and preprocessing the image),
+  // done ahead by the data reader's worker threads. Thread-safe (const); may throw xv::Error.
+  virtual std::shared_ptr<const PreparedInputs> prepare(const TrainPair& pair) const = 0;
   // Forward and backward of the loss on one micro-batch; gradients accumulate into trainable().
   virtual KdLossTerms forward_backward(const std::vector<TrainPair>& batch, const KdStepOptions& opt) = 0;
   // Teacher embeddings of the English side (B, D), for a teacher cache.

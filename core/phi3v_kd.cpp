@@ -54,6 +54,12 @@ struct Prepared {
   Side en, xx;
 };
 
+// One pair made ready ahead of the step by the data reader's workers: its image and prompt ids.
+struct Phi3VPrepared : PreparedInputs {
+  std::shared_ptr<const Phi3VImageInputs> image;  // null for a text-only pair
+  std::vector<int32_t> en, xx;                    // prompt ids, image placeholders included
+};
+
 // Input embeddings' image rows of each row b: its image's slice of the stacked tokens `tok` (n, C).
 std::vector<std::vector<ImageTokens>> row_tokens(const Prepared& p, const Tensor& tok) {
   std::vector<std::vector<ImageTokens>> out(p.row_image.size());
@@ -137,6 +143,10 @@ class Phi3VKdModel : public KdModel {
     lora_.zero_grad();
   }
 
+  std::shared_ptr<const PreparedInputs> prepare(const TrainPair& pair) const override {
+    return prepare_one(pair, 0, true);
+  }
+
   KdLossTerms forward_backward(const std::vector<TrainPair>& batch, const KdStepOptions& opt) override {
     XV_CHECK(!batch.empty(), "kd step: empty batch");
     XV_CHECK(!full_ || opt.teacher_en,
@@ -145,7 +155,7 @@ class Phi3VKdModel : public KdModel {
     XV_CHECK(!full_ || !opt.image_prefix_loss,
              "kd step: trainable 'full' does not support the image-prefix loss (image_prefix_loss): its teacher "
              "targets would need the original model, and the teacher cache holds none; turn it off");
-    const Prepared p = prepare(batch, true, opt.image_prefix_loss);
+    const Prepared p = prepare_batch(batch, true, opt.image_prefix_loss);
     const bool has_img = !p.images.empty();
     const bool prefix = opt.image_prefix_loss && has_img;
     const bool train_vis = has_img && (full_ || lora_.vision_adapted());
@@ -237,7 +247,7 @@ class Phi3VKdModel : public KdModel {
 
   Tensor teacher_embed(const std::vector<TrainPair>& batch) override {
     XV_CHECK(!batch.empty(), "teacher embed: empty batch");
-    const Prepared p = prepare(batch, false, false);
+    const Prepared p = prepare_batch(batch, false, false);
     std::vector<const Phi3VImageInputs*> imgs;
     for (const auto& im : p.images) imgs.push_back(&im);
     Tensor tok;
@@ -406,24 +416,40 @@ class Phi3VKdModel : public KdModel {
     return s;
   }
 
-  Prepared prepare(const std::vector<TrainPair>& batch, bool with_xx, bool prefix_loss) const {
+  // One pair's image (decoded and HD-preprocessed) and prompt ids; `i` numbers the pair in messages.
+  std::shared_ptr<const Phi3VPrepared> prepare_one(const TrainPair& pr, size_t i, bool with_xx) const {
+    auto p = std::make_shared<Phi3VPrepared>();
+    if (pr.image_bytes)
+      p->image = std::make_shared<Phi3VImageInputs>(phi3v_preprocess(
+          decode_image_bytes(reinterpret_cast<const uint8_t*>(pr.image_bytes->data()), pr.image_bytes->size(),
+                             pr.image_name),
+          img_cfg_));
+    else if (!pr.image.empty())
+      p->image = std::make_shared<Phi3VImageInputs>(phi3v_preprocess(load_image(pr.image), img_cfg_));
+    p->en = prompt(pr.text_en, p->image.get(), fmt::format("pair {}: the English text", i + 1));
+    if (with_xx) p->xx = prompt(pr.text_xx, p->image.get(), fmt::format("pair {}: the other-language text", i + 1));
+    return p;
+  }
+
+  Prepared prepare_batch(const std::vector<TrainPair>& batch, bool with_xx, bool prefix_loss) const {
     Prepared p;
     p.row_image.assign(batch.size(), -1);
     int64_t n_tok = 0;
-    for (size_t i = 0; i < batch.size(); ++i) {
-      if (batch[i].image.empty()) continue;
-      p.row_image[i] = int(p.images.size());
-      p.images.push_back(phi3v_preprocess(load_image(batch[i].image), img_cfg_));
-      p.tok0.push_back(n_tok);
-      n_tok += p.images.back().num_img_tokens;
-    }
-    const bool need_prefix = prefix_loss && !p.images.empty();
     std::vector<std::vector<int32_t>> en, xx;
     for (size_t i = 0; i < batch.size(); ++i) {
-      const Phi3VImageInputs* img = p.row_image[i] < 0 ? nullptr : &p.images[size_t(p.row_image[i])];
-      en.push_back(prompt(batch[i].text_en, img, fmt::format("pair {}: the English text", i + 1)));
-      if (with_xx) xx.push_back(prompt(batch[i].text_xx, img, fmt::format("pair {}: the other-language text", i + 1)));
+      std::shared_ptr<const Phi3VPrepared> pre =
+          std::dynamic_pointer_cast<const Phi3VPrepared>(batch[i].prepared);
+      if (!pre || (with_xx && pre->xx.empty())) pre = prepare_one(batch[i], i, with_xx);
+      if (pre->image) {
+        p.row_image[i] = int(p.images.size());
+        p.images.push_back(*pre->image);
+        p.tok0.push_back(n_tok);
+        n_tok += pre->image->num_img_tokens;
+      }
+      en.push_back(pre->en);
+      if (with_xx) xx.push_back(pre->xx);
     }
+    const bool need_prefix = prefix_loss && !p.images.empty();
     p.en = make_side(en, need_prefix, "English");
     if (with_xx) p.xx = make_side(xx, need_prefix, "other-language");
     return p;

@@ -32,6 +32,9 @@ const std::vector<KeySpec>& schema() {
       XV_KEY("data.train", data.train, false),
       XV_KEY("data.image_root", data.image_root, true),
       XV_KEY("data.teacher_cache", data.teacher_cache, true),
+      XV_KEY("data.workers", data.workers, false),
+      XV_KEY("data.prefetch", data.prefetch, false),
+      XV_KEY("data.bucket_window", data.bucket_window, false),
       XV_KEY("output_dir", output_dir, false),
       XV_KEY("seed", seed, false),
       XV_KEY("trainable", trainable, false),
@@ -260,6 +263,9 @@ void validate(const TrainConfig& c, const std::map<std::string, Entry>& flat, co
   auto check = [&](bool ok, const char* key, const char* what) {
     XV_CHECK(ok, "{}: {} must be {}, found {}", where(key), key, what, train_config_value(c, key));
   };
+  check(c.data.workers >= 0, "data.workers", ">= 0 (0: prepare on the reader's I/O thread)");
+  check(c.data.prefetch >= 1, "data.prefetch", ">= 1");
+  check(c.data.bucket_window >= 0, "data.bucket_window", ">= 0 (0: no length bucketing)");
   check(c.trainable == "lora" || c.trainable == "full", "trainable", "lora or full");
   check(c.lora.r >= 1, "lora.r", ">= 1");
   check(c.lora.alpha > 0, "lora.alpha", "> 0");

@@ -16,9 +16,14 @@ namespace xv {
 struct TrainConfig {
   std::string model;  // model folder (Hugging Face layout); required
   struct Data {
-    std::string train;          // JSONL of {text_en, text_xx, lang, image?}; required
-    std::string image_root;     // folder image paths are relative to; "" = the JSONL's folder
-    std::string teacher_cache;  // .npy of teacher English embeddings (xvlm2vec corpus cache-teacher); "" = none
+    std::string train;          // an HDF5 corpus (docs/corpus-format.md) or a JSONL of {text_en, text_xx, lang,
+                                // image?}; required
+    std::string image_root;     // JSONL: folder image paths are relative to; "" = the JSONL's folder
+    std::string teacher_cache;  // "corpus" (the corpus's /teacher block), a .npy (xvlm2vec corpus
+                                // cache-teacher), or "" = none
+    int64_t workers = 2;        // reader threads that tokenize / decode / preprocess ahead of the step
+    int64_t prefetch = 256;     // pairs read ahead, at most
+    int64_t bucket_window = 0;  // length bucketing over windows of this many pairs; 0 = off
   } data;
   std::string output_dir;  // required
   int64_t seed = 42;

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -17,6 +18,7 @@
 #include "core/optimizer.h"
 #include "core/teacher_cache.h"
 #include "core/train_data.h"
+#include "data/corpus_stream.h"
 #include "kernels/ops.h"
 
 namespace xv {
@@ -34,7 +36,7 @@ const char* kResumeKeys[] = {"seed",          "trainable",          "lora.r",
                              "train.max_steps", "train.batch_size", "train.grad_accum",
                              "train.lr",      "train.schedule",     "train.warmup_steps",
                              "train.weight_decay", "train.betas",   "train.eps",
-                             "train.max_grad_norm", "train.image_prefix_loss"};
+                             "train.max_grad_norm", "train.image_prefix_loss", "data.bucket_window"};
 
 double peak_rss_mb() {
   struct rusage ru {};
@@ -78,7 +80,7 @@ void remove_stale_staging(const std::string& output_dir) {
 TrainConfig resolve_train_config(const TrainConfig& in) {
   TrainConfig c = in;
   for (std::string* p : {&c.model, &c.data.train, &c.data.image_root, &c.data.teacher_cache, &c.output_dir})
-    if (!p->empty()) *p = fs::absolute(*p).lexically_normal().string();
+    if (!p->empty() && !(p == &c.data.teacher_cache && *p == "corpus")) *p = fs::absolute(*p).lexically_normal().string();
   XV_CHECK(fs::is_directory(c.model), "model: {}: model folder does not exist", c.model);
   if (c.lora.targets.empty()) c.lora.targets = default_lora_targets(read_model_type(c.model + "/config.json"));
   return c;
@@ -89,13 +91,34 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& o) {
   const TrainConfig cfg = resolve_train_config(cfg_in);
   if (cfg.train.threads > 0) ops::set_num_threads(int(cfg.train.threads));
   const std::string config_yaml = train_config_yaml(cfg);
-  const TrainData data = read_train_data(cfg.data.train, cfg.data.image_root);
-  const int64_t N = int64_t(data.pairs.size()), bs = cfg.train.batch_size, ga = cfg.train.grad_accum;
+  const bool corpus_teacher = cfg.data.teacher_cache == "corpus";
+  const bool npy_teacher = !cfg.data.teacher_cache.empty() && !corpus_teacher;
+  // JSONL pairs are read whole (a .npy teacher cache is checked against them); a corpus is streamed and
+  // carries its own teacher block.
+  std::optional<TrainData> jsonl;
+  std::shared_ptr<PairSource> src;
+  if (!is_hdf5_file(cfg.data.train)) {
+    XV_CHECK(!corpus_teacher, "data.teacher_cache is 'corpus', but data.train ({}) is not an HDF5 corpus",
+             cfg.data.train);
+    jsonl = read_train_data(cfg.data.train, cfg.data.image_root);
+    src = make_jsonl_source(*jsonl);
+  } else {
+    XV_CHECK(!npy_teacher,
+             "data.teacher_cache: {} is a .npy cache, but data.train ({}) is an HDF5 corpus: set data.teacher_cache to "
+             "'corpus' and store the teacher in the corpus with `xvlm2vec corpus cache-teacher`",
+             cfg.data.teacher_cache, cfg.data.train);
+    SourceOptions so;
+    so.image_root = cfg.data.image_root;
+    so.teacher = corpus_teacher;
+    so.tokenizer_json = (fs::path(cfg.model) / "tokenizer.json").string();
+    src = open_pair_source(cfg.data.train, so);
+  }
+  const int64_t N = src->size(), bs = cfg.train.batch_size, ga = cfg.train.grad_accum;
   const int64_t total = cfg.train.max_steps > 0 ? cfg.train.max_steps : cfg.train.epochs * N / (bs * ga);
   XV_CHECK(total >= 1,
            "{}: {} pairs x {} epoch(s) make less than one optimizer step of train.batch_size x train.grad_accum = {} "
            "pairs: lower them, or set train.max_steps",
-           data.path, N, cfg.train.epochs, bs * ga);
+           src->path(), N, cfg.train.epochs, bs * ga);
   const uint64_t seed = uint64_t(cfg.seed);
   const std::string& out = cfg.output_dir;
   std::error_code ec;
@@ -107,7 +130,7 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& o) {
   st.total_steps = total;
   st.num_pairs = N;
   st.seed = seed;
-  st.data_fingerprint = data.fingerprint;
+  st.data_fingerprint = src->fingerprint();
   const std::string resume_from = o.resume ? latest_checkpoint(out) : "";
   if (!o.resume) {
     const std::string prev = latest_checkpoint(out);
@@ -123,8 +146,8 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& o) {
       XV_CHECK(now == then, "--resume: {} is {} here but {} in {}: a resumed run must keep it", key, now, then,
                resume_from);
     }
-    XV_CHECK(saved.num_pairs == N && saved.data_fingerprint == data.fingerprint,
-             "--resume: {} is not the data of {} ({} pairs then, {} now, or their contents differ)", data.path,
+    XV_CHECK(saved.num_pairs == N && saved.data_fingerprint == src->fingerprint(),
+             "--resume: {} is not the data of {} ({} pairs then, {} now, or their contents differ)", src->path(),
              resume_from, saved.num_pairs, N);
     XV_CHECK(saved.total_steps == total && saved.seed == seed, "--resume: {} was a run of {} steps, this one has {}",
              resume_from, saved.total_steps, total);
@@ -133,13 +156,23 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& o) {
   const int64_t start_step = st.step;
 
   auto model = KdModel::load(cfg.model, cfg.trainable, cfg.lora_config(), seed);
-  if (model->arch() == "bert")
-    for (size_t i = 0; i < data.pairs.size(); ++i)
-      XV_CHECK(data.pairs[i].image.empty(), "{}: field 'image' is set, but the bert backbone takes text only",
-               data.where(i));
+  if (model->arch() == "bert" && src->has_images()) {
+    if (jsonl) {
+      for (size_t i = 0; i < jsonl->pairs.size(); ++i)
+        XV_CHECK(jsonl->pairs[i].image.empty(), "{}: field 'image' is set, but the bert backbone takes text only",
+                 jsonl->where(i));
+    }
+    fail("{}: the corpus has pairs with images, but the bert backbone takes text only", src->path());
+  }
   Tensor teacher;
-  if (!cfg.data.teacher_cache.empty())
-    teacher = load_teacher_cache(cfg.data.teacher_cache, cfg.model, data, model->dim());
+  if (npy_teacher) teacher = load_teacher_cache(cfg.data.teacher_cache, cfg.model, *jsonl, model->dim());
+  if (corpus_teacher) {
+    const std::string want = model_fingerprint(cfg.model), got = corpus_teacher_model(*src);
+    XV_CHECK(got == want,
+             "{}: the corpus's /teacher block was computed by another model ({}; {} is {}): run `xvlm2vec corpus "
+             "cache-teacher --model {} {}` again",
+             src->path(), got, cfg.model, want, cfg.model, src->path());
+  }
   const int64_t D = model->dim();
 
   const std::vector<TrainableTensor> trainable = model->trainable();
@@ -174,16 +207,19 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& o) {
                  static_cast<long long>(total), static_cast<long long>(bs), static_cast<long long>(ga),
                  resume_from.empty() ? "" : fmt::format(", resumed from {}", resume_from).c_str());
 
-  std::vector<int64_t> perm;
-  int64_t perm_epoch = -1;
-  auto next_pair = [&]() {
-    if (st.index >= N) ++st.epoch, st.index = 0;
-    if (perm_epoch != st.epoch) perm = epoch_permutation(N, seed, st.epoch), perm_epoch = st.epoch;
-    return perm[size_t(st.index++)];
-  };
+  // The pairs, read and prepared ahead (data/corpus_stream.h) from the checkpoint's position.
+  StreamOptions so;
+  so.seed = seed;
+  so.workers = int(cfg.data.workers);
+  so.prefetch = cfg.data.prefetch;
+  so.bucket_window = cfg.data.bucket_window;
+  so.bucket_batch = bs;
+  const KdModel* prep_model = model.get();
+  so.prepare = [prep_model](const TrainPair& p) { return prep_model->prepare(p); };
+  PairStream stream(src, so, StreamPosition{st.epoch, st.index});
   auto where_list = [&](const std::vector<int64_t>& idx) {
-    std::string s = data.path + " lines ";
-    for (size_t i = 0; i < idx.size(); ++i) s += (i ? ", " : "") + std::to_string(data.lines[size_t(idx[i])]);
+    std::string s;
+    for (size_t i = 0; i < idx.size(); ++i) s += (i ? ", " : "") + src->where(idx[i]);
     return s;
   };
 
@@ -203,19 +239,26 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& o) {
       std::vector<int64_t> idx;
       std::vector<TrainPair> batch;
       for (int64_t i = 0; i < bs; ++i) {
-        idx.push_back(next_pair());
-        batch.push_back(data.pairs[size_t(idx.back())]);
+        batch.push_back(stream.next());
+        idx.push_back(batch.back().index);
       }
+      const StreamPosition pos = stream.position();
+      st.epoch = pos.epoch, st.index = pos.index;
       Tensor t_en;
       KdStepOptions ko;
       ko.loss_scale = 1.0f / float(ga);
       ko.dropout_seed = micro_batch_seed(seed, st.step, m);
       ko.checkpointing = cfg.train.checkpointing;
       ko.image_prefix_loss = cfg.train.image_prefix_loss;
-      if (!teacher.empty()) {
+      if (!teacher.empty() || corpus_teacher) {
         t_en = Tensor({bs, D});
-        for (int64_t i = 0; i < bs; ++i)
-          std::copy_n(teacher.ptr() + idx[size_t(i)] * D, D, t_en.ptr() + i * D);
+        for (int64_t i = 0; i < bs; ++i) {
+          const float* row = teacher.empty() ? batch[size_t(i)].teacher_en.data() : teacher.ptr() + idx[size_t(i)] * D;
+          XV_CHECK(teacher.empty() ? int64_t(batch[size_t(i)].teacher_en.size()) == D : true,
+                   "{}: the teacher block has dimension {}, the model {}", src->where(idx[size_t(i)]),
+                   batch[size_t(i)].teacher_en.size(), D);
+          std::copy_n(row, D, t_en.ptr() + i * D);
+        }
         ko.teacher_en = &t_en;
       }
       KdLossTerms t;

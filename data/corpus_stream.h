@@ -1,0 +1,93 @@
+// The training data stream: pairs in the order of a per-epoch permutation, read ahead by a pipeline
+//
+//   I/O thread (owns every HDF5 call) --chunks of raw pairs--> worker threads (KdModel::prepare: tokenize,
+//   decode, HD-preprocess) --reorder buffer--> next()
+//
+// bounded to `prefetch` pairs in flight. The order is a pure function of (seed, epoch, rank, world) and,
+// with length bucketing, of the pairs' lengths: a stream opened at a position yields exactly what an
+// uninterrupted stream yields from there, which is what makes `train --resume` bit-identical.
+//
+// Rank r of n reads pairs perm[r], perm[r+n], ... of each epoch's permutation, floor(P/n) of them (the last
+// P mod n pairs of the permutation are left out of that epoch, so every rank makes the same number of steps).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/kd_model.h"
+#include "core/train_data.h"
+
+namespace xv {
+
+// Where the pairs come from. fetch() runs on the stream's I/O thread only.
+class PairSource {
+ public:
+  virtual ~PairSource() = default;
+  virtual int64_t size() const = 0;
+  virtual std::string path() const = 0;
+  virtual std::string where(int64_t i) const = 0;  // "file:line" or "file pair i", for messages
+  virtual std::string fingerprint() const = 0;     // of the contents (train --resume compares it)
+  virtual bool has_images() const = 0;
+  virtual int64_t length(int64_t i) const = 0;     // bytes of both texts (length bucketing)
+  // The pairs of rows `idx`, in order, with index set.
+  virtual std::vector<TrainPair> fetch(const std::vector<int64_t>& idx) = 0;
+};
+
+struct SourceOptions {
+  std::string image_root;           // JSONL: folder image paths are relative to ("" = the JSONL's folder)
+  bool teacher = false;             // corpus: attach /teacher rows (TrainPair::teacher_en)
+  std::string tokenizer_json;       // corpus: attach /tokens when made by this tokenizer ("" = never)
+};
+
+// A corpus file (docs/corpus-format.md) or a JSONL of pairs (core/train_data.h), chosen by content: an HDF5
+// file is a corpus. Texts, the pair table and token ids are held in memory; images and teacher rows are read
+// per pair.
+std::unique_ptr<PairSource> open_pair_source(const std::string& path, const SourceOptions& opt = {});
+bool is_hdf5_file(const std::string& path);
+// A source over pairs already read (a JSONL).
+std::unique_ptr<PairSource> make_jsonl_source(TrainData data);
+// The teacher model fingerprint recorded with a corpus source's /teacher block ("" when there is none).
+std::string corpus_teacher_model(const PairSource& src);
+
+struct StreamOptions {
+  uint64_t seed = 0;
+  int64_t rank = 0, world = 1;
+  int workers = 2;            // preparing threads (0: prepare on the I/O thread)
+  int64_t prefetch = 256;     // pairs read or prepared ahead, at most
+  int64_t chunk = 16;         // pairs per unit of work
+  int64_t bucket_window = 0;  // length bucketing: each window of this many pairs of the sequence is sorted by
+                              // length, cut into groups of bucket_batch, and the groups shuffled; 0 = off
+  int64_t bucket_batch = 1;
+  std::function<std::shared_ptr<const PreparedInputs>(const TrainPair&)> prepare;  // may be empty
+};
+
+struct StreamPosition {
+  int64_t epoch = 0;
+  int64_t index = 0;  // pairs of this rank's sequence for `epoch` already returned
+};
+
+// This rank's order of pair rows for one epoch.
+std::vector<int64_t> rank_sequence(const PairSource& src, const StreamOptions& o, int64_t epoch);
+
+class PairStream {
+ public:
+  PairStream(std::shared_ptr<PairSource> src, const StreamOptions& o, StreamPosition start = {});
+  ~PairStream();
+  PairStream(const PairStream&) = delete;
+  PairStream& operator=(const PairStream&) = delete;
+
+  // The next pair (prepared); rethrows, as xv::Error naming the pair, what failed reading or preparing it.
+  TrainPair next();
+  StreamPosition position() const { return pos_; }  // of the pair next() returns next
+  int64_t epoch_size() const { return per_rank_; }  // pairs per epoch of this rank
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  StreamPosition pos_;
+  int64_t per_rank_ = 0;
+};
+
+}  // namespace xv
