@@ -1,5 +1,9 @@
-// xvlm2vec corpus: corpus tools. cache-teacher: the teacher's English embeddings of a pairs file, for
-// data.teacher_cache (core/teacher_cache.h).
+// xvlm2vec corpus: corpus tools (build is in cmd_corpus_build.cpp).
+//   inspect CORPUS          counts, length histograms, images, samples
+//   validate CORPUS         every offset, UTF-8, image, token id and fingerprint (exit 1 when invalid)
+//   split CORPUS            training and held-out parts by whole sources
+//   cache-teacher           the teacher's English embeddings: into the corpus (/teacher), or for a JSONL of
+//                           pairs into FILE.npy (data.teacher_cache)
 #include <unistd.h>
 
 #include <chrono>
@@ -11,6 +15,9 @@
 #include "core/teacher_cache.h"
 #include "core/train_config.h"
 #include "core/train_data.h"
+#include "data/corpus.h"
+#include "data/corpus_split.h"
+#include "data/corpus_stream.h"
 #include "launch/commands.h"
 
 namespace xv::cli {
@@ -19,50 +26,198 @@ namespace fs = std::filesystem;
 
 namespace {
 
+using Clock = std::chrono::steady_clock;
+
+double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
 struct CacheTeacherArgs {
-  std::string model, pairs, out, image_root;
+  std::string model, corpus, pairs, out, image_root;
   int64_t batch_size = 32;
   bool quiet = false;
 };
 
-int run_cache_teacher(const CacheTeacherArgs& a) {
-  const auto t0 = std::chrono::steady_clock::now();
-  XV_CHECK(fs::is_directory(a.model), "{}: model folder does not exist", a.model);
-  const TrainData data = read_train_data(a.pairs, a.image_root);
-  // The teacher is the model with its adapters off: which adapters exist does not matter here.
+// The teacher is the model with its adapters off: which adapters exist does not matter here.
+std::unique_ptr<KdModel> load_teacher(const std::string& dir) {
+  XV_CHECK(fs::is_directory(dir), "--model: {}: model folder does not exist", dir);
   LoraConfig lc;
-  lc.targets = default_lora_targets(read_model_type((fs::path(a.model) / "config.json").string()));
-  auto model = KdModel::load(a.model, "lora", lc, 0);
+  lc.targets = default_lora_targets(read_model_type((fs::path(dir) / "config.json").string()));
+  return KdModel::load(dir, "lora", lc, 0);
+}
+
+std::function<void(int64_t, int64_t)> progress_printer(bool quiet, Clock::time_point t0) {
   const bool tty = ::isatty(2);
-  auto progress = [&](int64_t done, int64_t total) {
-    if (a.quiet) return;
-    std::fprintf(stderr, tty ? "\rcache-teacher: %lld/%lld" : "cache-teacher: %lld/%lld\n", static_cast<long long>(done),
-                 static_cast<long long>(total));
+  return [quiet, tty, t0](int64_t done, int64_t total) {
+    if (quiet) return;
+    const double s = since(t0);
+    std::fprintf(stderr, tty ? "\r\x1b[Kcache-teacher: %lld/%lld pairs, %.1f pairs/s" : "cache-teacher: %lld/%lld pairs, %.1f pairs/s\n",
+                 static_cast<long long>(done), static_cast<long long>(total), s > 0 ? double(done) / s : 0.0);
     if (tty && done == total) std::fprintf(stderr, "\n");
   };
-  Tensor emb = compute_teacher_embeddings(*model, data, a.batch_size, progress);
-  write_teacher_cache(a.out, emb, a.model, data);
+}
+
+int run_cache_teacher(const CacheTeacherArgs& a) {
+  const auto t0 = Clock::now();
+  XV_CHECK(a.corpus.empty() != a.pairs.empty(),
+           "corpus cache-teacher: give either a CORPUS (an HDF5 corpus: the embeddings go into its /teacher block) or "
+           "--pairs JSONL with --out FILE.npy");
+  auto model = load_teacher(a.model);
+  auto progress = progress_printer(a.quiet, t0);
+  if (!a.pairs.empty()) {
+    XV_CHECK(!a.out.empty(), "corpus cache-teacher: --pairs needs --out FILE.npy");
+    const TrainData data = read_train_data(a.pairs, a.image_root);
+    Tensor emb = compute_teacher_embeddings(*model, data, a.batch_size, progress);
+    write_teacher_cache(a.out, emb, a.model, data);
+    if (!a.quiet)
+      std::fprintf(stderr, "cache-teacher: %lld pairs, dim %lld, %.2f s -> %s (+ %s)\n",
+                   static_cast<long long>(emb.dim(0)), static_cast<long long>(emb.dim(1)), since(t0), a.out.c_str(),
+                   teacher_cache_sidecar(a.out).c_str());
+    return 0;
+  }
+  XV_CHECK(a.out.empty(), "corpus cache-teacher: --out is for --pairs; with a CORPUS the embeddings go into it");
+  XV_CHECK(is_hdf5_file(a.corpus), "{}: not an HDF5 corpus", a.corpus);
+  // The pairs in file order, read by the source (images included) and embedded batch by batch.
+  auto src = open_pair_source(a.corpus);
+  const int64_t P = src->size(), D = model->dim();
+  CorpusTeacher t;
+  t.dim = D;
+  t.model_fingerprint = model_fingerprint(a.model);
+  t.corpus_fingerprint = src->fingerprint();
+  t.embeddings.resize(size_t(P * D));
+  for (int64_t s = 0; s < P; s += a.batch_size) {
+    const int64_t e = std::min(P, s + a.batch_size);
+    std::vector<int64_t> idx;
+    for (int64_t i = s; i < e; ++i) idx.push_back(i);
+    const std::vector<TrainPair> batch = src->fetch(idx);
+    Tensor emb;
+    try {
+      emb = model->teacher_embed(batch);
+    } catch (const Error& err) {
+      fail("{} to pair {}: {}", src->where(s), e - 1, err.what());
+    }
+    std::copy(emb.data.begin(), emb.data.end(), t.embeddings.begin() + s * D);
+    progress(e, P);
+  }
+  write_corpus_teacher(a.corpus, t);
   if (!a.quiet)
-    std::fprintf(stderr, "cache-teacher: %lld pairs, dim %lld, %.2f s -> %s (+ %s)\n", static_cast<long long>(emb.dim(0)),
-                 static_cast<long long>(emb.dim(1)),
-                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), a.out.c_str(),
-                 teacher_cache_sidecar(a.out).c_str());
+    std::fprintf(stderr, "cache-teacher: %lld pairs, dim %lld, %.2f s -> %s:/teacher\n", static_cast<long long>(P),
+                 static_cast<long long>(D), since(t0), a.corpus.c_str());
+  return 0;
+}
+
+struct InspectArgs {
+  std::string corpus;
+  int64_t samples = 5;
+  uint64_t seed = 0;
+};
+
+struct ValidateArgs {
+  std::string corpus, tokenizer;
+  int64_t max_problems = 50;
+  bool quiet = false;
+};
+
+int run_validate(const ValidateArgs& a) {
+  const auto t0 = Clock::now();
+  Corpus c;
+  try {
+    c = read_corpus(a.corpus);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "corpus validate: INVALID: %s\n", e.what());
+    return 1;
+  }
+  const auto problems = validate_corpus(c, a.corpus, a.tokenizer, size_t(a.max_problems));
+  for (const auto& p : problems) std::fprintf(stderr, "  %s\n", p.c_str());
+  if (!problems.empty()) {
+    std::fprintf(stderr, "corpus validate: INVALID: %s: %zu problem(s)%s\n", a.corpus.c_str(), problems.size(),
+                 problems.size() >= size_t(a.max_problems) ? " (listing stopped)" : "");
+    return 1;
+  }
+  if (!a.quiet)
+    std::fprintf(stderr, "corpus validate: %s is valid: %zu pairs, %zu images decoded%s, fingerprint %s (%.2f s)\n",
+                 a.corpus.c_str(), c.pairs.size(), c.image_width.size(),
+                 c.tokens ? fmt::format(", {} token ids checked", c.tokens->en.ids.size() + c.tokens->xx.ids.size()).c_str()
+                          : "",
+                 c.meta.fingerprint.c_str(), since(t0));
+  return 0;
+}
+
+struct SplitArgs {
+  std::string corpus, train_out, heldout_out;
+  SplitOptions o;
+  bool keep_shared = false;
+  bool quiet = false;
+};
+
+int run_split(SplitArgs a) {
+  const Corpus c = read_corpus(a.corpus);
+  a.o.drop_shared_english = !a.keep_shared;
+  SplitResult r = split_corpus(c, a.o, fs::path(a.corpus).filename().string());
+  const std::string cmd = fmt::format("xvlm2vec corpus split {}", a.corpus);
+  r.train.meta.created_by = r.heldout.meta.created_by = cmd + " (from: " + c.meta.created_by + ")";
+  write_corpus(a.train_out, r.train);
+  write_corpus(a.heldout_out, r.heldout);
+  if (!a.quiet) {
+    std::string keys;
+    for (const auto& k : r.heldout_keys) keys += (keys.empty() ? "" : ", ") + k;
+    std::fprintf(stderr, "corpus split: %zu training pairs -> %s; %zu held-out pairs -> %s\n", r.train.pairs.size(),
+                 a.train_out.c_str(), r.heldout.pairs.size(), a.heldout_out.c_str());
+    if (!keys.empty()) std::fprintf(stderr, "  held-out sources: %s\n", keys.c_str());
+    if (r.dropped_shared > 0)
+      std::fprintf(stderr, "  %lld held-out pairs dropped: their English text is also in the training part\n",
+                   static_cast<long long>(r.dropped_shared));
+  }
   return 0;
 }
 
 }  // namespace
 
 Runner add_corpus_tools(CLI::App& sub) {
-  auto* ct = sub.add_subcommand("cache-teacher", "Teacher English embeddings of a pairs JSONL, for data.teacher_cache");
+  auto* ins = sub.add_subcommand("inspect", "Counts per language and source, length histograms, images, samples");
+  auto ia = std::make_shared<InspectArgs>();
+  ins->add_option("corpus", ia->corpus, "Corpus file (.h5)")->required();
+  ins->add_option("--samples", ia->samples, "Example pairs to print")->default_val(5)->check(CLI::NonNegativeNumber);
+  ins->add_option("--seed", ia->seed, "Which examples")->default_val(0);
+
+  auto* val = sub.add_subcommand("validate", "Check every offset, text, image, token id and fingerprint of a corpus");
+  auto va = std::make_shared<ValidateArgs>();
+  val->add_option("corpus", va->corpus, "Corpus file (.h5)")->required();
+  val->add_option("--tokenizer", va->tokenizer, "tokenizer.json the corpus's token ids must come from");
+  val->add_option("--max-problems", va->max_problems, "Stop listing after this many")->default_val(50)->check(CLI::PositiveNumber);
+  val->add_flag("--quiet", va->quiet, "Print only problems");
+
+  auto* spl = sub.add_subcommand("split", "Training and held-out parts of a corpus, by whole sources");
+  auto sa = std::make_shared<SplitArgs>();
+  spl->add_option("corpus", sa->corpus, "Corpus file (.h5)")->required();
+  spl->add_option("--train", sa->train_out, "Output: the training part (.h5)")->required();
+  spl->add_option("--heldout", sa->heldout_out, "Output: the held-out part (.h5)")->required();
+  spl->add_option("--by", sa->o.by, "source (whole sources, e.g. gettext catalogs) or pair")->default_val("source");
+  spl->add_option("--heldout-fraction", sa->o.heldout_fraction, "Fraction of the pairs to hold out, by whole keys")
+      ->default_val(0.2);
+  spl->add_option("--heldout-sources", sa->o.heldout, "Hold out exactly these sources (comma-separated)")->delimiter(',');
+  spl->add_option("--seed", sa->o.seed, "Order in which sources are drawn")->default_val(0);
+  spl->add_flag("--keep-shared-english", sa->keep_shared,
+                "Keep held-out pairs whose English text also occurs in the training part");
+  spl->add_flag("--quiet", sa->quiet, "No summary");
+
+  auto* ct = sub.add_subcommand("cache-teacher",
+                                "Teacher English embeddings: into a corpus's /teacher block, or for a JSONL into a .npy");
   auto a = std::make_shared<CacheTeacherArgs>();
+  ct->add_option("corpus", a->corpus, "HDF5 corpus: the embeddings are stored in it (data.teacher_cache: corpus)");
   ct->add_option("--model", a->model, "Model folder (the teacher: the model without adapters)")->required();
-  ct->add_option("--pairs", a->pairs, "JSONL of {text_en, text_xx, lang, image?} (as data.train)")->required();
-  ct->add_option("--out", a->out, "Output .npy, float32 (N, dim); the sidecar OUT.json records model and pairs")
-      ->required();
-  ct->add_option("--image-root", a->image_root, "Folder image paths are relative to (default: the JSONL's folder)");
+  ct->add_option("--pairs", a->pairs, "Instead of a corpus: a JSONL of {text_en, text_xx, lang, image?} (as data.train)");
+  ct->add_option("--out", a->out, "With --pairs: output .npy, float32 (N, dim); the sidecar OUT.json records model and pairs");
+  ct->add_option("--image-root", a->image_root, "With --pairs: folder image paths are relative to (default: the JSONL's folder)");
   ct->add_option("--batch-size", a->batch_size, "Pairs per forward pass")->default_val(32)->check(CLI::PositiveNumber);
   ct->add_flag("--quiet", a->quiet, "No progress output");
-  return [ct, a] {
+
+  return [=] {
+    if (ins->parsed()) {
+      const Corpus c = read_corpus(ia->corpus);
+      std::fputs(inspect_corpus(c, ia->corpus, ia->samples, ia->seed).c_str(), stdout);
+      return 0;
+    }
+    if (val->parsed()) return run_validate(*va);
+    if (spl->parsed()) return run_split(*sa);
     if (ct->parsed()) return run_cache_teacher(*a);
     return -1;
   };

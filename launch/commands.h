@@ -12,6 +12,7 @@ Runner add_init_model(CLI::App& app);
 Runner add_train(CLI::App& app);
 Runner add_corpus(CLI::App& app);
 Runner add_export(CLI::App& app);
+Runner add_eval(CLI::App& app);
 
 // The `corpus` subcommands, each registered on `corpus` (launch/cmd_corpus*.cpp); the Runner runs the one
 // that was parsed and returns -1 when none of its subcommands was.

@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   add(xv::cli::add_train);
   add(xv::cli::add_corpus);
   add(xv::cli::add_export);
+  add(xv::cli::add_eval);
   CLI11_PARSE(app, argc, argv);
   try {
     xv::ops::set_num_threads(threads);

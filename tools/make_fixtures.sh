@@ -20,5 +20,6 @@ export HF_HUB_OFFLINE=1 PYTHONHASHSEED=0
 "$venv/bin/python" "$root/tools/make_model_fixtures.py" "$minilm"
 "$venv/bin/python" "$root/tools/make_train_fixtures.py"
 "$venv/bin/python" "$root/tools/make_peft_fixtures.py"
+"$venv/bin/python" "$root/tools/make_eval_fixtures.py"
 "$venv/bin/python" "$root/tools/make_train_phi3v_fixtures.py"
 echo "fixtures regenerated under tests/fixtures"

@@ -1,0 +1,215 @@
+// make_text_benchmark (eval/make_text_benchmark.h).
+//
+// Which pairs may be queries: of the distinct (English, translation) pairs of a language, those whose
+// English text and whose translation each occur in no other pair of that language, and whose translation
+// differs from its English text. One-to-one pairs make the gold the only right answer in both directions;
+// an untranslated string would test string identity, not alignment.
+// Distractors come from the distinct texts of the same language's pairs (English texts for xx->en,
+// translations for en->xx), so both directions of a language draw from pools of the same pairs and a
+// candidate list never holds the same text twice.
+#include "eval/make_text_benchmark.h"
+
+#include <algorithm>
+#include <string_view>
+#include <unordered_map>
+
+#include "core/error.h"
+#include "core/train_data.h"  // fnv1a64
+
+namespace xv {
+
+namespace {
+
+// splitmix64: a tiny, portable generator; a stream per (seed, tag) keeps every choice independent of the
+// others (adding a language does not move the distractors of another).
+struct Stream {
+  uint64_t s;
+  Stream(uint64_t seed, const std::string& tag) : s(fnv1a64(tag) ^ (seed * 0x9e3779b97f4a7c15ull + 0x632be59bd9b4e019ull)) {}
+  uint64_t next() {
+    uint64_t z = (s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  }
+  // Uniform in [0, n), n >= 1, without modulo bias.
+  uint64_t below(uint64_t n) {
+    const uint64_t limit = (0 - n) % n;  // 2^64 mod n: the biased low values to reject
+    uint64_t x;
+    do x = next();
+    while (x < limit);
+    return x % n;
+  }
+};
+
+// k distinct values of [0, n) other than `exclude`, in a random order: a Fisher-Yates shuffle of the
+// first k+1 places of a virtual array (exclude moved to place 0), swaps kept in a map, O(k).
+std::vector<int64_t> sample_excluding(int64_t n, int64_t exclude, int64_t k, Stream& rng) {
+  std::unordered_map<int64_t, int64_t> moved;
+  auto at = [&](int64_t i) {
+    auto it = moved.find(i);
+    return it == moved.end() ? i : it->second;
+  };
+  if (exclude != 0) {
+    moved[exclude] = 0;
+    moved[0] = exclude;
+  }
+  std::vector<int64_t> out;
+  out.reserve(size_t(k));
+  for (int64_t i = 1; i <= k; ++i) {
+    const int64_t j = i + int64_t(rng.below(uint64_t(n - i)));
+    const int64_t vi = at(i), vj = at(j);
+    moved[i] = vj;
+    moved[j] = vi;
+    out.push_back(vj);
+  }
+  return out;
+}
+
+// Distinct strings in order of first appearance, with the index of each.
+struct Pool {
+  std::vector<std::string_view> texts;
+  std::unordered_map<std::string_view, int64_t> index;
+  int64_t add(std::string_view s) {
+    auto [it, fresh] = index.emplace(s, int64_t(texts.size()));
+    if (fresh) texts.push_back(s);
+    return it->second;
+  }
+  int64_t size() const { return int64_t(texts.size()); }
+};
+
+struct PairKey {
+  int64_t en, xx;  // pool indices
+  bool operator==(const PairKey& o) const { return en == o.en && xx == o.xx; }
+};
+struct PairKeyHash {
+  size_t operator()(const PairKey& k) const { return std::hash<int64_t>()(k.en * 1000003 + k.xx); }
+};
+
+std::vector<std::string> candidates_of(const Pool& pool, int64_t gold, int64_t k, Stream& rng) {
+  std::vector<std::string> out = {std::string(pool.texts[size_t(gold)])};
+  for (const int64_t i : sample_excluding(pool.size(), gold, k, rng)) out.emplace_back(pool.texts[size_t(i)]);
+  return out;
+}
+
+}  // namespace
+
+Benchmark make_text_benchmark(const Corpus& c, const TextBenchmarkOptions& opt, const std::string& where) {
+  XV_CHECK(opt.candidates >= 2, "make-text-benchmark: --candidates must be at least 2 (the gold and a distractor), found {}",
+           opt.candidates);
+  XV_CHECK(opt.queries >= 1, "make-text-benchmark: --queries must be at least 1, found {}", opt.queries);
+  XV_CHECK(opt.english >= 0, "make-text-benchmark: --english must be at least 0, found {}", opt.english);
+  XV_CHECK(!opt.langs.empty(), "make-text-benchmark: --langs is empty");
+  const size_t P = c.pairs.size();
+  XV_CHECK(c.pairs.xx.size() == P && c.pairs.lang.size() == P, "{}: /pairs datasets of different lengths", where);
+
+  auto en_text = [&](size_t p) {
+    XV_CHECK(c.pairs.en[p] >= 0 && size_t(c.pairs.en[p]) < c.text_en.size(), "{}: /pairs/en[{}] = {} is out of range", where,
+             p, c.pairs.en[p]);
+    return c.text_en.at(size_t(c.pairs.en[p]));
+  };
+  auto xx_text = [&](size_t p) {
+    XV_CHECK(c.pairs.xx[p] >= 0 && size_t(c.pairs.xx[p]) < c.text_xx.size(), "{}: /pairs/xx[{}] = {} is out of range", where,
+             p, c.pairs.xx[p]);
+    return c.text_xx.at(size_t(c.pairs.xx[p]));
+  };
+
+  Benchmark b;
+  b.name = opt.name;
+  b.source = opt.source;
+  b.created_by = opt.created_by;
+  for (const auto& lang : opt.langs) {
+    XV_CHECK(lang != "en", "make-text-benchmark: --langs names 'en'; give the other languages (English is the pivot)");
+    auto li = std::find(c.meta.languages.begin(), c.meta.languages.end(), lang);
+    if (li == c.meta.languages.end()) {
+      std::string have;
+      for (const auto& l : c.meta.languages) have += (have.empty() ? "" : ",") + l;
+      fail("{}: language '{}' is not in the corpus (it has: {})", where, lang, have.empty() ? "none" : have);
+    }
+    const auto code = uint8_t(li - c.meta.languages.begin());
+
+    // The language's distinct pairs, and how many of them use each text.
+    Pool en_pool, xx_pool;
+    std::vector<PairKey> pairs;
+    std::unordered_map<PairKey, int64_t, PairKeyHash> seen;
+    for (size_t p = 0; p < P; ++p) {
+      if (c.pairs.lang[p] != code) continue;
+      const std::string_view en = en_text(p), xx = xx_text(p);
+      if (en.empty() || xx.empty()) continue;  // nothing to retrieve, and no candidate may be empty
+      const PairKey k{en_pool.add(en), xx_pool.add(xx)};
+      if (seen.emplace(k, int64_t(pairs.size())).second) pairs.push_back(k);
+    }
+    std::vector<int64_t> en_uses(size_t(en_pool.size()), 0), xx_uses(size_t(xx_pool.size()), 0);
+    for (const auto& k : pairs) ++en_uses[size_t(k.en)], ++xx_uses[size_t(k.xx)];
+    std::vector<PairKey> usable;
+    for (const auto& k : pairs)
+      if (en_uses[size_t(k.en)] == 1 && xx_uses[size_t(k.xx)] == 1 && en_pool.texts[size_t(k.en)] != xx_pool.texts[size_t(k.xx)])
+        usable.push_back(k);
+
+    XV_CHECK(en_pool.size() >= opt.candidates,
+             "{}: language '{}' has {} distinct English texts, fewer than the {} candidates asked (--candidates)", where,
+             lang, en_pool.size(), opt.candidates);
+    XV_CHECK(xx_pool.size() >= opt.candidates,
+             "{}: language '{}' has {} distinct translations, fewer than the {} candidates asked (--candidates)", where,
+             lang, xx_pool.size(), opt.candidates);
+    XV_CHECK(int64_t(usable.size()) >= opt.queries,
+             "{}: language '{}' has {} usable query pairs (distinct, one-to-one, translated) of {} distinct pairs, "
+             "fewer than the {} queries asked (--queries)",
+             where, lang, usable.size(), pairs.size(), opt.queries);
+
+    // The queries: a seeded sample of the usable pairs, kept in corpus order (easier to read).
+    Stream pick(opt.seed, lang + "/queries");
+    std::vector<int64_t> chosen = sample_excluding(int64_t(usable.size()) + 1, 0, opt.queries, pick);
+    for (auto& i : chosen) --i;  // sampled from [1, n]: shift to [0, n)
+    std::sort(chosen.begin(), chosen.end());
+
+    BenchmarkTask to_en, from_en;
+    to_en.name = lang + "->en";
+    to_en.file = lang + "_to_en.jsonl";
+    to_en.direction = "xx->en";
+    from_en.name = "en->" + lang;
+    from_en.file = "en_to_" + lang + ".jsonl";
+    from_en.direction = "en->xx";
+    for (BenchmarkTask* t : {&to_en, &from_en}) {
+      t->language = lang;
+      t->task_type = "retrieval";
+      t->num_queries = opt.queries;
+      t->num_candidates = opt.candidates;
+    }
+    for (size_t q = 0; q < chosen.size(); ++q) {
+      const PairKey k = usable[size_t(chosen[q])];
+      Stream r_to(opt.seed, lang + "/xx->en/" + std::to_string(q));
+      Stream r_from(opt.seed, lang + "/en->xx/" + std::to_string(q));
+      BenchmarkQuery a;
+      a.text = std::string(xx_pool.texts[size_t(k.xx)]);
+      a.candidates = candidates_of(en_pool, k.en, opt.candidates - 1, r_to);
+      a.lang = lang;
+      a.task_type = "retrieval";
+      to_en.queries.push_back(std::move(a));
+      BenchmarkQuery e;
+      e.text = std::string(en_pool.texts[size_t(k.en)]);
+      e.candidates = candidates_of(xx_pool, k.xx, opt.candidates - 1, r_from);
+      e.lang = lang;
+      e.task_type = "retrieval";
+      from_en.queries.push_back(std::move(e));
+    }
+    b.tasks.push_back(std::move(to_en));
+    b.tasks.push_back(std::move(from_en));
+  }
+
+  // Held-out English: distinct English texts of the whole corpus (any language's pairs).
+  if (opt.english > 0) {
+    Pool all_en;
+    for (size_t p = 0; p < P; ++p)
+      if (const std::string_view en = en_text(p); !en.empty()) all_en.add(en);
+    XV_CHECK(all_en.size() >= opt.english,
+             "{}: the corpus has {} distinct English texts, fewer than the {} asked (--english)", where, all_en.size(),
+             opt.english);
+    Stream pick(opt.seed, "english");
+    std::vector<int64_t> chosen = sample_excluding(all_en.size() + 1, 0, opt.english, pick);
+    std::sort(chosen.begin(), chosen.end());
+    for (const int64_t i : chosen) b.english.emplace_back(all_en.texts[size_t(i - 1)]);
+  }
+  return b;
+}
+
+}  // namespace xv

@@ -1,0 +1,213 @@
+// The evaluation runner (eval/runner.h): distinct texts, embedding per model, scoring, gold ranks.
+#include "eval/runner.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <numeric>
+#include <unordered_map>
+
+#include "core/error.h"
+#include "core/model_config.h"
+#include "core/train_config.h"  // default_lora_targets
+
+namespace xv {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// The benchmark as indices into one list of distinct texts.
+struct TextIndex {
+  std::vector<std::string> texts;        // (N) distinct texts
+  std::vector<std::string> first_use;    // (N) where each appears first (file:line), for messages
+  std::unordered_map<std::string, int32_t> index;
+  // Per task, per query: the query's text, then its candidates' texts.
+  std::vector<std::vector<std::vector<int32_t>>> rows;  // [task][query] = (1 + num_candidates)
+  std::vector<int32_t> english;                         // (english texts)
+
+  int32_t add(const std::string& s, const std::string& where) {
+    auto [it, fresh] = index.emplace(s, int32_t(texts.size()));
+    if (fresh) {
+      XV_CHECK(texts.size() < size_t(INT32_MAX), "{}: more than 2^31 distinct texts", where);
+      texts.push_back(s);
+      first_use.push_back(where);
+    }
+    return it->second;
+  }
+};
+
+TextIndex index_texts(const Benchmark& b) {
+  TextIndex ix;
+  for (const auto& t : b.tasks) {
+    auto& task_rows = ix.rows.emplace_back();
+    for (size_t q = 0; q < t.queries.size(); ++q) {
+      const BenchmarkQuery& qu = t.queries[q];
+      const std::string where = query_where(b, t, q);
+      XV_CHECK(qu.image.empty() && qu.candidate_images.empty(),
+               "{}: images are not supported by the evaluation yet (text ranking only)", where);
+      auto& row = task_rows.emplace_back();
+      row.reserve(qu.candidates.size() + 1);
+      row.push_back(ix.add(qu.text, where + " (qry_text)"));
+      for (const auto& c : qu.candidates) row.push_back(ix.add(c, where + " (tgt_text)"));
+    }
+  }
+  const std::string en_file = b.dir.empty() ? b.english_file : (fs::path(b.dir) / b.english_file).string();
+  for (size_t i = 0; i < b.english.size(); ++i)
+    ix.english.push_back(ix.add(b.english[i], en_file + ": text " + std::to_string(i + 1)));
+  return ix;
+}
+
+// Rows of e (N, D) scaled to unit length; a zero row stays zero (it then scores 0 against everything).
+void normalize_rows(Tensor& e) {
+  const int64_t N = e.dim(0), D = e.dim(1);
+  for (int64_t i = 0; i < N; ++i) {
+    float* r = e.ptr() + i * D;
+    double s = 0;
+    for (int64_t d = 0; d < D; ++d) s += double(r[d]) * r[d];
+    if (s <= 0) continue;
+    const double inv = 1.0 / std::sqrt(s);
+    for (int64_t d = 0; d < D; ++d) r[d] = float(r[d] * inv);
+  }
+}
+
+using EmbedFn = std::function<Tensor(const std::vector<std::string>&)>;
+
+// Embeds every text with `fn` in batches of similar length (less padding), returns (N, D) in index order,
+// L2-normalised. A batch that fails is retried text by text so the error names the text that failed.
+Tensor embed_all(const TextIndex& ix, const EmbedFn& fn, int64_t dim, int64_t batch_size, const std::string& who,
+                 const EvalRunOptions& opt) {
+  const int64_t N = int64_t(ix.texts.size());
+  std::vector<int64_t> order(static_cast<size_t>(N));
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t a, int64_t b) { return ix.texts[size_t(a)].size() < ix.texts[size_t(b)].size(); });
+  Tensor out({N, dim});
+  if (opt.progress) opt.progress(who, 0, N);
+  for (int64_t s = 0; s < N; s += batch_size) {
+    const int64_t n = std::min(batch_size, N - s);
+    std::vector<std::string> batch;
+    for (int64_t i = 0; i < n; ++i) batch.push_back(ix.texts[size_t(order[size_t(s + i)])]);
+    Tensor e;
+    try {
+      e = fn(batch);
+    } catch (const Error&) {
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t k = order[size_t(s + i)];
+        try {
+          fn({batch[size_t(i)]});
+        } catch (const Error& e1) {
+          fail("{}: the {} cannot embed this text: {}", ix.first_use[size_t(k)], who, e1.what());
+        }
+      }
+      throw;
+    }
+    XV_CHECK(e.ndim() == 2 && e.dim(0) == n && e.dim(1) == dim, "{}: embeddings of shape {}, expected ({}, {})", who,
+             shape_str(e.shape), n, dim);
+    for (int64_t i = 0; i < n; ++i)
+      std::copy(e.ptr() + i * dim, e.ptr() + (i + 1) * dim, out.ptr() + order[size_t(s + i)] * dim);
+    if (opt.progress) opt.progress(who, s + n, N);
+  }
+  normalize_rows(out);
+  return out;
+}
+
+// Gold ranks of one task's queries against embeddings E (N, D), unit rows.
+std::vector<int64_t> task_ranks(const std::vector<std::vector<int32_t>>& rows, const Tensor& E) {
+  const int64_t D = E.dim(1);
+  std::vector<int64_t> ranks(rows.size());
+#pragma omp parallel for schedule(dynamic, 4)
+  for (int64_t q = 0; q < int64_t(rows.size()); ++q) {
+    const auto& row = rows[size_t(q)];
+    const float* qv = E.ptr() + int64_t(row[0]) * D;
+    std::vector<double> scores(row.size() - 1);
+    for (size_t c = 1; c < row.size(); ++c) {
+      const float* cv = E.ptr() + int64_t(row[c]) * D;
+      double s = 0;
+      for (int64_t d = 0; d < D; ++d) s += double(qv[d]) * cv[d];
+      scores[c - 1] = s;
+    }
+    ranks[size_t(q)] = gold_rank(scores.data(), int64_t(scores.size()));
+  }
+  return ranks;
+}
+
+}  // namespace
+
+EvalResults run_benchmark(KdModel& model, const Benchmark& b, bool with_student, const EvalRunOptions& opt) {
+  XV_CHECK(opt.batch_size >= 1, "eval: --batch-size must be at least 1, found {}", opt.batch_size);
+  const TextIndex ix = index_texts(b);
+  EvalResults r;
+  r.benchmark = b.dir;
+  r.benchmark_name = b.name;
+  r.arch = model.arch();
+  r.dim = model.dim();
+  r.has_after = with_student;
+  r.unique_texts = int64_t(ix.texts.size());
+  r.english_texts = int64_t(ix.english.size());
+
+  const auto t0 = std::chrono::steady_clock::now();
+  // The teacher: the base model with its adapters off (KdModel's teacher_embed takes pairs: English side).
+  const Tensor T = embed_all(
+      ix,
+      [&](const std::vector<std::string>& texts) {
+        std::vector<TrainPair> pairs(texts.size());
+        for (size_t i = 0; i < texts.size(); ++i) pairs[i].text_en = texts[i];
+        return model.teacher_embed(pairs);
+      },
+      r.dim, opt.batch_size, "teacher", opt);
+  Tensor S;
+  if (with_student)
+    S = embed_all(
+        ix, [&](const std::vector<std::string>& texts) { return model.student_embed(texts, false); }, r.dim,
+        opt.batch_size, "student", opt);
+  r.embed_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  for (size_t t = 0; t < b.tasks.size(); ++t) {
+    const BenchmarkTask& bt = b.tasks[t];
+    TaskResult tr;
+    tr.name = bt.name;
+    tr.language = bt.language;
+    tr.direction = bt.direction;
+    tr.task_type = bt.task_type;
+    tr.queries = int64_t(bt.queries.size());
+    tr.candidates = bt.num_candidates;
+    tr.ranks_before = task_ranks(ix.rows[t], T);
+    tr.before = rank_metrics(tr.ranks_before);
+    if (with_student) {
+      tr.ranks_after = task_ranks(ix.rows[t], S);
+      tr.after = rank_metrics(tr.ranks_after);
+    }
+    r.tasks.push_back(std::move(tr));
+  }
+  if (with_student && !ix.english.empty()) {
+    const int64_t D = r.dim;
+    double sum = 0;
+    for (const int32_t i : ix.english) {
+      double dot = 0;
+      for (int64_t d = 0; d < D; ++d) dot += double(T.ptr()[i * D + d]) * S.ptr()[i * D + d];
+      sum += dot;
+    }
+    r.english_cosine = sum / double(ix.english.size());
+  }
+  return r;
+}
+
+EvalResults evaluate(const std::string& model_dir, const std::string& adapter_dir, const Benchmark& b,
+                     const EvalRunOptions& opt) {
+  XV_CHECK(fs::is_directory(model_dir), "{}: model folder does not exist", model_dir);
+  XV_CHECK(adapter_dir.empty() || fs::is_directory(adapter_dir), "{}: adapter folder does not exist", adapter_dir);
+  // Fresh LoRA adapters start with B = 0, so before load_adapter the student equals the teacher; the
+  // adapter's own config (targets, rank) replaces these on load.
+  LoraConfig lc;
+  lc.targets = default_lora_targets(read_model_type((fs::path(model_dir) / "config.json").string()));
+  auto model = KdModel::load(model_dir, "lora", lc, 0);
+  if (!adapter_dir.empty()) model->load_adapter(adapter_dir);
+  EvalResults r = run_benchmark(*model, b, !adapter_dir.empty(), opt);
+  r.model = model_dir;
+  r.adapter = adapter_dir;
+  return r;
+}
+
+}  // namespace xv

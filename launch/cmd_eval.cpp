@@ -1,0 +1,155 @@
+// xvlm2vec eval: `eval run` evaluates a model (and an adapter) on a benchmark folder and writes the report;
+// `eval make-text-benchmark` builds a text-retrieval benchmark from a held-out corpus
+// (docs/benchmark-format.md).
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+
+#include "core/error.h"
+#include "data/corpus.h"
+#include "eval/benchmark.h"
+#include "eval/make_text_benchmark.h"
+#include "eval/report.h"
+#include "eval/runner.h"
+#include "launch/commands.h"
+
+namespace xv::cli {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct RunArgs {
+  std::string model, adapter, benchmark, out, train_dir;
+  int64_t batch_size = 64;
+  bool quiet = false;
+};
+
+struct MakeArgs {
+  std::string corpus, out, name;
+  int64_t candidates = 1000, queries = 500, english = 1000;
+  uint64_t seed = 0;
+  std::vector<std::string> langs = {"it", "es", "fr", "de"};
+  bool quiet = false;
+};
+
+double since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+int run_eval(const RunArgs& a) {
+  const auto t0 = std::chrono::steady_clock::now();
+  XV_CHECK(fs::is_directory(a.model), "{}: model folder does not exist", a.model);
+  XV_CHECK(a.adapter.empty() || fs::is_directory(a.adapter), "{}: adapter folder does not exist", a.adapter);
+  XV_CHECK(a.train_dir.empty() || fs::is_regular_file(fs::path(a.train_dir) / "metrics.jsonl"),
+           "{}: no metrics.jsonl here; --train-dir must be a training output_dir", a.train_dir);
+  const Benchmark b = read_benchmark(a.benchmark);
+  EvalRunOptions opt;
+  opt.batch_size = a.batch_size;
+  const bool tty = ::isatty(2);
+  if (!a.quiet) {
+    // Texts per second since the model started; on a pipe, one line every 5 s at most, and the last.
+    auto started = std::make_shared<std::chrono::steady_clock::time_point>();
+    auto printed = std::make_shared<std::chrono::steady_clock::time_point>();
+    opt.progress = [tty, started, printed](const std::string& who, int64_t done, int64_t total) {
+      const auto now = std::chrono::steady_clock::now();
+      if (done == 0) {  // the runner announces each model before its first batch
+        *started = now;
+        return;
+      }
+      const double secs = std::chrono::duration<double>(now - *started).count();
+      const bool last = done == total;
+      if (!tty && !last && std::chrono::duration<double>(now - *printed).count() < 5) return;
+      *printed = now;
+      const std::string rate = secs > 0 ? fmt::format(", {:.1f} texts/s", double(done) / secs) : "";
+      std::fprintf(stderr, tty ? "\reval: %s %lld/%lld texts%s   " : "eval: %s %lld/%lld texts%s\n", who.c_str(),
+                   static_cast<long long>(done), static_cast<long long>(total), rate.c_str());
+      if (tty && last) std::fprintf(stderr, "\n");
+    };
+  }
+  const EvalResults r = evaluate(a.model, a.adapter, b, opt);
+  const std::string md = write_report(r, a.out, a.train_dir);
+  std::fputs(md.c_str(), stdout);
+  if (!a.quiet)
+    std::fprintf(stderr, "eval: %zu tasks, %lld distinct texts, %s, %.2f s -> %s\n", r.tasks.size(),
+                 static_cast<long long>(r.unique_texts), r.has_after ? "teacher and student" : "teacher only",
+                 since(t0), a.out.c_str());
+  return 0;
+}
+
+int run_make(const MakeArgs& a) {
+  const auto t0 = std::chrono::steady_clock::now();
+  XV_CHECK(fs::is_regular_file(a.corpus), "{}: corpus file does not exist", a.corpus);
+  ReadCorpusOptions ro;
+  ro.images = false;
+  ro.tokens = false;
+  ro.teacher = false;
+  const Corpus c = read_corpus(a.corpus, ro);
+  TextBenchmarkOptions o;
+  o.candidates = a.candidates;
+  o.queries = a.queries;
+  o.english = a.english;
+  o.seed = a.seed;
+  o.langs = a.langs;
+  o.name = a.name.empty() ? "text-retrieval-" + fs::path(a.corpus).stem().string() : a.name;
+  o.source = fmt::format("{} ({})", a.corpus, c.meta.fingerprint.empty() ? "no fingerprint" : c.meta.fingerprint);
+  std::string langs;
+  for (const auto& l : a.langs) langs += (langs.empty() ? "" : ",") + l;
+  o.created_by = fmt::format(
+      "xvlm2vec eval make-text-benchmark --corpus {} --out {} --candidates {} --queries {} --english {} --seed {} "
+      "--langs {}",
+      a.corpus, a.out, a.candidates, a.queries, a.english, a.seed, langs);
+  const Benchmark b = make_text_benchmark(c, o, a.corpus);
+  write_benchmark(a.out, b);
+  if (!a.quiet)
+    std::fprintf(stderr, "make-text-benchmark: %zu tasks x %lld queries x %lld candidates, %zu English texts, %.2f s -> %s\n",
+                 b.tasks.size(), static_cast<long long>(a.queries), static_cast<long long>(a.candidates),
+                 b.english.size(), since(t0), a.out.c_str());
+  return 0;
+}
+
+}  // namespace
+
+Runner add_eval(CLI::App& app) {
+  auto* sub = app.add_subcommand("eval", "Evaluate embedding models (MMMEB protocol): run, make-text-benchmark");
+  sub->require_subcommand(1);
+
+  auto* run = sub->add_subcommand("run", "Evaluate a model, before and after an adapter, on a benchmark folder");
+  auto r = std::make_shared<RunArgs>();
+  run->add_option("--model", r->model, "Model folder (Hugging Face layout); the base model is the 'before' column")
+      ->required();
+  run->add_option("--adapter", r->adapter, "PEFT adapter folder; adds the 'after' column (the student)");
+  run->add_option("--benchmark", r->benchmark, "Benchmark folder (benchmark.json + task JSONL files)")->required();
+  run->add_option("--out", r->out, "Report folder: results.json, results.md, p_at_1.svg (loss.svg)")->required();
+  run->add_option("--train-dir", r->train_dir, "Training output_dir: loss.svg from its metrics.jsonl");
+  run->add_option("--batch-size", r->batch_size, "Texts per forward pass")->default_val(64)->check(CLI::PositiveNumber);
+  run->add_flag("--quiet", r->quiet, "No progress output (the table still goes to stdout)");
+
+  auto* mk = sub->add_subcommand("make-text-benchmark", "Build a text-retrieval benchmark (xx->en, en->xx) from a corpus");
+  auto m = std::make_shared<MakeArgs>();
+  mk->add_option("--corpus", m->corpus, "Held-out corpus (.h5, docs/corpus-format.md)")->required();
+  mk->add_option("--out", m->out, "Benchmark folder to write")->required();
+  mk->add_option("--candidates", m->candidates, "Candidates per query, the gold included")
+      ->default_val(1000)
+      ->check(CLI::Range(int64_t{2}, int64_t{1} << 30));
+  mk->add_option("--queries", m->queries, "Queries per language and direction")
+      ->default_val(500)
+      ->check(CLI::PositiveNumber);
+  mk->add_option("--english", m->english, "Held-out English texts for the English-preservation score")
+      ->default_val(1000)
+      ->check(CLI::NonNegativeNumber);
+  mk->add_option("--seed", m->seed, "Seed of every sampling choice")->default_val(0);
+  mk->add_option("--langs", m->langs, "Languages, comma-separated")->delimiter(',')->default_str("it,es,fr,de");
+  mk->add_option("--name", m->name, "Benchmark name (default: text-retrieval-<corpus file stem>)");
+  mk->add_flag("--quiet", m->quiet, "No summary line");
+
+  return [run, mk, r, m] {
+    if (run->parsed()) return run_eval(*r);
+    if (mk->parsed()) return run_make(*m);
+    return 0;
+  };
+}
+
+}  // namespace xv::cli
