@@ -17,14 +17,18 @@ namespace xv {
 //      removed when it is the only one in the string and does not sit between two capitals or digits
 //      (LC_ALL, AT&T, utf_8 are words, not accelerators);
 //   3. the entities &amp; &lt; &gt; &quot; &apos; &nbsp; &#N; &#xN; are decoded;
-//   4. markup tags (<b>, </a>, <span ...>, <br/>: "<", an optional "/", a letter, up to ">") are removed;
-//      inline ones (b i u s a span tt big small sub sup em strong code kbd q markup) leave nothing, the others
-//      a space;
-//   5. placeholders are removed: printf conversions (%s %d %5.2f %-10s %1$s %lu %zu %'d %*d %.*s, and %%
-//      which becomes a literal %), Python's %(name)s, brace fields {0} {name} {} {0:>8}, shell $VAR ${VAR};
-//      a placeholder's quotes or brackets go with it ('%s' “%s” «%s» »%s« (%s) [%s]), as does the space
-//      before a punctuation mark that followed it ("open %s: %s" -> "open:"), and a separator right after
-//      one that began the string ("%s: error" -> "error");
+//   4. markup tags of HTML and Pango (<b>, </a>, <span ...>, <br/>: a known tag name, then ">", "/>" or
+//      attributes) are removed; inline ones (b i u s a span tt big small sub sup em strong code kbd q markup
+//      font) leave nothing, the others a space. Other <words> stay: in command help they are metavariables
+//      (<tree-ish>, <file>) that translators translate;
+//   5. placeholders are removed: printf conversions (%s %d %5.2f %-10s %1$s %lu %zu %'d %*d %.*s; %%s of
+//      strings formatted twice, while a lone %% becomes a literal %; the binutils forms %P %B %pA ...),
+//      Python's %(name)s, brace fields {0} {name} {} {0:>8}, shell $VAR ${VAR}. What belongs to the value
+//      goes with it: a separator between two placeholders ("%s.%s", "%s:%d"), a "0x", "$" or "#" before one,
+//      a "%" after one, enclosing quotes or brackets ('%s' “%s” «%s» »%s« (%s) [%s]), the space before a
+//      punctuation mark that followed it ("open %s: %s" -> "open:"), a label's ":" before a closing bracket
+//      ("(default: %s)" -> "(default)"), and a separator right after one that began the string
+//      ("%s: error" -> "error");
 //   6. runs of white space become one space (a lone no-break space is kept: French typography), and the
 //      ends are trimmed.
 std::string clean_ui_text(std::string_view s);
