@@ -4,9 +4,9 @@
 // English text and whose translation each occur in no other pair of that language, and whose translation
 // differs from its English text. One-to-one pairs make the gold the only right answer in both directions;
 // an untranslated string would test string identity, not alignment.
-// Distractors come from the distinct texts of the same language's pairs (English texts for xx->en,
-// translations for en->xx), so both directions of a language draw from pools of the same pairs and a
-// candidate list never holds the same text twice.
+// Candidates: per language, a pool of `candidates` usable pairs; every query of the language is one of the
+// pool's pairs and ranks all of the pool's English texts (xx->en) or translations (en->xx). One-to-one pairs
+// make every text of a candidate list distinct.
 #include "eval/make_text_benchmark.h"
 
 #include <algorithm>
@@ -85,11 +85,6 @@ struct PairKeyHash {
   size_t operator()(const PairKey& k) const { return std::hash<int64_t>()(k.en * 1000003 + k.xx); }
 };
 
-std::vector<std::string> candidates_of(const Pool& pool, int64_t gold, int64_t k, Stream& rng) {
-  std::vector<std::string> out = {std::string(pool.texts[size_t(gold)])};
-  for (const int64_t i : sample_excluding(pool.size(), gold, k, rng)) out.emplace_back(pool.texts[size_t(i)]);
-  return out;
-}
 
 }  // namespace
 
@@ -97,6 +92,9 @@ Benchmark make_text_benchmark(const Corpus& c, const TextBenchmarkOptions& opt, 
   XV_CHECK(opt.candidates >= 2, "make-text-benchmark: --candidates must be at least 2 (the gold and a distractor), found {}",
            opt.candidates);
   XV_CHECK(opt.queries >= 1, "make-text-benchmark: --queries must be at least 1, found {}", opt.queries);
+  XV_CHECK(opt.queries <= opt.candidates,
+           "make-text-benchmark: --queries ({}) must not exceed --candidates ({}): the queries are pairs of the "
+           "candidate pool", opt.queries, opt.candidates);
   XV_CHECK(opt.english >= 0, "make-text-benchmark: --english must be at least 0, found {}", opt.english);
   XV_CHECK(!opt.langs.empty(), "make-text-benchmark: --langs is empty");
   const size_t P = c.pairs.size();
@@ -145,22 +143,22 @@ Benchmark make_text_benchmark(const Corpus& c, const TextBenchmarkOptions& opt, 
       if (en_uses[size_t(k.en)] == 1 && xx_uses[size_t(k.xx)] == 1 && en_pool.texts[size_t(k.en)] != xx_pool.texts[size_t(k.xx)])
         usable.push_back(k);
 
-    XV_CHECK(en_pool.size() >= opt.candidates,
-             "{}: language '{}' has {} distinct English texts, fewer than the {} candidates asked (--candidates)", where,
-             lang, en_pool.size(), opt.candidates);
-    XV_CHECK(xx_pool.size() >= opt.candidates,
-             "{}: language '{}' has {} distinct translations, fewer than the {} candidates asked (--candidates)", where,
-             lang, xx_pool.size(), opt.candidates);
-    XV_CHECK(int64_t(usable.size()) >= opt.queries,
-             "{}: language '{}' has {} usable query pairs (distinct, one-to-one, translated) of {} distinct pairs, "
-             "fewer than the {} queries asked (--queries)",
-             where, lang, usable.size(), pairs.size(), opt.queries);
+    XV_CHECK(int64_t(usable.size()) >= opt.candidates,
+             "{}: language '{}' has {} usable pairs (distinct, one-to-one, translated) of {} distinct pairs, fewer "
+             "than the {} candidates asked (--candidates)",
+             where, lang, usable.size(), pairs.size(), opt.candidates);
 
-    // The queries: a seeded sample of the usable pairs, kept in corpus order (easier to read).
-    Stream pick(opt.seed, lang + "/queries");
-    std::vector<int64_t> chosen = sample_excluding(int64_t(usable.size()) + 1, 0, opt.queries, pick);
+    // The pool: a seeded sample of `candidates` usable pairs, in corpus order; its first `queries` pairs are
+    // the queries. Every query of a task ranks the same pool (its gold first, then the pool's other texts in
+    // pool order), as in Tatoeba-style bitext retrieval: the pool's texts are embedded once.
+    Stream pick(opt.seed, lang + "/pool");
+    std::vector<int64_t> chosen = sample_excluding(int64_t(usable.size()) + 1, 0, opt.candidates, pick);
     for (auto& i : chosen) --i;  // sampled from [1, n]: shift to [0, n)
     std::sort(chosen.begin(), chosen.end());
+    Stream order(opt.seed, lang + "/queries");
+    std::vector<int64_t> qsel = sample_excluding(int64_t(chosen.size()) + 1, 0, opt.queries, order);
+    for (auto& i : qsel) --i;
+    std::sort(qsel.begin(), qsel.end());
 
     BenchmarkTask to_en, from_en;
     to_en.name = lang + "->en";
@@ -175,19 +173,27 @@ Benchmark make_text_benchmark(const Corpus& c, const TextBenchmarkOptions& opt, 
       t->num_queries = opt.queries;
       t->num_candidates = opt.candidates;
     }
-    for (size_t q = 0; q < chosen.size(); ++q) {
-      const PairKey k = usable[size_t(chosen[q])];
-      Stream r_to(opt.seed, lang + "/xx->en/" + std::to_string(q));
-      Stream r_from(opt.seed, lang + "/en->xx/" + std::to_string(q));
+    auto pool_texts = [&](const Pool& pool, int64_t gold_pos, bool en) {
+      auto text = [&](int64_t pos) {
+        const PairKey k = usable[size_t(chosen[size_t(pos)])];
+        return std::string(pool.texts[size_t(en ? k.en : k.xx)]);
+      };
+      std::vector<std::string> out = {text(gold_pos)};
+      for (int64_t i = 0; i < int64_t(chosen.size()); ++i)
+        if (i != gold_pos) out.push_back(text(i));
+      return out;
+    };
+    for (const int64_t qpos : qsel) {
+      const PairKey k = usable[size_t(chosen[size_t(qpos)])];
       BenchmarkQuery a;
       a.text = std::string(xx_pool.texts[size_t(k.xx)]);
-      a.candidates = candidates_of(en_pool, k.en, opt.candidates - 1, r_to);
+      a.candidates = pool_texts(en_pool, qpos, true);
       a.lang = lang;
       a.task_type = "retrieval";
       to_en.queries.push_back(std::move(a));
       BenchmarkQuery e;
       e.text = std::string(en_pool.texts[size_t(k.en)]);
-      e.candidates = candidates_of(xx_pool, k.xx, opt.candidates - 1, r_from);
+      e.candidates = pool_texts(xx_pool, qpos, false);
       e.lang = lang;
       e.task_type = "retrieval";
       from_en.queries.push_back(std::move(e));

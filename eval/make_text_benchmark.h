@@ -13,7 +13,7 @@
 namespace xv {
 
 struct TextBenchmarkOptions {
-  int64_t candidates = 1000;  // per query, the gold included
+  int64_t candidates = 1000;  // per query, the gold included: the pool of pairs every query ranks
   int64_t queries = 500;      // per language (the same pairs serve both directions)
   int64_t english = 1000;     // held-out English texts; 0: none
   uint64_t seed = 0;

@@ -8,6 +8,9 @@
 #include <numeric>
 #include <unordered_map>
 
+#include <unistd.h>
+
+#include "core/embedder.h"
 #include "core/error.h"
 #include "core/model_config.h"
 #include "core/train_config.h"  // default_lora_targets
@@ -135,33 +138,29 @@ std::vector<int64_t> task_ranks(const std::vector<std::vector<int32_t>>& rows, c
 
 }  // namespace
 
-EvalResults run_benchmark(KdModel& model, const Benchmark& b, bool with_student, const EvalRunOptions& opt) {
+namespace {
+
+// The benchmark scored with two embedding functions: the teacher ("before") and, when given, the student
+// ("after"); `chunk` texts per call.
+EvalResults run_with(const EmbedFn& teacher, const EmbedFn* student, const std::string& arch, int64_t dim,
+                     int64_t chunk, const Benchmark& b, const EvalRunOptions& opt) {
   XV_CHECK(opt.batch_size >= 1, "eval: --batch-size must be at least 1, found {}", opt.batch_size);
   const TextIndex ix = index_texts(b);
+  const bool with_student = student != nullptr;
   EvalResults r;
   r.benchmark = b.dir;
   r.benchmark_name = b.name;
-  r.arch = model.arch();
-  r.dim = model.dim();
+  r.arch = arch;
+  r.dim = dim;
   r.has_after = with_student;
   r.unique_texts = int64_t(ix.texts.size());
   r.english_texts = int64_t(ix.english.size());
 
   const auto t0 = std::chrono::steady_clock::now();
   // The teacher: the base model with its adapters off (KdModel's teacher_embed takes pairs: English side).
-  const Tensor T = embed_all(
-      ix,
-      [&](const std::vector<std::string>& texts) {
-        std::vector<TrainPair> pairs(texts.size());
-        for (size_t i = 0; i < texts.size(); ++i) pairs[i].text_en = texts[i];
-        return model.teacher_embed(pairs);
-      },
-      r.dim, opt.batch_size, "teacher", opt);
+  const Tensor T = embed_all(ix, teacher, r.dim, chunk, "teacher", opt);
   Tensor S;
-  if (with_student)
-    S = embed_all(
-        ix, [&](const std::vector<std::string>& texts) { return model.student_embed(texts, false); }, r.dim,
-        opt.batch_size, "student", opt);
+  if (with_student) S = embed_all(ix, *student, r.dim, chunk, "student", opt);
   r.embed_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   for (size_t t = 0; t < b.tasks.size(); ++t) {
@@ -194,17 +193,60 @@ EvalResults run_benchmark(KdModel& model, const Benchmark& b, bool with_student,
   return r;
 }
 
+}  // namespace
+
+EvalResults run_benchmark(KdModel& model, const Benchmark& b, bool with_student, const EvalRunOptions& opt) {
+  const EmbedFn teacher = [&](const std::vector<std::string>& texts) {
+    std::vector<TrainPair> pairs(texts.size());
+    for (size_t i = 0; i < texts.size(); ++i) pairs[i].text_en = texts[i];
+    return model.teacher_embed(pairs);
+  };
+  const EmbedFn student = [&](const std::vector<std::string>& texts) { return model.student_embed(texts, false); };
+  return run_with(teacher, with_student ? &student : nullptr, model.arch(), model.dim(), opt.batch_size, b, opt);
+}
+
 EvalResults evaluate(const std::string& model_dir, const std::string& adapter_dir, const Benchmark& b,
                      const EvalRunOptions& opt) {
   XV_CHECK(fs::is_directory(model_dir), "{}: model folder does not exist", model_dir);
   XV_CHECK(adapter_dir.empty() || fs::is_directory(adapter_dir), "{}: adapter folder does not exist", adapter_dir);
-  // Fresh LoRA adapters start with B = 0, so before load_adapter the student equals the teacher; the
-  // adapter's own config (targets, rank) replaces these on load.
-  LoraConfig lc;
-  lc.targets = default_lora_targets(read_model_type((fs::path(model_dir) / "config.json").string()));
-  auto model = KdModel::load(model_dir, "lora", lc, 0);
-  if (!adapter_dir.empty()) model->load_adapter(adapter_dir);
-  EvalResults r = run_benchmark(*model, b, !adapter_dir.empty(), opt);
+  // Both sides run the inference pipeline (core/embedder.h: what `xvlm2vec embed` and a deployment run,
+  // batches in parallel); the student is the model with the adapter merged in, in a temporary folder.
+  const auto teacher_model = Embedder::load(model_dir);
+  std::unique_ptr<Embedder> student_model;
+  std::string merged;
+  if (!adapter_dir.empty()) {
+    LoraConfig lc;
+    lc.targets = default_lora_targets(read_model_type((fs::path(model_dir) / "config.json").string()));
+    auto model = KdModel::load(model_dir, "lora", lc, 0);
+    model->load_adapter(adapter_dir);
+    merged = (fs::temp_directory_path() / fmt::format("xvlm2vec-eval-merged-{}", ::getpid())).string();
+    std::error_code ec;
+    fs::remove_all(merged, ec);
+    model->save_merged(merged);
+    student_model = Embedder::load(merged);
+  }
+  struct Cleanup {
+    std::string dir;
+    ~Cleanup() {
+      std::error_code ec;
+      if (!dir.empty()) fs::remove_all(dir, ec);
+    }
+  } cleanup{merged};
+  auto fn = [&](const Embedder& e) {
+    return [&e, &opt](const std::vector<std::string>& texts) {
+      std::vector<EmbedItem> items(texts.size());
+      for (size_t i = 0; i < texts.size(); ++i) items[i].text = texts[i];
+      EmbedOptions eo;
+      eo.batch_size = opt.batch_size;
+      return e.embed(items, eo);
+    };
+  };
+  const EmbedFn teacher = fn(*teacher_model);
+  EmbedFn student;
+  if (student_model) student = fn(*student_model);
+  // Many batches per call, so that the embedder runs them in parallel.
+  EvalResults r = run_with(teacher, student_model ? &student : nullptr, teacher_model->arch(), teacher_model->dim(),
+                           opt.batch_size * 16, b, opt);
   r.model = model_dir;
   r.adapter = adapter_dir;
   return r;

@@ -1,5 +1,6 @@
 // make_text_benchmark (eval/make_text_benchmark.h) on small corpora: the gold is the query's own pair at
-// index 0, candidates are distinct texts of the right language's pool, both directions use the same query
+// index 0, candidates are distinct texts of the right language's pool (the same pool for every query of a
+// task), both directions use the same query
 // pairs, ambiguous / duplicated / untranslated pairs never become queries, a seed gives the same benchmark
 // and another seed another, too few texts is an error naming the language and the counts; and the path
 // through an HDF5 file (write_corpus, read_corpus, write_benchmark, read_benchmark) gives the same benchmark.
@@ -79,7 +80,7 @@ TEST(EvalMakeTextBenchmark, GoldFirstDistinctCandidatesFromTheRightPool) {
     from_en[lang].emplace(en, xx);
     if (!xx.empty()) en_pool[lang].insert(en), xx_pool[lang].insert(xx);
   }
-  const xv::Benchmark b = xv::make_text_benchmark(c, opts(25, 30), "small.h5");
+  const xv::Benchmark b = xv::make_text_benchmark(c, opts(30, 25), "small.h5");
   ASSERT_EQ(b.tasks.size(), 4u);
   EXPECT_EQ(b.tasks[0].name, "it->en");
   EXPECT_EQ(b.tasks[0].direction, "xx->en");
@@ -91,13 +92,16 @@ TEST(EvalMakeTextBenchmark, GoldFirstDistinctCandidatesFromTheRightPool) {
     SCOPED_TRACE(task.name);
     const std::string& lang = task.language;
     const bool xx_to_en = task.direction == "xx->en";
-    ASSERT_EQ(task.queries.size(), 30u);
+    ASSERT_EQ(task.queries.size(), 25u);
     std::set<std::string> seen_queries;
+    // Every query ranks the same pool: the task's candidate lists hold the same set of texts.
+    const std::set<std::string> pool0(task.queries[0].candidates.begin(), task.queries[0].candidates.end());
     for (size_t q = 0; q < task.queries.size(); ++q) {
       const auto& qu = task.queries[q];
       EXPECT_EQ(qu.lang, lang);
       EXPECT_EQ(qu.task_type, "retrieval");
-      ASSERT_EQ(qu.candidates.size(), 25u);
+      ASSERT_EQ(qu.candidates.size(), 30u);
+      EXPECT_EQ(std::set<std::string>(qu.candidates.begin(), qu.candidates.end()), pool0);
       EXPECT_TRUE(seen_queries.insert(qu.text).second) << "query twice: " << qu.text;
       // The query's pairs in the corpus: exactly one counterpart, and it is the gold.
       const auto& m = xx_to_en ? to_en[lang] : from_en[lang];
@@ -119,7 +123,7 @@ TEST(EvalMakeTextBenchmark, GoldFirstDistinctCandidatesFromTheRightPool) {
     }
   }
   // Both directions of a language ask about the same pairs, in the same order.
-  for (size_t q = 0; q < 30; ++q) {
+  for (size_t q = 0; q < 25; ++q) {
     EXPECT_EQ(b.tasks[0].queries[q].text, b.tasks[1].queries[q].candidates[0]);
     EXPECT_EQ(b.tasks[1].queries[q].text, b.tasks[0].queries[q].candidates[0]);
   }
@@ -133,15 +137,18 @@ TEST(EvalMakeTextBenchmark, GoldFirstDistinctCandidatesFromTheRightPool) {
 TEST(EvalMakeTextBenchmark, TheTrapsNeverBecomeQueries) {
   // Every usable Italian pair is asked for (60 one-to-one sentence pairs): the traps stay out.
   const xv::Corpus c = small_corpus();
-  xv::TextBenchmarkOptions o = opts(30, 60);
+  xv::TextBenchmarkOptions o = opts(60, 60);
   o.langs = {"it"};
   const xv::Benchmark b = xv::make_text_benchmark(c, o, "small.h5");
   for (const auto& q : b.tasks[0].queries)
     for (const char* trap : {"Apri", "Aprire", "Chiudi", "OK", ""}) EXPECT_NE(q.text, trap);
-  o.queries = 61;
-  const std::string msg = error_of(c, o);
-  EXPECT_NE(msg.find("small.h5: language 'it' has 60 usable query pairs"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("fewer than the 61 queries asked"), std::string::npos) << msg;
+  o.candidates = o.queries = 61;
+  std::string msg = error_of(c, o);
+  EXPECT_NE(msg.find("small.h5: language 'it' has 60 usable pairs"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("fewer than the 61 candidates asked"), std::string::npos) << msg;
+  o.candidates = 60;
+  msg = error_of(c, o);
+  EXPECT_NE(msg.find("--queries (61) must not exceed --candidates (60)"), std::string::npos) << msg;
 }
 
 TEST(EvalMakeTextBenchmark, DeterministicForASeed) {
@@ -156,21 +163,22 @@ TEST(EvalMakeTextBenchmark, DeterministicForASeed) {
     v.insert(v.end(), b.english.begin(), b.english.end());
     return v;
   };
-  const auto a = flat(xv::make_text_benchmark(c, opts(25, 30, 7), "small.h5"));
-  EXPECT_EQ(a, flat(xv::make_text_benchmark(c, opts(25, 30, 7), "small.h5")));
-  EXPECT_NE(a, flat(xv::make_text_benchmark(c, opts(25, 30, 8), "small.h5")));
+  const auto a = flat(xv::make_text_benchmark(c, opts(30, 25, 7), "small.h5"));
+  EXPECT_EQ(a, flat(xv::make_text_benchmark(c, opts(30, 25, 7), "small.h5")));
+  EXPECT_NE(a, flat(xv::make_text_benchmark(c, opts(30, 25, 8), "small.h5")));
   // Asking for fewer languages leaves the others' choices as they were (one stream per language).
-  xv::TextBenchmarkOptions only_es = opts(25, 30, 7);
+  xv::TextBenchmarkOptions only_es = opts(30, 25, 7);
   only_es.langs = {"es"};
   const xv::Benchmark es = xv::make_text_benchmark(c, only_es, "small.h5");
-  const xv::Benchmark both = xv::make_text_benchmark(c, opts(25, 30, 7), "small.h5");
+  const xv::Benchmark both = xv::make_text_benchmark(c, opts(30, 25, 7), "small.h5");
   EXPECT_EQ(es.tasks[0].queries[3].candidates, both.tasks[2].queries[3].candidates);
 }
 
 TEST(EvalMakeTextBenchmark, TooFewTextsNameTheLanguageAndCounts) {
   const xv::Corpus c = small_corpus(20);
   std::string msg = error_of(c, opts(25, 10));
-  EXPECT_NE(msg.find("small.h5: language 'es' has 20 distinct English texts, fewer than the 25 candidates asked"),
+  EXPECT_NE(msg.find("small.h5: language 'es' has 20 usable pairs (distinct, one-to-one, translated) of 20 distinct "
+                     "pairs, fewer than the 25 candidates asked"),
             std::string::npos)
       << msg;
   xv::TextBenchmarkOptions o = opts(10, 5);
@@ -191,7 +199,9 @@ TEST(EvalMakeTextBenchmark, TooFewTextsNameTheLanguageAndCounts) {
   o = opts(8, 2);
   o.langs = {"it"};
   msg = error_of(d, o);
-  EXPECT_NE(msg.find("language 'it' has 6 distinct translations, fewer than the 8 candidates asked"), std::string::npos)
+  EXPECT_NE(msg.find("language 'it' has 5 usable pairs (distinct, one-to-one, translated) of 10 distinct pairs, "
+                     "fewer than the 8 candidates asked"),
+            std::string::npos)
       << msg;
 }
 
@@ -202,14 +212,14 @@ TEST(EvalMakeTextBenchmark, ThroughFiles) {
   xv::ReadCorpusOptions ro;
   ro.images = false;
   const xv::Corpus back = xv::read_corpus(d + "/heldout.h5", ro);
-  const xv::Benchmark from_file = xv::make_text_benchmark(back, opts(25, 30, 3), d + "/heldout.h5");
+  const xv::Benchmark from_file = xv::make_text_benchmark(back, opts(30, 25, 3), d + "/heldout.h5");
   xv::write_benchmark(d + "/bench", from_file);
   const xv::Benchmark read = xv::read_benchmark(d + "/bench");
-  const xv::Benchmark in_memory = xv::make_text_benchmark(small_corpus(), opts(25, 30, 3), "memory");
+  const xv::Benchmark in_memory = xv::make_text_benchmark(small_corpus(), opts(30, 25, 3), "memory");
   ASSERT_EQ(read.tasks.size(), in_memory.tasks.size());
   for (size_t t = 0; t < read.tasks.size(); ++t) {
-    EXPECT_EQ(read.tasks[t].num_candidates, 25);
-    EXPECT_EQ(read.tasks[t].num_queries, 30);
+    EXPECT_EQ(read.tasks[t].num_candidates, 30);
+    EXPECT_EQ(read.tasks[t].num_queries, 25);
     for (size_t q = 0; q < read.tasks[t].queries.size(); ++q) {
       EXPECT_EQ(read.tasks[t].queries[q].text, in_memory.tasks[t].queries[q].text);
       EXPECT_EQ(read.tasks[t].queries[q].candidates, in_memory.tasks[t].queries[q].candidates);
