@@ -60,5 +60,27 @@ check "embed image with tiny phi3_v" 0 "1 item(s), dim 64" -- \
 check "init-model tiny bert, bf16" 0 "parameters written" -- "$bin" init-model --arch bert --preset tiny --dtype bf16 --out "$tmp/q"
 check "embed with it" 0 "1 item(s), dim 64" -- "$bin" embed --model "$tmp/q" --text "déjà vu" --normalize --out "$tmp/e.npy"
 check "bad preset" 1 "--preset for bert must be tiny or minilm" -- "$bin" init-model --arch bert --preset phi35v --out "$tmp/r"
+
+# The corpus tools end to end on the gettext fixture catalogs.
+loc=$fix/corpus_build/locale
+check "corpus build gettext" 0 "pairs, 0 images" -- "$bin" corpus build --from gettext --locale-dir "$loc" --langs it,de \
+  --tokenizer "$fix/models/tiny_bert/tokenizer.json" --out "$tmp/c.h5"
+check "corpus inspect" 0 "pairs per language: it" -- "$bin" corpus inspect "$tmp/c.h5"
+check "corpus validate" 0 "is valid" -- "$bin" corpus validate "$tmp/c.h5" --tokenizer "$fix/models/tiny_bert/tokenizer.json"
+check "corpus validate, another tokenizer" 1 "made by the tokenizer" -- \
+  "$bin" corpus validate "$tmp/c.h5" --tokenizer "$fix/tokenizer/bpe_llama/tokenizer.json"
+check "corpus split by source" 0 "held-out sources:" -- "$bin" corpus split "$tmp/c.h5" --heldout-fraction 0.3 \
+  --train "$tmp/tr.h5" --heldout "$tmp/ho.h5"
+check "corpus split, unknown source" 1 "no source named 'nope'" -- "$bin" corpus split "$tmp/c.h5" \
+  --heldout-sources nope --train "$tmp/tr2.h5" --heldout "$tmp/ho2.h5"
+check "corpus cache-teacher into the corpus" 0 "/teacher" -- "$bin" corpus cache-teacher --model "$fix/models/tiny_bert" \
+  "$tmp/tr.h5"
+check "corpus inspect shows the teacher" 0 "teacher: (" -- "$bin" corpus inspect "$tmp/tr.h5"
+check "corpus cache-teacher, both forms" 1 "give either a CORPUS" -- "$bin" corpus cache-teacher \
+  --model "$fix/models/tiny_bert" "$tmp/tr.h5" --pairs "$fix/train/pairs_tiny.jsonl"
+head -c 5000 "$tmp/c.h5" > "$tmp/cut.h5"
+check "corpus validate, truncated" 1 "INVALID" -- "$bin" corpus validate "$tmp/cut.h5"
+check "corpus inspect, not a corpus" 1 "not an HDF5 file" -- "$bin" corpus inspect "$fix/train/pairs_tiny.jsonl"
+
 echo "$pass passed, $failed failed"
 [ "$failed" -eq 0 ]
