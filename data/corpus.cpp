@@ -1,6 +1,7 @@
 // The corpus file (docs/corpus-format.md): writer, whole-file reader, validator, teacher block.
 #include "data/corpus.h"
 
+#include <algorithm>
 #include <ctime>
 #include <filesystem>
 #include <unistd.h>
@@ -92,8 +93,10 @@ void check_rows(const std::vector<T>& v, int64_t lo, int64_t hi, const std::stri
              int64_t(v[i]), lo, hi, what);
 }
 
-// Everything in memory agrees with itself; `where` prefixes messages (a path).
-void check_corpus(const Corpus& c, const std::string& where) {
+// Everything in memory agrees with itself; `where` prefixes messages (a path). `image_bytes` is the length
+// of the image data when its bytes are not held (read with images = false): the offsets are checked
+// against it instead.
+void check_corpus(const Corpus& c, const std::string& where, std::optional<uint64_t> image_bytes = std::nullopt) {
   check_offsets(c.text_en.offsets, c.text_en.bytes.size(), where + ": /text/en");
   check_offsets(c.text_xx.offsets, c.text_xx.bytes.size(), where + ": /text/xx");
   check_offsets(c.sources.offsets, c.sources.bytes.size(), where + ": /sources");
@@ -110,7 +113,7 @@ void check_corpus(const Corpus& c, const std::string& where) {
   check_rows(c.pairs.source, 0, int64_t(c.sources.size()), where + ": /pairs/source", "a row of /sources");
   const size_t M = c.images.size();
   if (M > 0 || c.image_width.size() > 0) {
-    check_offsets(c.images.offsets, c.images.bytes.size(), where + ": /images");
+    check_offsets(c.images.offsets, image_bytes.value_or(c.images.bytes.size()), where + ": /images");
     XV_CHECK(c.image_width.size() == M && c.image_height.size() == M && c.image_names.size() == M,
              "{}: /images: {} images but {} widths, {} heights and {} names", where, M, c.image_width.size(),
              c.image_height.size(), c.image_names.size());
@@ -216,7 +219,9 @@ void write_corpus(const std::string& path, Corpus& c) {
     f.write_attr("/", "created_at", c.meta.created_at);
     f.write_attr("/", "fingerprint", c.meta.fingerprint);
     f.close();
-    fs::rename(tmp, target);
+    std::error_code ec;
+    fs::rename(tmp, target, ec);
+    XV_CHECK(!ec, "{}: cannot replace it with the written corpus {}: {}", path, tmp, ec.message());
   } catch (...) {
     std::error_code ec;
     fs::remove(tmp, ec);
@@ -289,14 +294,8 @@ Corpus read_corpus(const std::string& path, const ReadCorpusOptions& opt) {
     t.corpus_fingerprint = f.read_string_attr("/teacher", "corpus_fingerprint");
     c.teacher = std::move(t);
   }
-  if (!opt.images && !c.images.offsets.empty()) {
-    // check_corpus compares offsets with the bytes held: compare with the length on disk instead (done above).
-    Corpus view = c;
-    view.images.bytes.assign(size_t(c.images.offsets.back()), '\0');
-    check_corpus(view, path);
-  } else {
-    check_corpus(c, path);
-  }
+  // Without the image bytes, the offsets were checked against the length on disk above.
+  check_corpus(c, path, opt.images ? std::nullopt : std::optional<uint64_t>(c.images.offsets.back()));
   return c;
 }
 
@@ -306,8 +305,9 @@ std::vector<std::string> validate_corpus(const Corpus& c, const std::string& pat
   auto add = [&](std::string s) {
     if (out.size() < max_problems) out.push_back(path + ": " + std::move(s));
   };
+  const bool images_held = c.images.offsets.empty() || c.images.bytes.size() == c.images.offsets.back();
   try {
-    check_corpus(c, path);
+    check_corpus(c, path, images_held ? std::nullopt : std::optional<uint64_t>(c.images.offsets.back()));
   } catch (const Error& e) {
     out.push_back(e.what());
     return out;
@@ -321,7 +321,7 @@ std::vector<std::string> validate_corpus(const Corpus& c, const std::string& pat
       else if (s.empty() && name[1] == 't')
         add(fmt::format("{}: row {}: empty text", name, i));
     }
-  if (c.images.bytes.size() == c.images.offsets.back())
+  if (images_held)
     for (size_t i = 0; i < c.images.size(); ++i) {
       const std::string_view b = c.images.at(i);
       try {
@@ -340,8 +340,9 @@ std::vector<std::string> validate_corpus(const Corpus& c, const std::string& pat
     for (const auto& [r, name] : {std::pair{&c.tokens->en, "/tokens/en"}, std::pair{&c.tokens->xx, "/tokens/xx"}})
       for (size_t i = 0; i < r->ids.size(); ++i)
         if (r->ids[i] < 0 || r->ids[i] >= c.tokens->vocab_size) {
-          size_t row = 0;
-          while (row + 1 < r->offsets.size() && r->offsets[row + 1] <= i) ++row;
+          // The last row starting at or before i (a binary search: a wrong vocab_size flags every id).
+          const size_t row = size_t(std::upper_bound(r->offsets.begin(), r->offsets.end(), uint64_t(i)) -
+                                    r->offsets.begin()) - 1;
           add(fmt::format("{}: row {}: token id {} outside the vocabulary [0, {})", name, row, r->ids[i],
                           c.tokens->vocab_size));
         }
@@ -352,8 +353,8 @@ std::vector<std::string> validate_corpus(const Corpus& c, const std::string& pat
                         tokenizer_json, fp));
     }
   }
-  const std::string fp = corpus_fingerprint(c);
-  if (!c.images.bytes.empty() || c.images.size() == 0) {
+  if (images_held) {  // the image bytes are part of the hash
+    const std::string fp = corpus_fingerprint(c);
     if (fp != c.meta.fingerprint)
       add(fmt::format("root attribute 'fingerprint' is {}, the contents hash to {} (modified after writing?)",
                       c.meta.fingerprint, fp));
@@ -365,6 +366,16 @@ std::vector<std::string> validate_corpus(const Corpus& c, const std::string& pat
 }
 
 void write_corpus_teacher(const std::string& path, const CorpusTeacher& t) {
+  {
+    // Checked on the original, so that errors name it rather than the temporary copy.
+    const h5::File f = h5::File::open(path);
+    const CorpusMeta m = read_corpus_meta(f);
+    const int64_t P = f.shape("/pairs/en", 1)[0];
+    XV_CHECK(t.dim > 0 && int64_t(t.embeddings.size()) == P * t.dim,
+             "{}: teacher embeddings of {} values do not make ({}, {})", path, t.embeddings.size(), P, t.dim);
+    XV_CHECK(t.corpus_fingerprint == m.fingerprint, "{}: the teacher embeddings were computed for corpus {}, this is {}",
+             path, t.corpus_fingerprint, m.fingerprint);
+  }
   const fs::path target = fs::absolute(path);
   const std::string tmp =
       (target.parent_path() / ("." + target.filename().string() + ".tmp." + std::to_string(::getpid()))).string();
@@ -373,16 +384,11 @@ void write_corpus_teacher(const std::string& path, const CorpusTeacher& t) {
   XV_CHECK(!ec, "{}: cannot copy to {}: {}", path, tmp, ec.message());
   try {
     h5::File f = h5::File::open(tmp, true);
-    const CorpusMeta m = read_corpus_meta(f);
-    const int64_t P = f.shape("/pairs/en", 1)[0];
-    XV_CHECK(t.dim > 0 && int64_t(t.embeddings.size()) == P * t.dim,
-             "{}: teacher embeddings of {} values do not make ({}, {})", path, t.embeddings.size(), P, t.dim);
-    XV_CHECK(t.corpus_fingerprint == m.fingerprint, "{}: the teacher embeddings were computed for corpus {}, this is {}",
-             path, t.corpus_fingerprint, m.fingerprint);
     if (f.exists("/teacher")) f.remove("/teacher");
     write_teacher_block(f, t);
     f.close();
-    fs::rename(tmp, target);
+    fs::rename(tmp, target, ec);
+    XV_CHECK(!ec, "{}: cannot replace it with the written corpus {}: {}", path, tmp, ec.message());
   } catch (...) {
     fs::remove(tmp, ec);
     throw;

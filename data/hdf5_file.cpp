@@ -99,8 +99,7 @@ File File::create(const std::string& path) {
 void File::close() {
   if (!f_.valid()) return;
   const herr_t a = H5Fflush(f_.get(), H5F_SCOPE_LOCAL);
-  const hid_t id = f_.get();
-  f_ = Handle();  // released without closing: closed below, with its status checked
+  const hid_t id = f_.release();  // closed here, with its status checked
   const herr_t b = H5Fclose(id);
   XV_CHECK(a >= 0 && b >= 0, "{}: writing the HDF5 file failed (disk full?)", path_);
 }
@@ -181,11 +180,25 @@ void File::read_raw(const std::string& name, Kind k, void* out, std::vector<int6
            "{}: read of rows [{}, {}) failed (truncated or corrupt file?)", where(name), start[0], start[0] + count[0]);
 }
 
+size_t File::claimed_count(const std::string& name, const std::vector<int64_t>& sh, size_t elem_size) const {
+  uint64_t n = 1, bytes = 0;
+  bool overflow = false;
+  for (int64_t d : sh) overflow |= d < 0 || __builtin_mul_overflow(n, uint64_t(d), &n);
+  overflow |= __builtin_mul_overflow(n, uint64_t(elem_size), &bytes);
+  // Every element lives in the file, deflated at most about 1032:1 (zlib's limit); a dataspace claiming more
+  // than that is corrupt, and allocating it first would exhaust memory before HDF5 noticed.
+  Handle d(H5Dopen2(f_.get(), name.c_str(), H5P_DEFAULT), H5Dclose);
+  XV_CHECK(d.valid(), "{}: not a dataset", where(name));
+  const uint64_t stored = H5Dget_storage_size(d.get());
+  XV_CHECK(!overflow && bytes / 1100 <= stored, "{}: claims {} elements{}, but the file stores {} bytes of it (corrupt?)",
+           where(name), n, overflow ? " (overflowing)" : "", stored);
+  return size_t(n);
+}
+
 std::string File::read_bytes(const std::string& name) const {
   check_kind(name, Kind::u8);
-  const auto sh = shape(name, 1);
-  std::string out(static_cast<size_t>(sh[0]), '\0');
-  if (sh[0] > 0) read_raw(name, Kind::u8, out.data(), {}, {});
+  std::string out(claimed_count(name, shape(name, 1), 1), '\0');
+  if (!out.empty()) read_raw(name, Kind::u8, out.data(), {}, {});
   return out;
 }
 
@@ -231,7 +244,8 @@ std::string File::read_string_attr(const std::string& obj, const std::string& at
   if (H5Tis_variable_str(t.get()) > 0) {
     Handle mt(H5Tcopy(H5T_C_S1), H5Tclose);
     H5Tset_size(mt.get(), H5T_VARIABLE);
-    H5Tset_cset(mt.get(), H5T_CSET_UTF8);
+    // HDF5 converts no string between character sets: read in the stored one (UTF-8 or ASCII; both are bytes).
+    H5Tset_cset(mt.get(), H5Tget_cset(t.get()));
     char* p = nullptr;
     XV_CHECK(H5Aread(a.get(), mt.get(), &p) >= 0, "{}: attribute '{}': read failed", where(obj), attr);
     std::string out = p ? p : "";
@@ -239,9 +253,12 @@ std::string File::read_string_attr(const std::string& obj, const std::string& at
     return out;
   }
   const size_t n = H5Tget_size(t.get());
+  XV_CHECK(n <= H5Aget_storage_size(a.get()), "{}: attribute '{}': a string of {} bytes, {} stored (corrupt?)",
+           where(obj), attr, n, H5Aget_storage_size(a.get()));
   std::string out(n, '\0');
   Handle mt(H5Tcopy(H5T_C_S1), H5Tclose);
   H5Tset_size(mt.get(), n);
+  H5Tset_cset(mt.get(), H5Tget_cset(t.get()));
   H5Tset_strpad(mt.get(), H5T_STR_NULLPAD);
   XV_CHECK(H5Aread(a.get(), mt.get(), out.data()) >= 0, "{}: attribute '{}': read failed", where(obj), attr);
   out.resize(std::strlen(out.c_str()));

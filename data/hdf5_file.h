@@ -34,6 +34,12 @@ class Handle {
   ~Handle() { reset(); }
   hid_t get() const { return id_; }
   bool valid() const { return id_ >= 0; }
+  // Gives up ownership without closing (the caller closes, to check the status).
+  hid_t release() {
+    const hid_t id = id_;
+    id_ = H5I_INVALID_HID;
+    return id;
+  }
   void reset() {
     if (id_ >= 0 && close_) close_(id_);
     id_ = H5I_INVALID_HID;
@@ -85,10 +91,7 @@ class File {
   template <typename T>
   std::vector<T> read(const std::string& name, int rank = 1) const {
     check_kind(name, kind_of<T>());
-    const auto sh = shape(name, rank);
-    int64_t n = 1;
-    for (int64_t d : sh) n *= d;
-    std::vector<T> out(static_cast<size_t>(n));
+    std::vector<T> out(claimed_count(name, shape(name, rank), sizeof(T)));
     read_raw(name, kind_of<T>(), out.data(), {}, {});
     return out;
   }
@@ -120,6 +123,9 @@ class File {
   void read_raw(const std::string& name, Kind k, void* out, std::vector<int64_t> start,
                 std::vector<int64_t> count) const;
   void write_raw(const std::string& name, Kind k, const void* data, int64_t n, int64_t cols, const WriteOptions& o);
+  // The element count of a dataset of shape `sh`, refused when it cannot be what the file stores (a corrupt
+  // dataspace must not make us allocate it).
+  size_t claimed_count(const std::string& name, const std::vector<int64_t>& sh, size_t elem_size) const;
   Handle open_obj(const std::string& obj) const;
   std::string where(const std::string& obj) const { return path_ + ": " + obj; }
 
