@@ -199,6 +199,7 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& o) {
   } closer{metrics};
 
   const bool term = !o.quiet, tty = term && ::isatty(2);
+  if (term && !src->note().empty()) std::fprintf(stderr, "train: note: %s\n", src->note().c_str());
   if (term && o.resume && resume_from.empty())
     std::fprintf(stderr, "train: --resume: no checkpoint in %s/checkpoints yet, starting from step 0\n", out.c_str());
   if (term)

@@ -64,8 +64,12 @@ class CorpusSource : public PairSource {
     ro.teacher = false;  // read per pair
     ro.tokens = !o.tokenizer_json.empty();
     c_ = read_corpus(path, ro);
-    if (c_.tokens && c_.tokens->tokenizer_fingerprint != tokenizer_fingerprint(o.tokenizer_json))
-      c_.tokens.reset();  // made by another tokenizer: tokenize in the workers instead
+    if (c_.tokens && c_.tokens->tokenizer_fingerprint != tokenizer_fingerprint(o.tokenizer_json)) {
+      note_ = fmt::format("{}: /tokens was made by another tokenizer ({}) than {}: ignored, the reader's workers "
+                          "tokenize instead",
+                          path, c_.tokens->tokenizer_fingerprint, o.tokenizer_json);
+      c_.tokens.reset();
+    }
     for (int64_t im : c_.pairs.image) images_ = images_ || im >= 0;
     if (o.teacher) {
       XV_CHECK(f_.exists("/teacher"),
@@ -97,6 +101,7 @@ class CorpusSource : public PairSource {
     return int64_t(o1[e + 1] - o1[e] + o2[x + 1] - o2[x]);
   }
   const std::string& teacher_model() const { return teacher_model_; }
+  std::string note() const override { return note_; }
 
   std::vector<TrainPair> fetch(const std::vector<int64_t>& idx) override {
     std::vector<TrainPair> out;
@@ -137,6 +142,7 @@ class CorpusSource : public PairSource {
   bool images_ = false;
   int64_t teacher_dim_ = 0;
   std::string teacher_model_;
+  std::string note_;
 };
 
 uint64_t splitmix64(uint64_t& x) {

@@ -31,6 +31,7 @@ class PairSource {
   virtual std::string fingerprint() const = 0;     // of the contents (train --resume compares it)
   virtual bool has_images() const = 0;
   virtual int64_t length(int64_t i) const = 0;     // bytes of both texts (length bucketing)
+  virtual std::string note() const { return ""; }  // what the user should know (e.g. tokens not used)
   // The pairs of rows `idx`, in order, with index set.
   virtual std::vector<TrainPair> fetch(const std::vector<int64_t>& idx) = 0;
 };

@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/file_util.h"
 #include "core/teacher_cache.h"
+#include "core/tokenizer.h"
 #include "core/train_config.h"
 #include "core/train_data.h"
 #include "core/trainer.h"
@@ -209,6 +210,35 @@ TEST(CorpusStream, ErrorsNameThePair) {
   o3.world = 21;
   EXPECT_THROW(xv::PairStream(src, o3), xv::Error);
   EXPECT_THROW(xv::open_pair_source(dir + "/missing.h5"), xv::Error);
+  fs::remove_all(dir);
+}
+
+TEST(CorpusStream, PreTokenisedIdsOnlyFromTheModelsTokenizer) {
+  const std::string dir = tmp_dir("tokens");
+  const std::string tok_json = kFix + "/models/tiny_bert/tokenizer.json";
+  const auto tok = xv::Tokenizer::from_file(tok_json);
+  xv::Corpus c;
+  c.sources.push("s");
+  c.add_pair("Open the file", "Apri il file", "it", -1, 0);
+  c.add_pair("Close the file", "Chiudi il file", "it", -1, 0);
+  c.tokens = xv::CorpusTokens{};
+  c.tokens->tokenizer_fingerprint = xv::tokenizer_fingerprint(tok_json);
+  c.tokens->vocab_size = tok->vocab_size();
+  for (size_t i = 0; i < c.text_en.size(); ++i) c.tokens->en.push(tok->encode(std::string(c.text_en.at(i)), true));
+  for (size_t i = 0; i < c.text_xx.size(); ++i) c.tokens->xx.push(tok->encode(std::string(c.text_xx.at(i)), true));
+  xv::write_corpus(dir + "/t.h5", c);
+  xv::SourceOptions so;
+  so.tokenizer_json = tok_json;
+  auto same = xv::open_pair_source(dir + "/t.h5", so);
+  EXPECT_EQ(same->note(), "");
+  const auto p = same->fetch({1});
+  EXPECT_EQ(p[0].ids_en, tok->encode("Close the file", true));
+  EXPECT_EQ(p[0].ids_xx, tok->encode("Chiudi il file", true));
+  // Another model's tokenizer: the ids are not used, and the source says so.
+  so.tokenizer_json = kFix + "/tokenizer/bpe_llama/tokenizer.json";
+  auto other = xv::open_pair_source(dir + "/t.h5", so);
+  EXPECT_NE(other->note().find("made by another tokenizer"), std::string::npos) << other->note();
+  EXPECT_TRUE(other->fetch({1})[0].ids_en.empty());
   fs::remove_all(dir);
 }
 
