@@ -2,9 +2,6 @@
 // xMMEB builders. Expected values are what the fixture sources say (tests/fixtures/corpus_build/po/*.po,
 // xmmeb/train.jsonl; compiled by tools/make_corpus_fixtures.sh), worked out by hand from the rules of
 // docs/corpus-build.md.
-// GCC 12 reports a false "may be used uninitialized" inside <regex>'s std::function under the sanitizers
-// (GCC bug 105562); the location is in the standard headers, so the whole file opts out.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <gtest/gtest.h>
 
 #include <algorithm>
