@@ -10,14 +10,14 @@ namespace xv {
 
 namespace fs = std::filesystem;
 
-namespace {
-
 uint64_t splitmix64(uint64_t& s) {
   uint64_t z = (s += 0x9e3779b97f4a7c15ull);
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
   return z ^ (z >> 31);
 }
+
+namespace {
 
 std::string text_field(const nlohmann::json& j, const char* name, const std::string& where) {
   XV_CHECK(j.contains(name), "{}: missing field '{}' (a non-empty string)", where, name);

@@ -33,6 +33,8 @@ std::vector<int64_t> epoch_permutation(int64_t n, uint64_t seed, int64_t epoch);
 // The LoRA dropout seed of micro-batch `micro` of optimizer step `step` (never 0: 0 means no dropout).
 uint64_t micro_batch_seed(uint64_t seed, int64_t step, int64_t micro);
 
+// The next value of a splitmix64 stream with state `s` (advanced): every seeded choice of the project.
+uint64_t splitmix64(uint64_t& s);
 uint64_t fnv1a64(std::string_view bytes, uint64_t h = 0xcbf29ce484222325ull);
 std::string fingerprint_hex(uint64_t h);  // "fnv1a64:0123456789abcdef"
 

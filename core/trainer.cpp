@@ -254,11 +254,10 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& o) {
       if (!teacher.empty() || corpus_teacher) {
         t_en = Tensor({bs, D});
         for (int64_t i = 0; i < bs; ++i) {
-          const float* row = teacher.empty() ? batch[size_t(i)].teacher_en.data() : teacher.ptr() + idx[size_t(i)] * D;
-          XV_CHECK(teacher.empty() ? int64_t(batch[size_t(i)].teacher_en.size()) == D : true,
-                   "{}: the teacher block has dimension {}, the model {}", src->where(idx[size_t(i)]),
-                   batch[size_t(i)].teacher_en.size(), D);
-          std::copy_n(row, D, t_en.ptr() + i * D);
+          const auto& row = batch[size_t(i)].teacher_en;  // corpus teacher block
+          XV_CHECK(!teacher.empty() || int64_t(row.size()) == D, "{}: the teacher block has dimension {}, the model {}",
+                   src->where(idx[size_t(i)]), row.size(), D);
+          std::copy_n(teacher.empty() ? row.data() : teacher.ptr() + idx[size_t(i)] * D, D, t_en.ptr() + i * D);
         }
         ko.teacher_en = &t_en;
       }

@@ -75,11 +75,9 @@ SplitResult split_corpus(const Corpus& c, const SplitOptions& o, const std::stri
       // Sources in an order drawn from the seed (a hash of seed and name: independent of the file's order),
       // taken until the fraction of pairs is reached.
       std::vector<std::pair<uint64_t, size_t>> order;
+      const uint64_t seed_h = fnv1a64(std::string_view(reinterpret_cast<const char*>(&o.seed), sizeof o.seed));
       for (size_t s = 0; s < c.sources.size(); ++s)
-        if (per_source[s] > 0) {
-          const uint64_t seed_h = fnv1a64(std::string_view(reinterpret_cast<const char*>(&o.seed), sizeof o.seed));
-          order.push_back({fnv1a64(c.sources.at(s), seed_h), s});
-        }
+        if (per_source[s] > 0) order.push_back({fnv1a64(c.sources.at(s), seed_h), s});
       std::sort(order.begin(), order.end());
       int64_t taken = 0;
       const double want = o.heldout_fraction * double(P);

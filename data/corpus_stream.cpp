@@ -145,13 +145,6 @@ class CorpusSource : public PairSource {
   std::string note_;
 };
 
-uint64_t splitmix64(uint64_t& x) {
-  uint64_t z = (x += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
 }  // namespace
 
 std::unique_ptr<PairSource> open_pair_source(const std::string& path, const SourceOptions& opt) {

@@ -14,7 +14,7 @@
 #include <unordered_map>
 
 #include "core/error.h"
-#include "core/train_data.h"  // fnv1a64
+#include "core/train_data.h"  // fnv1a64, splitmix64
 
 namespace xv {
 
@@ -25,12 +25,7 @@ namespace {
 struct Stream {
   uint64_t s;
   Stream(uint64_t seed, const std::string& tag) : s(fnv1a64(tag) ^ (seed * 0x9e3779b97f4a7c15ull + 0x632be59bd9b4e019ull)) {}
-  uint64_t next() {
-    uint64_t z = (s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-  }
+  uint64_t next() { return splitmix64(s); }
   // Uniform in [0, n), n >= 1, without modulo bias.
   uint64_t below(uint64_t n) {
     const uint64_t limit = (0 - n) % n;  // 2^64 mod n: the biased low values to reject
