@@ -144,25 +144,47 @@ class BertKdModel : public KdModel {
     const int32_t pad = int32_t(model_.cfg.pad_token_id);
     const Batch ben = pad_rows(en, pad, model_.cfg.max_seq_length, "English");
     const Batch bxx = pad_rows(xx, pad, model_.cfg.max_seq_length, "other-language");
-    // Teacher: the same weights with adapters off, or the cache's targets.
-    Tensor t_en;
-    if (opt.teacher_en) {
+    if (opt.teacher_en)
       XV_CHECK(opt.teacher_en->numel() == ben.B * dim(), "kd step: teacher cache rows do not match the batch");
-      t_en = *opt.teacher_en;
-    } else {
-      t_en = mean_pool(model_.forward(ben.ids, ben.mask, ben.B, ben.T), ben.mask, ben.B, ben.T);
-    }
-    // Two student passes with independent dropout masks.
+    // Unit by unit (core/weight_units.h): each unit is acquired once for the teacher pass (adapters off, unless
+    // the teacher cache gives the targets) and both student passes (independent dropout masks); backward
+    // acquires the layers again, last first, starting with the last layer, still held from forward.
     const LoraRun run_en{opt.dropout_seed ? opt.dropout_seed * 2 + 1 : 0};
     const LoraRun run_xx{opt.dropout_seed ? opt.dropout_seed * 2 + 2 : 0};
-    BertActs acts_en, acts_xx;
-    acts_en.checkpointing = acts_xx.checkpointing = opt.checkpointing;
     const BertLora* lora = full_ ? nullptr : &lora_;
     BertGrads* grads = full_ ? &grads_ : nullptr;
-    const Tensor s_en = mean_pool(model_.forward(ben.ids, ben.mask, ben.B, ben.T, lora, &acts_en, run_en),
-                                  ben.mask, ben.B, ben.T);
-    const Tensor s_xx = mean_pool(model_.forward(bxx.ids, bxx.mask, bxx.B, bxx.T, lora, &acts_xx, run_xx),
-                                  bxx.mask, bxx.B, bxx.T);
+    const int64_t L = int64_t(model_.layers.size());
+    const bool teacher_pass = !opt.teacher_en;
+    BertActs acts_en, acts_xx;
+    auto start = [&](BertActs& a, const Batch& b) {
+      a.checkpointing = opt.checkpointing;
+      a.B = b.B, a.T = b.T, a.mask = b.mask, a.ids = b.ids;
+      a.layers.assign(size_t(L), {});
+    };
+    start(acts_en, ben);
+    start(acts_xx, bxx);
+    unit_acquire(units_, 0, L > 0 ? 1 : -1);
+    Tensor x_en = model_.embed(ben.ids, ben.B, ben.T), x_xx = model_.embed(bxx.ids, bxx.B, bxx.T), x_t;
+    if (teacher_pass) x_t = x_en;
+    if (L > 0) unit_release(units_, 0);
+    auto student_layer = [&](int64_t l, Tensor& x, BertActs& a, const Batch& b, const LoraRun& run) {
+      BertLayerActs keep_input;
+      BertLayerActs* la = a.checkpointing ? &keep_input : &a.layers[size_t(l)];
+      if (a.checkpointing) a.layers[size_t(l)].x_in = x;  // the only thing kept
+      model_.layer_forward(l, x, b.mask, b.B, b.T, lora, run, la);
+    };
+    for (int64_t l = 0; l < L; ++l) {
+      // The next unit: the following layer, or for the last layer the one backward needs after it.
+      unit_acquire(units_, int(1 + l), l + 1 < L ? int(2 + l) : L > 1 ? int(L - 1) : -1);
+      if (teacher_pass) model_.layer_forward(l, x_t, ben.mask, ben.B, ben.T, nullptr, {}, nullptr);
+      student_layer(l, x_en, acts_en, ben, run_en);
+      student_layer(l, x_xx, acts_xx, bxx, run_xx);
+      if (l + 1 < L) unit_release(units_, int(1 + l));
+    }
+    const int64_t C = model_.cfg.hidden_size;  // x_*: (B*T, C)
+    const Tensor t_en = teacher_pass ? mean_pool(x_t, ben.mask, ben.B, ben.T) : *opt.teacher_en;
+    const Tensor s_en = mean_pool(x_en, ben.mask, ben.B, ben.T);
+    const Tensor s_xx = mean_pool(x_xx, bxx.mask, bxx.B, bxx.T);
     KdLossTerms out;
     Tensor d_en(s_en.shape), d_xx(s_xx.shape);
     const int64_t n = s_en.numel();
@@ -170,10 +192,37 @@ class BertKdModel : public KdModel {
     out.loss_en = ops::mse_loss(s_en.ptr(), t_en.ptr(), d_en.ptr(), n, w) / w;
     out.loss_xx = ops::mse_loss(s_xx.ptr(), t_en.ptr(), d_xx.ptr(), n, w) / w;
     out.loss = 0.5 * (out.loss_en + out.loss_xx);
-    model_.backward(acts_en, mean_pool_backward(d_en, ben.mask, ben.B, ben.T), lora_, run_en, grads);
-    model_.backward(acts_xx, mean_pool_backward(d_xx, bxx.mask, bxx.B, bxx.T), lora_, run_xx, grads);
+    Tensor dx_en = mean_pool_backward(d_en, ben.mask, ben.B, ben.T);
+    Tensor dx_xx = mean_pool_backward(d_xx, bxx.mask, bxx.B, bxx.T);
+    dx_en.reshape({ben.B * ben.T, C});
+    dx_xx.reshape({bxx.B * bxx.T, C});
+    for (int64_t l = L - 1; l >= 0; --l) {
+      if (l + 1 < L) unit_acquire(units_, int(1 + l), l > 0 ? int(l) : -1);
+      model_.layer_backward(l, acts_en, dx_en, lora_, run_en, grads);
+      model_.layer_backward(l, acts_xx, dx_xx, lora_, run_xx, grads);
+      unit_release(units_, int(1 + l));
+    }
+    if (grads) {  // trainable 'full': nothing is frozen, there are no units
+      model_.embeddings_backward(acts_en, dx_en, *grads);
+      model_.embeddings_backward(acts_xx, dx_xx, *grads);
+    }
     return out;
   }
+
+  std::vector<WeightUnit> frozen_units() override {
+    if (full_) return {};
+    std::vector<WeightUnit> u;
+    BertModel& m = model_;
+    u.push_back({"embeddings", {&m.word_emb, &m.pos_emb, &m.type_emb, &m.emb_ln_g, &m.emb_ln_b}});
+    for (size_t l = 0; l < m.layers.size(); ++l) {
+      BertLayer& L = m.layers[l];
+      u.push_back({"layer." + std::to_string(l),
+                   {&L.qkv_w, &L.qkv_b, &L.ao_w, &L.ao_b, &L.ln1_g, &L.ln1_b, &L.i_w, &L.i_b, &L.o_w, &L.o_b,
+                    &L.ln2_g, &L.ln2_b}});
+    }
+    return u;
+  }
+  void set_unit_access(UnitAccess* access) override { units_ = full_ ? nullptr : access; }
 
   // With trainable 'full', the current weights: the original model's embeddings only before the first update.
   Tensor teacher_embed(const std::vector<TrainPair>& batch) override {
@@ -204,6 +253,7 @@ class BertKdModel : public KdModel {
   BertLora lora_;     // empty with trainable 'full'
   bool full_ = false;  // trainable 'full': every base weight trains, into grads_
   BertGrads grads_;
+  UnitAccess* units_ = nullptr;  // set by a sharding wrapper (frozen_units)
 
   void save_merged_full(const std::string& dir) const;
 

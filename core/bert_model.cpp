@@ -210,85 +210,94 @@ Tensor BertModel::forward(const std::vector<int32_t>& ids, const std::vector<flo
   return x;
 }
 
-void BertModel::backward(BertActs& acts, const Tensor& dhidden, BertLora& lora, const LoraRun& run,
-                         BertGrads* grads) const {
+void BertModel::layer_backward(int64_t l, BertActs& acts, Tensor& dx, BertLora& lora, const LoraRun& run,
+                               BertGrads* grads) const {
   const int64_t B = acts.B, T = acts.T, N = B * T;
   const int64_t C = cfg.hidden_size, I = cfg.intermediate_size, H = cfg.num_attention_heads;
-  XV_CHECK(dhidden.numel() == N * C, "bert backward: dhidden must be (B, T, C) = ({}, {}, {})", B, T, C);
-  Tensor dx = dhidden;  // (N, C) gradient at the current layer's output
-  dx.reshape({N, C});
   Tensor dh({N, C}), dx1({N, C}), dinter({N, I}), datt({N, C}), dqkv({N, 3 * C});
   const bool tanh_gelu = cfg.hidden_act != "gelu";
-  if (grads)
-    XV_CHECK(grads->layers.size() == layers.size() && int64_t(acts.ids.size()) == N,
-             "bert backward: full gradients need BertGrads::zeros_like(model) and the forward's ids");
-  for (int64_t l = int64_t(layers.size()) - 1; l >= 0; --l) {
-    const BertLayer& L = layers[size_t(l)];
-    BertLayerGrads* G = grads ? &grads->layers[size_t(l)] : nullptr;
-    // The parameter gradients of this layer (null: frozen, the LoRA path).
-    auto gp = [&](Tensor BertLayerGrads::*f) -> float* { return G ? (G->*f).ptr() : nullptr; };
-    BertLayerActs& A = acts.layers[size_t(l)];
-    if (acts.checkpointing) {  // recompute this layer from its kept input
-      Tensor x = A.x_in;
-      layer_forward(l, x, acts.mask, B, T, &lora, run, &A);
-    }
-    auto adapt_back = [&](int s, const Tensor& in, const float* dy, int64_t dy_stride, float* din) {
-      if (LoraAdapter* a = lora.at(l, s))
-        lora_backward(*a, in.ptr(), A.xa[size_t(s)].ptr(), A.xd[size_t(s)], run.for_adapter(l * kBertSlots + s), dy,
-                      dy_stride, N, din);
-    };
-    // x_out = LN2(h2), h2 = output.dense(inter) + x1
-    ops::layernorm_backward(A.h2.ptr(), L.ln2_g.ptr(), dx.ptr(), dh.ptr(), gp(&BertLayerGrads::ln2_g),
-                            gp(&BertLayerGrads::ln2_b), N, C, cfg.layer_norm_eps);
-    ops::linear_backward(A.inter.ptr(), L.o_w.ptr(), dh.ptr(), dinter.ptr(), gp(&BertLayerGrads::o_w),
-                         gp(&BertLayerGrads::o_b), N, I, C);
-    adapt_back(kOut, A.inter, dh.ptr(), C, dinter.ptr());
-    if (tanh_gelu) ops::gelu_tanh_backward(A.inter_pre.ptr(), dinter.ptr(), dinter.ptr(), N * I);
-    else ops::gelu_erf_backward(A.inter_pre.ptr(), dinter.ptr(), dinter.ptr(), N * I);
-    // x1 feeds intermediate.dense and the residual into h2.
-    ops::linear_backward(A.x1.ptr(), L.i_w.ptr(), dinter.ptr(), dx1.ptr(), gp(&BertLayerGrads::i_w),
-                         gp(&BertLayerGrads::i_b), N, C, I);
-    adapt_back(kInter, A.x1, dinter.ptr(), I, dx1.ptr());
-    ops::add_inplace(dx1.ptr(), dh.ptr(), N * C);
-    // x1 = LN1(h1), h1 = attention.output.dense(att) + x_in
-    ops::layernorm_backward(A.h1.ptr(), L.ln1_g.ptr(), dx1.ptr(), dh.ptr(), gp(&BertLayerGrads::ln1_g),
-                            gp(&BertLayerGrads::ln1_b), N, C, cfg.layer_norm_eps);
-    ops::linear_backward(A.att.ptr(), L.ao_w.ptr(), dh.ptr(), datt.ptr(), gp(&BertLayerGrads::ao_w),
-                         gp(&BertLayerGrads::ao_b), N, C, C);
-    adapt_back(kAttnOut, A.att, dh.ptr(), C, datt.ptr());
-    ops::AttentionBackwardParams bp;
-    bp.fwd = bert_attention(A.qkv.ptr(), nullptr, acts.mask, B, T, C, H);
-    bp.dout = datt.ptr(), bp.dout_stride = C;
-    bp.dq = dqkv.ptr(), bp.dk = dqkv.ptr() + C, bp.dv = dqkv.ptr() + 2 * C;
-    bp.dq_stride = bp.dk_stride = bp.dv_stride = 3 * C;
-    ops::attention_backward(bp);
-    // x_in feeds the fused qkv projection and the residual into h1. Below layer 0 lie the embeddings: frozen
-    // (no input gradient is needed there, only the adapters' own) unless full gradients are requested.
-    float* dxin = l > 0 || grads ? dx.ptr() : nullptr;
-    if (dxin || G)
-      ops::linear_backward(A.x_in.ptr(), L.qkv_w.ptr(), dqkv.ptr(), dxin, gp(&BertLayerGrads::qkv_w),
-                           gp(&BertLayerGrads::qkv_b), N, C, 3 * C);
-    adapt_back(kQuery, A.x_in, dqkv.ptr(), 3 * C, dxin);
-    adapt_back(kKey, A.x_in, dqkv.ptr() + C, 3 * C, dxin);
-    adapt_back(kValue, A.x_in, dqkv.ptr() + 2 * C, 3 * C, dxin);
-    if (dxin) ops::add_inplace(dxin, dh.ptr(), N * C);
-    if (acts.checkpointing) A = BertLayerActs{};  // free the recomputed activations
+  const BertLayer& L = layers[size_t(l)];
+  BertLayerGrads* G = grads ? &grads->layers[size_t(l)] : nullptr;
+  // The parameter gradients of this layer (null: frozen, the LoRA path).
+  auto gp = [&](Tensor BertLayerGrads::*f) -> float* { return G ? (G->*f).ptr() : nullptr; };
+  BertLayerActs& A = acts.layers[size_t(l)];
+  if (acts.checkpointing) {  // recompute this layer from its kept input
+    Tensor x = A.x_in;
+    layer_forward(l, x, acts.mask, B, T, &lora, run, &A);
   }
-  if (!grads) return;  // the embeddings are frozen: nothing below the first layer needs a gradient
+  auto adapt_back = [&](int s, const Tensor& in, const float* dy, int64_t dy_stride, float* din) {
+    if (LoraAdapter* a = lora.at(l, s))
+      lora_backward(*a, in.ptr(), A.xa[size_t(s)].ptr(), A.xd[size_t(s)], run.for_adapter(l * kBertSlots + s), dy,
+                    dy_stride, N, din);
+  };
+  // x_out = LN2(h2), h2 = output.dense(inter) + x1
+  ops::layernorm_backward(A.h2.ptr(), L.ln2_g.ptr(), dx.ptr(), dh.ptr(), gp(&BertLayerGrads::ln2_g),
+                          gp(&BertLayerGrads::ln2_b), N, C, cfg.layer_norm_eps);
+  ops::linear_backward(A.inter.ptr(), L.o_w.ptr(), dh.ptr(), dinter.ptr(), gp(&BertLayerGrads::o_w),
+                       gp(&BertLayerGrads::o_b), N, I, C);
+  adapt_back(kOut, A.inter, dh.ptr(), C, dinter.ptr());
+  if (tanh_gelu) ops::gelu_tanh_backward(A.inter_pre.ptr(), dinter.ptr(), dinter.ptr(), N * I);
+  else ops::gelu_erf_backward(A.inter_pre.ptr(), dinter.ptr(), dinter.ptr(), N * I);
+  // x1 feeds intermediate.dense and the residual into h2.
+  ops::linear_backward(A.x1.ptr(), L.i_w.ptr(), dinter.ptr(), dx1.ptr(), gp(&BertLayerGrads::i_w),
+                       gp(&BertLayerGrads::i_b), N, C, I);
+  adapt_back(kInter, A.x1, dinter.ptr(), I, dx1.ptr());
+  ops::add_inplace(dx1.ptr(), dh.ptr(), N * C);
+  // x1 = LN1(h1), h1 = attention.output.dense(att) + x_in
+  ops::layernorm_backward(A.h1.ptr(), L.ln1_g.ptr(), dx1.ptr(), dh.ptr(), gp(&BertLayerGrads::ln1_g),
+                          gp(&BertLayerGrads::ln1_b), N, C, cfg.layer_norm_eps);
+  ops::linear_backward(A.att.ptr(), L.ao_w.ptr(), dh.ptr(), datt.ptr(), gp(&BertLayerGrads::ao_w),
+                       gp(&BertLayerGrads::ao_b), N, C, C);
+  adapt_back(kAttnOut, A.att, dh.ptr(), C, datt.ptr());
+  ops::AttentionBackwardParams bp;
+  bp.fwd = bert_attention(A.qkv.ptr(), nullptr, acts.mask, B, T, C, H);
+  bp.dout = datt.ptr(), bp.dout_stride = C;
+  bp.dq = dqkv.ptr(), bp.dk = dqkv.ptr() + C, bp.dv = dqkv.ptr() + 2 * C;
+  bp.dq_stride = bp.dk_stride = bp.dv_stride = 3 * C;
+  ops::attention_backward(bp);
+  // x_in feeds the fused qkv projection and the residual into h1. Below layer 0 lie the embeddings: frozen
+  // (no input gradient is needed there, only the adapters' own) unless full gradients are requested.
+  float* dxin = l > 0 || grads ? dx.ptr() : nullptr;
+  if (dxin || G)
+    ops::linear_backward(A.x_in.ptr(), L.qkv_w.ptr(), dqkv.ptr(), dxin, gp(&BertLayerGrads::qkv_w),
+                         gp(&BertLayerGrads::qkv_b), N, C, 3 * C);
+  adapt_back(kQuery, A.x_in, dqkv.ptr(), 3 * C, dxin);
+  adapt_back(kKey, A.x_in, dqkv.ptr() + C, 3 * C, dxin);
+  adapt_back(kValue, A.x_in, dqkv.ptr() + 2 * C, 3 * C, dxin);
+  if (dxin) ops::add_inplace(dxin, dh.ptr(), N * C);
+  if (acts.checkpointing) A = BertLayerActs{};  // free the recomputed activations
+}
+
+void BertModel::embeddings_backward(const BertActs& acts, const Tensor& dx, BertGrads& grads) const {
+  const int64_t B = acts.B, T = acts.T, N = B * T, C = cfg.hidden_size;
   // dx: the gradient at the embedding LayerNorm's output. x = LN(word[id] + type[0] + pos[t]).
   const Tensor xe = embed_sum(acts.ids, B, T);
   Tensor de({N, C});
-  ops::layernorm_backward(xe.ptr(), emb_ln_g.ptr(), dx.ptr(), de.ptr(), grads->emb_ln_g.ptr(), grads->emb_ln_b.ptr(),
+  ops::layernorm_backward(xe.ptr(), emb_ln_g.ptr(), dx.ptr(), de.ptr(), grads.emb_ln_g.ptr(), grads.emb_ln_b.ptr(),
                           N, C, cfg.layer_norm_eps);
-  ops::embedding_backward(acts.ids.data(), de.ptr(), grads->word_emb.ptr(), N, C);
+  ops::embedding_backward(acts.ids.data(), de.ptr(), grads.word_emb.ptr(), N, C);
   // Position t and token type 0: summed over rows in a fixed order (deterministic).
-  float* dpos = grads->pos_emb.ptr();
-  float* dtype0 = grads->type_emb.ptr();
+  float* dpos = grads.pos_emb.ptr();
+  float* dtype0 = grads.type_emb.ptr();
   for (int64_t r = 0; r < N; ++r) {
     const float* d = de.ptr() + r * C;
     float* dp = dpos + (r % T) * C;
     for (int64_t c = 0; c < C; ++c) dp[c] += d[c], dtype0[c] += d[c];
   }
+}
+
+void BertModel::backward(BertActs& acts, const Tensor& dhidden, BertLora& lora, const LoraRun& run,
+                         BertGrads* grads) const {
+  const int64_t B = acts.B, T = acts.T, N = B * T, C = cfg.hidden_size;
+  XV_CHECK(dhidden.numel() == N * C, "bert backward: dhidden must be (B, T, C) = ({}, {}, {})", B, T, C);
+  Tensor dx = dhidden;  // (N, C) gradient at the current layer's output
+  dx.reshape({N, C});
+  if (grads)
+    XV_CHECK(grads->layers.size() == layers.size() && int64_t(acts.ids.size()) == N,
+             "bert backward: full gradients need BertGrads::zeros_like(model) and the forward's ids");
+  for (int64_t l = int64_t(layers.size()) - 1; l >= 0; --l) layer_backward(l, acts, dx, lora, run, grads);
+  // Without full gradients the embeddings are frozen: nothing below the first layer needs a gradient.
+  if (grads) embeddings_backward(acts, dx, *grads);
 }
 
 Tensor mean_pool(const Tensor& hidden, const std::vector<float>& mask, int64_t B, int64_t T) {

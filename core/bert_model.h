@@ -115,6 +115,12 @@ struct BertModel {
   Tensor embed(const std::vector<int32_t>& ids, int64_t B, int64_t T) const;
   // The LayerNorm input: word + token type 0 + position, (B*T, C).
   Tensor embed_sum(const std::vector<int32_t>& ids, int64_t B, int64_t T) const;
+  // Layer l's part of backward: dx (N, C), the gradient at its output, becomes the gradient at its input
+  // (left as it was below layer 0 without `grads`: nothing there needs it).
+  void layer_backward(int64_t l, BertActs& acts, Tensor& dx, BertLora& lora, const LoraRun& run,
+                      BertGrads* grads) const;
+  // dx (N, C) at the embedding LayerNorm's output -> the embeddings' gradients (full fine-tuning).
+  void embeddings_backward(const BertActs& acts, const Tensor& dx, BertGrads& grads) const;
   // Layer l on x (B*T, C), in place; fills `acts` when given.
   void layer_forward(int64_t l, Tensor& x, const std::vector<float>& mask, int64_t B, int64_t T,
                      const BertLora* lora, const LoraRun& run, BertLayerActs* acts) const;

@@ -13,6 +13,7 @@
 
 #include "core/lora.h"
 #include "core/tensor.h"
+#include "core/weight_units.h"
 
 namespace xv {
 
@@ -65,6 +66,11 @@ class KdModel {
   virtual const std::string& arch() const = 0;
   virtual int64_t dim() const = 0;
   virtual std::vector<TrainableTensor> trainable() = 0;
+  // The frozen base weights as units (core/weight_units.h), in the order a step uses them; empty when nothing
+  // is frozen (trainable 'full'). forward_backward brackets their use with `access` once it is set; the
+  // teacher pass and the student passes share one acquire of each unit. Only forward_backward honours it.
+  virtual std::vector<WeightUnit> frozen_units() { return {}; }
+  virtual void set_unit_access(UnitAccess* access) { (void)access; }
   virtual void zero_grad() = 0;
   // The per-pair work of a step that needs no weights (tokenizing, decoding and preprocessing the image),
   // done ahead by the data reader's worker threads. Thread-safe (const); may throw xv::Error.

@@ -161,23 +161,21 @@ std::string corpus_teacher_model(const PairSource& src) {
   return c ? c->teacher_model() : "";
 }
 
-std::vector<int64_t> rank_sequence(const PairSource& src, const StreamOptions& o, int64_t epoch) {
-  const int64_t P = src.size(), per_rank = P / o.world;
-  const std::vector<int64_t> perm = epoch_permutation(P, o.seed, epoch);
-  std::vector<int64_t> seq(static_cast<size_t>(per_rank));
-  for (int64_t k = 0; k < per_rank; ++k) seq[size_t(k)] = perm[size_t(o.rank + k * o.world)];
+std::vector<int64_t> epoch_sequence(const PairSource& src, const StreamOptions& o, int64_t epoch) {
+  const int64_t P = src.size();
+  std::vector<int64_t> seq = epoch_permutation(P, o.seed, epoch);
   if (o.bucket_window <= 1) return seq;
   // Length bucketing: within each window, pairs of similar length end up in the same group (micro-batch),
   // and the groups' order is shuffled so that short and long batches alternate.
   const int64_t W = o.bucket_window, G = std::max<int64_t>(1, o.bucket_batch);
-  for (int64_t w0 = 0; w0 < per_rank; w0 += W) {
-    const int64_t w1 = std::min(per_rank, w0 + W);
+  for (int64_t w0 = 0; w0 < P; w0 += W) {
+    const int64_t w1 = std::min(P, w0 + W);
     std::stable_sort(seq.begin() + w0, seq.begin() + w1,
                      [&](int64_t a, int64_t b) { return src.length(a) < src.length(b); });
     const int64_t groups = (w1 - w0 + G - 1) / G;
     std::vector<int64_t> order(static_cast<size_t>(groups));
     std::iota(order.begin(), order.end(), 0);
-    uint64_t st = o.seed ^ (uint64_t(epoch) * 0x9e3779b97f4a7c15ull) ^ (uint64_t(w0) << 20) ^ uint64_t(o.rank);
+    uint64_t st = o.seed ^ (uint64_t(epoch) * 0x9e3779b97f4a7c15ull) ^ (uint64_t(w0) << 20);
     for (int64_t i = groups - 1; i > 0; --i) std::swap(order[size_t(i)], order[splitmix64(st) % uint64_t(i + 1)]);
     std::vector<int64_t> win;
     for (int64_t g : order)
@@ -226,14 +224,17 @@ struct PairStream::Impl {
     }
   }
 
-  void run_io(StreamPosition p, int64_t per_rank) {
-    std::vector<int64_t> seq = rank_sequence(*src, o, p.epoch);
-    for (int64_t n = 0;; ++n) {
-      if (p.index >= per_rank) {
-        ++p.epoch, p.index = 0;
-        seq = rank_sequence(*src, o, p.epoch);
-      }
-      const int64_t k = std::min(o.chunk, per_rank - p.index);
+  // Reads this rank's blocks of the global stream from global offset `g` (epoch * P + index) on.
+  void run_io(int64_t g) {
+    const int64_t P = src->size(), b = o.block, n = o.world;
+    int64_t seq_epoch = -1;
+    std::vector<int64_t> seq;
+    int64_t left = b;  // pairs of this rank's current block still to read
+    g += o.rank * b;   // the first block of this rank
+    for (int64_t c = 0;; ++c) {
+      const int64_t epoch = g / P, index = g % P;
+      if (epoch != seq_epoch) seq = epoch_sequence(*src, o, epoch), seq_epoch = epoch;
+      const int64_t k = std::min({o.chunk, left, P - index});
       {
         std::unique_lock lk(m);
         cv_space.wait(lk, [&] { return stop || in_flight == 0 || in_flight + k <= o.prefetch; });
@@ -242,20 +243,21 @@ struct PairStream::Impl {
       }
       auto it = std::make_unique<Item>();
       try {
-        it->pairs = src->fetch(std::vector<int64_t>(seq.begin() + p.index, seq.begin() + p.index + k));
+        it->pairs = src->fetch(std::vector<int64_t>(seq.begin() + index, seq.begin() + index + k));
       } catch (const std::exception& e) {
         it->fatal = std::make_exception_ptr(Error(fmt::format("reading {}: {}", src->path(), e.what())));
       }
-      p.index += k;
+      g += k, left -= k;
+      if (left == 0) g += (n - 1) * b, left = b;  // skip the other ranks' blocks
       const bool fatal = bool(it->fatal);
       if (workers.empty() || fatal) {
         if (!fatal) prepare_item(*it);
         std::lock_guard lk(m);
-        done[n] = std::move(it);
+        done[c] = std::move(it);
         cv_done.notify_all();
       } else {
         std::lock_guard lk(m);
-        work.emplace_back(n, std::move(it));
+        work.emplace_back(c, std::move(it));
         cv_work.notify_one();
       }
       if (fatal) return;
@@ -283,15 +285,17 @@ struct PairStream::Impl {
 PairStream::PairStream(std::shared_ptr<PairSource> src, const StreamOptions& o, StreamPosition start)
     : impl_(std::make_unique<Impl>()) {
   XV_CHECK(o.world >= 1 && o.rank >= 0 && o.rank < o.world, "data stream: rank {} of {} ranks", o.rank, o.world);
-  XV_CHECK(o.prefetch >= 1 && o.chunk >= 1 && o.workers >= 0, "data stream: prefetch, chunk >= 1 and workers >= 0");
-  per_rank_ = src->size() / o.world;
-  XV_CHECK(per_rank_ >= 1, "{}: {} pairs cannot feed {} ranks", src->path(), src->size(), o.world);
-  if (start.index >= per_rank_) start.epoch += start.index / per_rank_, start.index %= per_rank_;
-  pos_ = start;
+  XV_CHECK(o.prefetch >= 1 && o.chunk >= 1 && o.workers >= 0 && o.block >= 1,
+           "data stream: prefetch, chunk, block >= 1 and workers >= 0");
+  P_ = src->size();
+  XV_CHECK(P_ >= 1, "{}: no pairs", src->path());
+  XV_CHECK(start.epoch >= 0 && start.index >= 0, "data stream: position (epoch {}, index {})", start.epoch,
+           start.index);
+  start_ = start.epoch * P_ + start.index;
   impl_->src = std::move(src);
   impl_->o = o;
   for (int w = 0; w < o.workers; ++w) impl_->workers.emplace_back([this] { impl_->run_worker(); });
-  impl_->io = std::thread([this, start] { impl_->run_io(start, per_rank_); });
+  impl_->io = std::thread([this, g = start_] { impl_->run_io(g); });
 }
 
 PairStream::~PairStream() {
@@ -326,8 +330,14 @@ TrainPair PairStream::next() {
   if (s.cur->errors[i]) std::rethrow_exception(s.cur->errors[i]);
   ++s.cur_pos;
   TrainPair p = std::move(s.cur->pairs[i]);
-  if (++pos_.index >= per_rank_) ++pos_.epoch, pos_.index = 0;
+  ++returned_;
   return p;
+}
+
+StreamPosition PairStream::position() const {
+  const int64_t b = impl_->o.block, n = impl_->o.world;
+  const int64_t g = start_ + (returned_ / b) * n * b + returned_ % b;
+  return {g / P_, g % P_};
 }
 
 }  // namespace xv

@@ -7,8 +7,11 @@
 // with length bucketing, of the pairs' lengths: a stream opened at a position yields exactly what an
 // uninterrupted stream yields from there, which is what makes `train --resume` bit-identical.
 //
-// Rank r of n reads pairs perm[r], perm[r+n], ... of each epoch's permutation, floor(P/n) of them (the last
-// P mod n pairs of the permutation are left out of that epoch, so every rank makes the same number of steps).
+// The epochs' sequences, one after another, form one global stream. It is dealt to the ranks in blocks of
+// `block` pairs (a micro-batch), counted from the position the stream starts at: rank r of n reads blocks
+// r, r+n, r+2n, ... So the pairs of global micro-batch j do not depend on the number of ranks, only on who
+// reads them: n ranks with grad_accum a see, step for step, the pairs one process with grad_accum n*a sees,
+// which is what makes distributed training equal to one process and lets a run resume at another world size.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -55,6 +58,7 @@ std::string corpus_teacher_model(const PairSource& src);
 struct StreamOptions {
   uint64_t seed = 0;
   int64_t rank = 0, world = 1;
+  int64_t block = 1;          // pairs per block dealt to a rank (the micro-batch)
   int workers = 2;            // preparing threads (0: prepare on the I/O thread)
   int64_t prefetch = 256;     // pairs read or prepared ahead, at most
   int64_t chunk = 16;         // pairs per unit of work
@@ -64,13 +68,14 @@ struct StreamOptions {
   std::function<std::shared_ptr<const PreparedInputs>(const TrainPair&)> prepare;  // may be empty
 };
 
+// A place in the global stream.
 struct StreamPosition {
   int64_t epoch = 0;
-  int64_t index = 0;  // pairs of this rank's sequence for `epoch` already returned
+  int64_t index = 0;  // pairs of `epoch`'s sequence before it
 };
 
-// This rank's order of pair rows for one epoch.
-std::vector<int64_t> rank_sequence(const PairSource& src, const StreamOptions& o, int64_t epoch);
+// The order of pair rows for one epoch (the permutation, then length bucketing): the same for every rank.
+std::vector<int64_t> epoch_sequence(const PairSource& src, const StreamOptions& o, int64_t epoch);
 
 class PairStream {
  public:
@@ -81,14 +86,16 @@ class PairStream {
 
   // The next pair (prepared); rethrows, as xv::Error naming the pair, what failed reading or preparing it.
   TrainPair next();
-  StreamPosition position() const { return pos_; }  // of the pair next() returns next
-  int64_t epoch_size() const { return per_rank_; }  // pairs per epoch of this rank
+  // Where the global stream stands once every rank has read as many pairs as this one: with one rank, the
+  // place of the pair next() returns next; at a step boundary (whole blocks read), the same on every rank.
+  StreamPosition position() const;
 
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
-  StreamPosition pos_;
-  int64_t per_rank_ = 0;
+  int64_t start_ = 0;     // global offset (epoch * P + index) the stream started at
+  int64_t returned_ = 0;  // pairs this rank returned
+  int64_t P_ = 0;
 };
 
 }  // namespace xv

@@ -91,27 +91,37 @@ TEST(CorpusStream, OrderIsThePermutationWhateverTheWorkers) {
   fs::remove_all(dir);
 }
 
-TEST(CorpusStream, RanksPartitionEachEpoch) {
+// The global stream (every epoch's sequence in turn) is dealt in blocks: rank r of n reads blocks r, r+n, ...
+// Together the ranks read exactly what one rank reads, across the end of an epoch too.
+TEST(CorpusStream, RanksDealBlocksOfTheGlobalStream) {
   const std::string dir = tmp_dir("ranks");
   auto src = std::shared_ptr<xv::PairSource>(xv::open_pair_source(write_synthetic(dir, 37)));
-  for (int64_t world : {2, 3}) {
-    std::set<int64_t> seen;
-    const auto perm = xv::epoch_permutation(37, 1, 0);
-    for (int64_t r = 0; r < world; ++r) {
-      xv::StreamOptions o;
-      o.seed = 1;
-      o.rank = r;
-      o.world = world;
-      xv::PairStream s(src, o);
-      ASSERT_EQ(s.epoch_size(), 37 / world);
-      const auto got = take(s, 37 / world);
-      for (size_t k = 0; k < got.size(); ++k) {
-        EXPECT_EQ(got[k], perm[size_t(r) + k * size_t(world)]);  // the strided slice
-        EXPECT_TRUE(seen.insert(got[k]).second) << "pair " << got[k] << " read by two ranks";
+  std::vector<int64_t> global = xv::epoch_permutation(37, 1, 0);
+  const auto e1 = xv::epoch_permutation(37, 1, 1);
+  global.insert(global.end(), e1.begin(), e1.end());
+  for (int64_t world : {1, 2, 3})
+    for (int64_t block : {1, 3, 4}) {
+      const int64_t blocks = 60 / block / world;  // per rank: well into the second epoch
+      for (int64_t r = 0; r < world; ++r) {
+        xv::StreamOptions o;
+        o.seed = 1;
+        o.rank = r;
+        o.world = world;
+        o.block = block;
+        o.chunk = 2;
+        xv::PairStream s(src, o);
+        const auto got = take(s, blocks * block);
+        for (int64_t k = 0; k < blocks * block; ++k) {
+          const int64_t j = (k / block) * world + r;  // the global block
+          ASSERT_EQ(got[size_t(k)], global[size_t(j * block + k % block)])
+              << "world " << world << " block " << block << " rank " << r << " pair " << k;
+        }
+        // At a block boundary every rank reports the same global position.
+        const int64_t g = blocks * block * world;
+        EXPECT_EQ(s.position().epoch, g / 37);
+        EXPECT_EQ(s.position().index, g % 37);
       }
     }
-    EXPECT_EQ(int64_t(seen.size()), (37 / world) * world);
-  }
   fs::remove_all(dir);
 }
 
@@ -125,17 +135,19 @@ TEST(CorpusStream, ResumeContinuesExactly) {
         o.seed = 3;
         o.rank = r;
         o.world = world;
+        o.block = world == 1 ? 1 : 2;
         o.bucket_window = window;
         o.bucket_batch = 2;
         o.workers = 2;
         o.prefetch = 7;
-        const int64_t per = 29 / world, total = 3 * per + 5;
+        const int64_t total = (3 * 29 / world + 6) / 2 * 2;
         std::vector<int64_t> straight;
         {
           xv::PairStream s(src, o);
           straight = take(s, total);
         }
-        for (int64_t cut : {int64_t(1), per - 1, per, 2 * per + 3}) {
+        // Cuts at block boundaries (where a checkpoint is taken), across the end of the epochs too.
+        for (int64_t cut : {int64_t(2), int64_t(14), int64_t(16), int64_t(30), total - 2}) {
           xv::StreamPosition pos;
           std::vector<int64_t> got;
           {
@@ -149,6 +161,36 @@ TEST(CorpusStream, ResumeContinuesExactly) {
           EXPECT_EQ(got, straight) << "world " << world << " rank " << r << " window " << window << " cut " << cut;
         }
       }
+  // A position taken at world 2 continues at world 3 (and 1) with the same global stream.
+  {
+    auto dealt = [&](int64_t world, xv::StreamPosition start, int64_t blocks_per_rank) {
+      std::vector<std::vector<int64_t>> per(static_cast<size_t>(world));
+      for (int64_t r = 0; r < world; ++r) {
+        xv::StreamOptions o;
+        o.seed = 3, o.rank = r, o.world = world, o.block = 2;
+        xv::PairStream s(src, o, start);
+        per[size_t(r)] = take(s, blocks_per_rank * 2);
+      }
+      std::vector<int64_t> g;  // interleaved back into global order
+      for (int64_t k = 0; k < blocks_per_rank; ++k)
+        for (int64_t r = 0; r < world; ++r) g.insert(g.end(), per[size_t(r)].begin() + k * 2, per[size_t(r)].begin() + k * 2 + 2);
+      return g;
+    };
+    const auto one = dealt(1, {}, 36);
+    xv::StreamPosition mid;
+    {
+      xv::StreamOptions o;
+      o.seed = 3, o.rank = 1, o.world = 2, o.block = 2;
+      xv::PairStream s(src, o);
+      take(s, 6 * 2);
+      mid = s.position();  // 24 pairs of the global stream
+    }
+    EXPECT_EQ(mid.epoch * 29 + mid.index, 24);
+    auto two_then_three = dealt(2, {}, 6);
+    const auto rest = dealt(3, mid, 8);
+    two_then_three.insert(two_then_three.end(), rest.begin(), rest.end());
+    EXPECT_EQ(two_then_three, std::vector<int64_t>(one.begin(), one.begin() + 72));
+  }
   fs::remove_all(dir);
 }
 
@@ -159,7 +201,7 @@ TEST(CorpusStream, BucketingGroupsSimilarLengthsAndKeepsTheEpoch) {
   o.seed = 5;
   o.bucket_window = 16;
   o.bucket_batch = 4;
-  const auto seq = xv::rank_sequence(*src, o, 0);
+  const auto seq = xv::epoch_sequence(*src, o, 0);
   std::vector<int64_t> sorted = seq, perm = xv::epoch_permutation(64, 5, 0);
   std::sort(sorted.begin(), sorted.end());
   std::sort(perm.begin(), perm.end());
@@ -179,8 +221,8 @@ TEST(CorpusStream, BucketingGroupsSimilarLengthsAndKeepsTheEpoch) {
     }
   }
   EXPECT_LT(group_spread, window_spread);
-  EXPECT_EQ(seq, xv::rank_sequence(*src, o, 0));       // deterministic
-  EXPECT_NE(seq, xv::rank_sequence(*src, o, 1));       // and a new order each epoch
+  EXPECT_EQ(seq, xv::epoch_sequence(*src, o, 0));       // deterministic
+  EXPECT_NE(seq, xv::epoch_sequence(*src, o, 1));       // and a new order each epoch
   fs::remove_all(dir);
 }
 
@@ -205,9 +247,9 @@ TEST(CorpusStream, ErrorsNameThePair) {
     EXPECT_NE(m.find("synthetic.h5 pair " + std::to_string(bad)), std::string::npos) << m;
     EXPECT_NE(m.find("cannot prepare this one"), std::string::npos) << m;
   }
-  // More ranks than pairs, and a missing file.
+  // A bad block size, and a missing file.
   xv::StreamOptions o3;
-  o3.world = 21;
+  o3.block = 0;
   EXPECT_THROW(xv::PairStream(src, o3), xv::Error);
   EXPECT_THROW(xv::open_pair_source(dir + "/missing.h5"), xv::Error);
   fs::remove_all(dir);

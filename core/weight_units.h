@@ -1,0 +1,38 @@
+// The frozen base weights of a model, grouped into units (the embeddings, each layer, ...) that a sharding
+// wrapper outside the model (parallel/fsdp.h) may hold elsewhere between uses. The model brackets every use
+// of a unit's tensors with UnitAccess::acquire / release and says which unit it will use next, so the wrapper
+// can fetch that one while this one computes. Without a UnitAccess the tensors simply stay where they are.
+//
+// Between release(u) and the next acquire(u) the wrapper may empty the unit's tensors (their data vectors);
+// their shapes stay.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace xv {
+
+struct WeightUnit {
+  std::string name;              // "embeddings", "layer.3", "vision.group.1", "projector", ...
+  std::vector<Tensor*> tensors;  // in a fixed order (the unit's flat layout)
+};
+
+class UnitAccess {
+ public:
+  virtual ~UnitAccess() = default;
+  // Before the model reads unit `u`; `next` is the unit it will read after this one (-1: none), to prefetch.
+  virtual void acquire(int u, int next) = 0;
+  // The model is done with unit `u` until it acquires it again.
+  virtual void release(int u) = 0;
+};
+
+// Brackets in model code: no-ops without a UnitAccess.
+inline void unit_acquire(UnitAccess* a, int u, int next) {
+  if (a) a->acquire(u, next);
+}
+inline void unit_release(UnitAccess* a, int u) {
+  if (a) a->release(u);
+}
+
+}  // namespace xv
