@@ -50,54 +50,31 @@ std::string latest_checkpoint(const std::string& output_dir) {
   return all.empty() ? "" : all.back();
 }
 
-std::string save_checkpoint(const std::string& output_dir, const TrainState& st,
-                            const std::vector<TrainableTensor>& trainable, AdamW& opt, const std::string& config_yaml,
-                            int64_t keep) {
-  const fs::path root = fs::path(output_dir) / "checkpoints";
-  const std::string dst = (root / ("step-" + std::to_string(st.step))).string();
-  auto& refs = opt.params();
-  XV_CHECK(refs.size() == trainable.size(), "checkpoint: the optimizer holds {} tensors, the model {}", refs.size(),
-           trainable.size());
-  {
-    StagingDir stage(dst);
-    std::vector<NamedTensor> values, moments;
-    std::vector<std::string> names;  // keeps the moment names alive
-    names.reserve(2 * trainable.size());
-    for (size_t i = 0; i < trainable.size(); ++i) {
-      XV_CHECK(refs[i].param == trainable[i].value, "checkpoint: optimizer tensor {} is not {}", i, trainable[i].name);
-      values.push_back({trainable[i].name, trainable[i].value});
-      names.push_back(trainable[i].name + ".exp_avg");
-      names.push_back(trainable[i].name + ".exp_avg_sq");
-    }
-    for (size_t i = 0; i < trainable.size(); ++i) {
-      moments.push_back({names[2 * i], &refs[i].m});
-      moments.push_back({names[2 * i + 1], &refs[i].v});
-    }
-    write_safetensors(stage.file("trainable.safetensors"), values, DType::F32, {{"format", "pt"}});
-    write_safetensors(stage.file("optimizer.safetensors"), moments, DType::F32);
-    json s = {{"format", "xvlm2vec checkpoint"},
-              {"version", 1},
-              {"step", st.step},
-              {"adamw_step", opt.steps()},
-              {"epoch", st.epoch},
-              {"index", st.index},
-              {"total_steps", st.total_steps},
-              {"num_pairs", st.num_pairs},
-              {"data_fingerprint", st.data_fingerprint},
-              // No generator state to save: every draw is a function of the seed and the position.
-              {"rng", {{"seed", st.seed},
-                       {"permutation", "splitmix64 Fisher-Yates of (seed, epoch)"},
-                       {"dropout", "splitmix64 of (seed, step, micro-batch)"}}}};
-    write_file_atomic(stage.file("config.yaml"), config_yaml);
-    write_file_atomic(stage.file("state.json"), s.dump(1) + "\n");
-    stage.commit();
-  }
+std::string checkpoint_state_json(const TrainState& st, int64_t adamw_steps) {
+  json s = {{"format", "xvlm2vec checkpoint"},
+            {"version", 2},
+            {"step", st.step},
+            {"adamw_step", adamw_steps},
+            {"epoch", st.epoch},
+            {"index", st.index},
+            {"total_steps", st.total_steps},
+            {"num_pairs", st.num_pairs},
+            {"world", st.world},
+            {"grad_accum", st.grad_accum},
+            {"data_fingerprint", st.data_fingerprint},
+            // No generator state to save: every draw is a function of the seed and the position.
+            {"rng", {{"seed", st.seed},
+                     {"permutation", "splitmix64 Fisher-Yates of (seed, epoch)"},
+                     {"dropout", "splitmix64 of (seed, step, global micro-batch)"}}}};
+  return s.dump(1) + "\n";
+}
+
+void prune_checkpoints(const std::string& output_dir, int64_t keep) {
   auto all = list_checkpoints(output_dir);
   for (size_t i = 0; i + size_t(std::max<int64_t>(1, keep)) < all.size(); ++i) {
     std::error_code ec;
     fs::remove_all(all[i], ec);
   }
-  return dst;
 }
 
 TrainState read_checkpoint_state(const std::string& dir) {
@@ -111,6 +88,9 @@ TrainState read_checkpoint_state(const std::string& dir) {
   st.index = get_int(j, "index", file);
   st.total_steps = get_int(j, "total_steps", file);
   st.num_pairs = get_int(j, "num_pairs", file);
+  if (j.contains("world")) st.world = get_int(j, "world", file);
+  if (j.contains("grad_accum")) st.grad_accum = get_int(j, "grad_accum", file);
+  XV_CHECK(st.world >= 1 && st.grad_accum >= 0, "{}: fields 'world' and 'grad_accum' must be >= 1 and >= 0", file);
   XV_CHECK(j.contains("rng") && j["rng"].is_object() && j["rng"].contains("seed") &&
                j["rng"]["seed"].is_number_unsigned(),
            "{}: field 'rng.seed' must be a non-negative integer", file);
@@ -135,22 +115,15 @@ void load_trainable(const std::string& path, const std::vector<TrainableTensor>&
            ws.names().size(), trainable.size());
 }
 
-void load_checkpoint(const std::string& dir, const std::vector<TrainableTensor>& trainable, AdamW* opt) {
+void load_checkpoint(const std::string& dir, const std::vector<TrainableTensor>& trainable) {
   load_trainable((fs::path(dir) / "trainable.safetensors").string(), trainable);
-  if (!opt) return;
-  const std::string file = (fs::path(dir) / "optimizer.safetensors").string();
-  auto ws = WeightStore::open_file(file);
-  auto& refs = opt->params();
-  XV_CHECK(refs.size() == trainable.size(), "checkpoint: the optimizer holds {} tensors, the model {}", refs.size(),
-           trainable.size());
-  for (size_t i = 0; i < refs.size(); ++i) {
-    refs[i].m = ws.get(trainable[i].name + ".exp_avg", refs[i].param->shape);
-    refs[i].v = ws.get(trainable[i].name + ".exp_avg_sq", refs[i].param->shape);
-  }
+}
+
+int64_t read_checkpoint_adamw_steps(const std::string& dir) {
   const std::string sfile = (fs::path(dir) / "state.json").string();
   const int64_t t = get_int(json::parse(read_file(sfile), nullptr, false), "adamw_step", sfile);
   XV_CHECK(t >= 0, "{}: field 'adamw_step' must be >= 0, found {}", sfile, t);
-  opt->set_steps(t);  // the bias corrections continue from the checkpoint's update count
+  return t;
 }
 
 }  // namespace xv

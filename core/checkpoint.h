@@ -1,6 +1,7 @@
 // Training checkpoints: output_dir/checkpoints/step-N/ holds
 //   trainable.safetensors  the trainable tensors, f32, under their saved names (PEFT names for LoRA)
-//   optimizer.safetensors  AdamW moments "<name>.exp_avg", "<name>.exp_avg_sq" (torch's names), f32
+//   manifest.json + optimizer-RRRRR-of-NNNNN.safetensors
+//                          the AdamW moments, sharded as the ranks held them (parallel/sharded_checkpoint.h)
 //   state.json             step, AdamW step, data position (epoch, index in that epoch's permutation),
 //                          the seed (every random draw derives from it and the position), data fingerprint
 //   config.yaml            the resolved config the run used
@@ -24,21 +25,23 @@ struct TrainState {
   int64_t num_pairs = 0;
   uint64_t seed = 0;
   std::string data_fingerprint;
+  int64_t world = 1;       // ranks of the run that wrote it
+  int64_t grad_accum = 0;  // micro-batches per step and rank (0: not recorded)
 };
 
-// Writes step-<st.step>; returns its path.
-std::string save_checkpoint(const std::string& output_dir, const TrainState& st,
-                            const std::vector<TrainableTensor>& trainable, AdamW& opt, const std::string& config_yaml,
-                            int64_t keep);
+// state.json's text for `st` after `adamw_steps` updates.
+std::string checkpoint_state_json(const TrainState& st, int64_t adamw_steps);
+int64_t read_checkpoint_adamw_steps(const std::string& dir);
+// Removes all but the newest `keep` complete checkpoints.
+void prune_checkpoints(const std::string& output_dir, int64_t keep);
 // The newest complete checkpoint under output_dir/checkpoints, or "" when there is none.
 std::string latest_checkpoint(const std::string& output_dir);
 // Every complete checkpoint, oldest first.
 std::vector<std::string> list_checkpoints(const std::string& output_dir);
 TrainState read_checkpoint_state(const std::string& dir);
 std::string read_checkpoint_config(const std::string& dir);  // config.yaml's text
-// Loads the trainable tensors (every one must be present with its shape, and nothing else) and, with
-// `opt`, the AdamW moments and step count.
-void load_checkpoint(const std::string& dir, const std::vector<TrainableTensor>& trainable, AdamW* opt);
+// Loads a checkpoint's trainable tensors (every one must be present with its shape, and nothing else).
+void load_checkpoint(const std::string& dir, const std::vector<TrainableTensor>& trainable);
 void load_trainable(const std::string& safetensors_path, const std::vector<TrainableTensor>& trainable);
 
 }  // namespace xv

@@ -13,30 +13,29 @@ AdamW::AdamW(std::vector<std::pair<Tensor*, Tensor*>> params, AdamWConfig cfg) :
   }
 }
 
-void AdamW::step(float lr) {
-  ++t_;
+void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, float lr, int64_t t, const AdamWConfig& cfg) {
   // torch.optim.AdamW (single-tensor path), in f32: decay first, then the moments, then the update.
   // The bias corrections are Python floats (double) there, as here.
-  const float b1 = cfg_.beta1, b2 = cfg_.beta2;
-  const double bc1 = 1.0 - std::pow(double(b1), double(t_));
-  const double bc2 = 1.0 - std::pow(double(b2), double(t_));
+  const float b1 = cfg.beta1, b2 = cfg.beta2;
+  const double bc1 = 1.0 - std::pow(double(b1), double(t));
+  const double bc2 = 1.0 - std::pow(double(b2), double(t));
   const float step_size = float(double(lr) / bc1);
   const float bc2_sqrt = float(std::sqrt(bc2));
-  for (auto& pr : params_) {
-    float* p = pr.param->ptr();
-    const float* g = pr.grad->ptr();
-    float* m = pr.m.ptr();
-    float* v = pr.v.ptr();
-    const int64_t n = pr.param->numel();
+  const float decay = 1.0f - lr * cfg.weight_decay, eps = cfg.eps;
 #pragma omp parallel for simd schedule(static)
-    for (int64_t i = 0; i < n; ++i) {
-      p[i] *= 1.0f - lr * cfg_.weight_decay;
-      m[i] = m[i] + (g[i] - m[i]) * (1.0f - b1);  // torch: exp_avg.lerp_(grad, 1 - beta1)
-      v[i] = v[i] * b2 + (1.0f - b2) * g[i] * g[i];
-      const float denom = std::sqrt(v[i]) / bc2_sqrt + cfg_.eps;
-      p[i] += -step_size * (m[i] / denom);
-    }
+  for (int64_t i = 0; i < n; ++i) {
+    p[i] *= decay;
+    m[i] = m[i] + (g[i] - m[i]) * (1.0f - b1);  // torch: exp_avg.lerp_(grad, 1 - beta1)
+    v[i] = v[i] * b2 + (1.0f - b2) * g[i] * g[i];
+    const float denom = std::sqrt(v[i]) / bc2_sqrt + eps;
+    p[i] += -step_size * (m[i] / denom);
   }
+}
+
+void AdamW::step(float lr) {
+  ++t_;
+  for (auto& pr : params_)
+    adamw_update(pr.param->ptr(), pr.grad->ptr(), pr.m.ptr(), pr.v.ptr(), pr.param->numel(), lr, t_, cfg_);
 }
 
 double clip_grad_norm(const std::vector<Tensor*>& grads, double max_norm) {

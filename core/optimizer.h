@@ -37,6 +37,10 @@ class AdamW {
   int64_t t_ = 0;
 };
 
+// The AdamW update of n elements (update number t >= 1), exactly what AdamW::step does to each tensor; for
+// flat and sharded buffers (parallel/fsdp.h).
+void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, float lr, int64_t t, const AdamWConfig& cfg);
+
 // Global L2 norm of all gradients (norm of the per-tensor norms, as torch does); when max_norm > 0 every
 // gradient is scaled by min(1, max_norm / (norm + 1e-6)). Returns the norm before clipping.
 double clip_grad_norm(const std::vector<Tensor*>& grads, double max_norm);

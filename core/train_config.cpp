@@ -61,6 +61,11 @@ const std::vector<KeySpec>& schema() {
       XV_KEY("checkpoint.every_steps", checkpoint.every_steps, false),
       XV_KEY("checkpoint.keep", checkpoint.keep, false),
       XV_KEY("log.every_steps", log.every_steps, false),
+      XV_KEY("parallel.strategy", parallel.strategy, false),
+      XV_KEY("parallel.deterministic", parallel.deterministic, false),
+      XV_KEY("parallel.replicate_trainable", parallel.replicate_trainable, false),
+      XV_KEY("parallel.prefetch", parallel.prefetch, false),
+      XV_KEY("parallel.ranks_per_node", parallel.ranks_per_node, false),
       XV_KEY("export.adapter", export_.adapter, false),
       XV_KEY("export.merged", export_.merged, false),
   };
@@ -69,7 +74,7 @@ const std::vector<KeySpec>& schema() {
 
 #undef XV_KEY
 
-const std::vector<std::string> kSections = {"data", "lora", "train", "checkpoint", "log", "export"};
+const std::vector<std::string> kSections = {"data", "lora", "train", "checkpoint", "log", "parallel", "export"};
 
 // Names people bring from Hugging Face TrainingArguments / PEFT LoraConfig.
 const std::map<std::string, std::string>& aliases() {
@@ -290,6 +295,10 @@ void validate(const TrainConfig& c, const std::map<std::string, Entry>& flat, co
   check(c.checkpoint.every_steps >= 0, "checkpoint.every_steps", ">= 0 (0: only at the end)");
   check(c.checkpoint.keep >= 1, "checkpoint.keep", ">= 1");
   check(c.log.every_steps >= 1, "log.every_steps", ">= 1");
+  check(c.parallel.strategy == "full" || c.parallel.strategy == "grad_op" || c.parallel.strategy == "none" ||
+            c.parallel.strategy == "hybrid",
+        "parallel.strategy", "full, grad_op, none or hybrid");
+  check(c.parallel.ranks_per_node >= 0, "parallel.ranks_per_node", ">= 0 (0: from the launcher)");
 }
 
 }  // namespace

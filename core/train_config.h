@@ -59,6 +59,14 @@ struct TrainConfig {
   struct Log {
     int64_t every_steps = 10;
   } log;
+  struct Parallel {  // distributed training (docs/distributed.md); ignored by a single process except `deterministic`
+    std::string strategy = "full";   // full | grad_op | none | hybrid
+    bool deterministic = false;      // the gradient is the sum of the micro-batches' gradients in global order:
+                                     // bit-equal to one process (with grad_accum * ranks) and at any world size
+    bool replicate_trainable = false;  // full/hybrid: keep the trainable parameters whole on every rank
+    bool prefetch = true;            // gather the next unit while this one computes
+    int64_t ranks_per_node = 0;      // hybrid: ranks per shard group; 0 = from the launcher (nodes)
+  } parallel;
   struct Export {
     bool adapter = true;  // output_dir/adapter: a PEFT adapter folder
     bool merged = false;  // output_dir/merged: the model with the adapters merged in

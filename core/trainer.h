@@ -19,12 +19,17 @@
 #include "core/kd_model.h"
 #include "core/train_config.h"
 
+namespace xv::par {
+class Communicator;
+}
+
 namespace xv {
 
 struct TrainOptions {
   bool resume = false;     // continue from the newest checkpoint of output_dir (start fresh when there is none)
   bool quiet = false;      // nothing on the terminal (metrics.jsonl is still written)
   int64_t stop_after = 0;  // stop after this many steps of this run, as if killed (tests); 0 = run to the end
+  par::Communicator* world = nullptr;  // the ranks training together (parallel/comm.h); null = this process alone
 };
 
 struct TrainSummary {

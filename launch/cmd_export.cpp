@@ -32,7 +32,7 @@ int run_export(const ExportArgs& a) {
   XV_CHECK(fs::is_directory(model_dir), "{}: model folder does not exist{}", model_dir,
            a.model.empty() ? " (from the checkpoint's config.yaml; give --model)" : "");
   auto model = KdModel::load(model_dir, cfg.trainable, cfg.lora_config(), uint64_t(cfg.seed));
-  load_checkpoint(ckpt, model->trainable(), nullptr);
+  load_checkpoint(ckpt, model->trainable());
   if (!a.adapter.empty()) {
     model->save_adapter(a.adapter);
     std::fprintf(stderr, "export: adapter of %s -> %s\n", ckpt.c_str(), a.adapter.c_str());

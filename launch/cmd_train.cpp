@@ -1,7 +1,16 @@
-// xvlm2vec train: self-knowledge distillation from a YAML config (docs/config.md).
+// xvlm2vec train: self-knowledge distillation from a YAML config (docs/config.md). Under mpirun or srun with
+// more than one rank, every rank runs this: MPI is started, the ranks train together (docs/distributed.md), and
+// a rank that fails ends the whole job (MPI_Abort) after printing its rank and the cause.
+#include <cstdio>
+
+#include "core/error.h"
 #include "core/train_config.h"
 #include "core/trainer.h"
 #include "launch/commands.h"
+#include "parallel/launch_env.h"
+#ifdef XV_HAVE_MPI
+#include "parallel/comm_mpi.h"
+#endif
 
 namespace xv::cli {
 
@@ -11,6 +20,7 @@ struct TrainArgs {
   std::string config;
   std::vector<std::string> sets;
   bool resume = false, quiet = false;
+  int64_t stop_after = 0;
 };
 
 }  // namespace
@@ -24,13 +34,41 @@ Runner add_train(CLI::App& app) {
       ->type_name("KEY=VALUE");
   sub->add_flag("--resume", a->resume, "Continue from the newest checkpoint in output_dir (bit-identical to an uninterrupted run)");
   sub->add_flag("--quiet", a->quiet, "No terminal output (output_dir/metrics.jsonl is still written)");
+  sub->add_option("--stop-after", a->stop_after,
+                  "Stop after this many steps of this run, as an interrupted run would (then --resume); 0 = to the end")
+      ->check(CLI::NonNegativeNumber);
   return [a] {
-    TrainConfig cfg = load_train_config(a->config, a->sets);
+    const par::LaunchEnv env = par::launch_env();
     TrainOptions opt;
     opt.resume = a->resume;
     opt.quiet = a->quiet;
-    train(cfg, opt);
-    return 0;
+    opt.stop_after = a->stop_after;
+    if (env.world == 1) {
+      train(load_train_config(a->config, a->sets), opt);
+      return 0;
+    }
+#ifdef XV_HAVE_MPI
+    // Every rank: an error here (a bad config, a failing pair, a full disk) reaches only this rank, the others
+    // wait in a collective for it: end them all, naming the rank.
+    try {
+      par::mpi_init();
+      const TrainConfig cfg = load_train_config(a->config, a->sets);
+      auto world = par::make_mpi_communicator();
+      opt.world = world.get();
+      train(cfg, opt);
+      world.reset();
+      par::mpi_finalize();
+      return 0;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "xvlm2vec train: rank %d of %d (%s) failed: %s\nxvlm2vec train: stopping every rank\n",
+                   env.rank, env.world, env.launcher.c_str(), e.what());
+      std::fflush(stderr);
+      par::mpi_abort(1);
+    }
+#else
+    fail("train: started by {} as rank {} of {}, but this build has no MPI (install libopenmpi-dev and rebuild)",
+         env.launcher, env.rank, env.world);
+#endif
   };
 }
 

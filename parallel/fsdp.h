@@ -1,0 +1,112 @@
+// FSDP-style sharding from outside the model (DESIGN.md section 6, docs/distributed.md).
+//
+// FrozenShards: each unit of frozen base weights (KdModel::frozen_units) becomes one flat f32 buffer,
+// zero-padded to a multiple of n, of which this rank keeps 1/n. acquire(u) all-gathers the unit into its
+// tensors (waiting for the prefetch started at the previous acquire, if any, and starting the next unit's);
+// release(u) empties them again.
+//
+// TrainableShards: the trainable tensors as one flat f32 buffer, zero-padded to a multiple of
+// world * kNormChunk. Per optimizer step:
+//   gradients    reduce-scatter (sharded), or all-reduce (replicated); hybrid: reduce-scatter in the node,
+//                then all-reduce the shard across nodes.
+//                Deterministic mode: every micro-batch's gradient is kept apart (take_micro_batch), every rank
+//                receives its world shard of all of them (all-to-all) and sums them in global micro-batch order
+//                (j = m * world + rank), from zero: bit-equal to one process with world * grad_accum
+//                micro-batches, at any world size.
+//   norm         sums of squares (double) per chunk of kNormChunk elements, summed in chunk order: the same
+//                value at every world size.
+//   AdamW        on the elements this rank owns (its shard; all of them when replicated), then the updated
+//                parameters are all-gathered back into the model's tensors.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/kd_model.h"
+#include "core/optimizer.h"
+#include "core/weight_units.h"
+#include "parallel/comm.h"
+
+namespace xv::par {
+
+class FrozenShards : public UnitAccess {
+ public:
+  // Takes this rank's shard of every unit and empties the units' tensors.
+  FrozenShards(Communicator& comm, std::vector<WeightUnit> units, bool prefetch);
+  ~FrozenShards() override;
+  void acquire(int u, int next) override;
+  void release(int u) override;
+
+  int units() const { return int(units_.size()); }
+  int64_t unit_elements(int u) const { return units_[size_t(u)].total; }  // before padding
+  int64_t shard_elements(int u) const { return units_[size_t(u)].shard; }
+  int64_t resident_bytes() const;            // the shards this rank keeps
+  int64_t peak_gathered_bytes() const { return peak_gathered_; }  // most bytes of whole units held at once
+  int64_t gathers() const { return gathers_; }                    // all-gathers started so far
+
+ private:
+  struct Unit {
+    WeightUnit w;
+    int64_t total = 0, shard = 0;
+    std::vector<float> mine;  // (shard) this rank's part of the flat buffer
+    std::vector<float> full;  // (n * shard) while gathering
+    RequestPtr req;
+    bool held = false;
+  };
+  void start(Unit& u);
+  void note_gathered(int64_t delta);
+  Communicator& comm_;
+  std::vector<Unit> units_;
+  bool prefetch_;
+  int64_t gathered_ = 0, peak_gathered_ = 0, gathers_ = 0;
+};
+
+struct TrainableOptions {
+  Communicator* world = nullptr;  // every rank
+  Communicator* group = nullptr;  // the optimizer's shard group (world; the node for hybrid); null = replicated
+  Communicator* across = nullptr;  // hybrid: the ranks holding the same shard on the other nodes
+  bool deterministic = false;
+  int64_t grad_accum = 1;
+};
+
+class TrainableShards {
+ public:
+  static constexpr int64_t kNormChunk = 4096;
+  TrainableShards(std::vector<TrainableTensor> tensors, AdamWConfig cfg, TrainableOptions o);
+
+  // Deterministic mode: after micro-batch m of this step, moves the model's gradients aside (and zeroes them).
+  void take_micro_batch(int64_t m);
+  // Reduce, clip to max_norm (0: no clipping), AdamW with `lr` on this rank's elements, parameters back into
+  // the model. Returns the global gradient norm before clipping.
+  double step(float lr, double max_norm);
+
+  int64_t size() const { return total_; }     // trainable elements
+  int64_t padded() const { return padded_; }  // the flat buffer
+  int64_t own_begin() const { return own_begin_; }
+  int64_t own_end() const { return own_end_; }
+  std::vector<float>& exp_avg() { return m_; }      // (own_end - own_begin)
+  std::vector<float>& exp_avg_sq() { return v_; }  // (own_end - own_begin)
+  int64_t adamw_steps() const { return t_; }
+  void set_adamw_steps(int64_t t) { t_ = t; }
+  const std::vector<TrainableTensor>& tensors() const { return tensors_; }
+  std::vector<int64_t> offsets() const { return offsets_; }  // of each tensor in the flat buffer
+
+ private:
+  void model_grads_to(float* flat) const;
+  void model_grads_zero();
+  // Chunked sum of squares over [b, e) of the flat gradient buffer held at `g` (which starts at element b).
+  std::vector<double> chunk_sums(const float* g, int64_t b, int64_t e) const;
+
+  std::vector<TrainableTensor> tensors_;
+  std::vector<int64_t> offsets_;
+  AdamWConfig cfg_;
+  TrainableOptions o_;
+  int64_t total_ = 0, padded_ = 0, own_begin_ = 0, own_end_ = 0;
+  std::vector<float> params_;             // (padded) the whole parameters, flat
+  std::vector<float> m_, v_;              // (owned) Adam moments
+  std::vector<std::vector<float>> micro_;  // deterministic: (grad_accum, padded)
+  int64_t t_ = 0;
+};
+
+}  // namespace xv::par
