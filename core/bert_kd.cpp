@@ -1,6 +1,6 @@
 // KdModel for the bert backbone: LoRA student over the frozen encoder, mean pooling, teacher = adapters off.
 //
-// trainable: full — every base weight is trained (BertModel::backward with BertGrads), no adapters:
+// trainable: full — every base weight is trained (BertModel::layer_backward and embeddings_backward with BertGrads), no adapters:
 //  * trainable() names the tensors as Hugging Face's BertModel does (no "bert." prefix), except the fused
 //    attention projection, which checkpoints hold as one tensor per layer:
 //    "encoder.layer.N.attention.self.qkv.weight" (3C, C) and ".bias" (3C), query, key, value stacked.
@@ -156,29 +156,19 @@ class BertKdModel : public KdModel {
     const int64_t L = int64_t(model_.layers.size());
     const bool teacher_pass = !opt.teacher_en;
     BertActs acts_en, acts_xx;
-    auto start = [&](BertActs& a, const Batch& b) {
-      a.checkpointing = opt.checkpointing;
-      a.B = b.B, a.T = b.T, a.mask = b.mask, a.ids = b.ids;
-      a.layers.assign(size_t(L), {});
-    };
-    start(acts_en, ben);
-    start(acts_xx, bxx);
+    acts_en.checkpointing = acts_xx.checkpointing = opt.checkpointing;
+    model_.begin_acts(acts_en, ben.ids, ben.mask, ben.B, ben.T);
+    model_.begin_acts(acts_xx, bxx.ids, bxx.mask, bxx.B, bxx.T);
     unit_acquire(units_, 0, L > 0 ? 1 : -1);
     Tensor x_en = model_.embed(ben.ids, ben.B, ben.T), x_xx = model_.embed(bxx.ids, bxx.B, bxx.T), x_t;
     if (teacher_pass) x_t = x_en;
     if (L > 0) unit_release(units_, 0);
-    auto student_layer = [&](int64_t l, Tensor& x, BertActs& a, const Batch& b, const LoraRun& run) {
-      BertLayerActs keep_input;
-      BertLayerActs* la = a.checkpointing ? &keep_input : &a.layers[size_t(l)];
-      if (a.checkpointing) a.layers[size_t(l)].x_in = x;  // the only thing kept
-      model_.layer_forward(l, x, b.mask, b.B, b.T, lora, run, la);
-    };
     for (int64_t l = 0; l < L; ++l) {
       // The next unit: the following layer, or for the last layer the one backward needs after it.
       unit_acquire(units_, int(1 + l), l + 1 < L ? int(2 + l) : L > 1 ? int(L - 1) : -1);
       if (teacher_pass) model_.layer_forward(l, x_t, ben.mask, ben.B, ben.T, nullptr, {}, nullptr);
-      student_layer(l, x_en, acts_en, ben, run_en);
-      student_layer(l, x_xx, acts_xx, bxx, run_xx);
+      model_.layer_forward_kept(l, x_en, acts_en, lora, run_en);
+      model_.layer_forward_kept(l, x_xx, acts_xx, lora, run_xx);
       if (l + 1 < L) unit_release(units_, int(1 + l));
     }
     const int64_t C = model_.cfg.hidden_size;  // x_*: (B*T, C)

@@ -191,23 +191,28 @@ void BertModel::layer_forward(int64_t l, Tensor& x, const std::vector<float>& ma
 }
 
 Tensor BertModel::forward(const std::vector<int32_t>& ids, const std::vector<float>& mask, int64_t B, int64_t T,
-                          const BertLora* lora, BertActs* acts, const LoraRun& run) const {
-  const int64_t N = B * T;
-  XV_CHECK(int64_t(mask.size()) == N, "bert forward: mask must hold B*T = {}", N);
+                          const BertLora* lora) const {
+  XV_CHECK(int64_t(mask.size()) == B * T, "bert forward: mask must hold B*T = {}", B * T);
   Tensor x = embed(ids, B, T);
-  if (acts) {
-    acts->B = B, acts->T = T, acts->mask = mask, acts->ids = ids;
-    acts->layers.assign(layers.size(), {});
-  }
-  for (int64_t l = 0; l < int64_t(layers.size()); ++l) {
-    BertLayerActs* la = nullptr;
-    BertLayerActs keep_input;
-    if (acts) la = acts->checkpointing ? &keep_input : &acts->layers[size_t(l)];
-    if (acts && acts->checkpointing) acts->layers[size_t(l)].x_in = x;  // the only thing kept
-    layer_forward(l, x, mask, B, T, lora, run, la);
-  }
+  for (int64_t l = 0; l < int64_t(layers.size()); ++l) layer_forward(l, x, mask, B, T, lora, {}, nullptr);
   x.reshape({B, T, cfg.hidden_size});
   return x;
+}
+
+void BertModel::begin_acts(BertActs& acts, const std::vector<int32_t>& ids, const std::vector<float>& mask,
+                           int64_t B, int64_t T) const {
+  XV_CHECK(int64_t(mask.size()) == B * T && int64_t(ids.size()) == B * T, "bert forward: ids and mask must hold "
+           "B*T = {}", B * T);
+  acts.B = B, acts.T = T, acts.mask = mask, acts.ids = ids;
+  acts.layers.assign(layers.size(), {});
+}
+
+void BertModel::layer_forward_kept(int64_t l, Tensor& x, BertActs& acts, const BertLora* lora,
+                                   const LoraRun& run) const {
+  BertLayerActs keep_input;
+  BertLayerActs* la = acts.checkpointing ? &keep_input : &acts.layers[size_t(l)];
+  if (acts.checkpointing) acts.layers[size_t(l)].x_in = x;  // the only thing kept
+  layer_forward(l, x, acts.mask, acts.B, acts.T, lora, run, la);
 }
 
 void BertModel::layer_backward(int64_t l, BertActs& acts, Tensor& dx, BertLora& lora, const LoraRun& run,
@@ -284,20 +289,6 @@ void BertModel::embeddings_backward(const BertActs& acts, const Tensor& dx, Bert
     float* dp = dpos + (r % T) * C;
     for (int64_t c = 0; c < C; ++c) dp[c] += d[c], dtype0[c] += d[c];
   }
-}
-
-void BertModel::backward(BertActs& acts, const Tensor& dhidden, BertLora& lora, const LoraRun& run,
-                         BertGrads* grads) const {
-  const int64_t B = acts.B, T = acts.T, N = B * T, C = cfg.hidden_size;
-  XV_CHECK(dhidden.numel() == N * C, "bert backward: dhidden must be (B, T, C) = ({}, {}, {})", B, T, C);
-  Tensor dx = dhidden;  // (N, C) gradient at the current layer's output
-  dx.reshape({N, C});
-  if (grads)
-    XV_CHECK(grads->layers.size() == layers.size() && int64_t(acts.ids.size()) == N,
-             "bert backward: full gradients need BertGrads::zeros_like(model) and the forward's ids");
-  for (int64_t l = int64_t(layers.size()) - 1; l >= 0; --l) layer_backward(l, acts, dx, lora, run, grads);
-  // Without full gradients the embeddings are frozen: nothing below the first layer needs a gradient.
-  if (grads) embeddings_backward(acts, dx, *grads);
 }
 
 Tensor mean_pool(const Tensor& hidden, const std::vector<float>& mask, int64_t B, int64_t T) {

@@ -97,26 +97,27 @@ struct BertModel {
   static BertModel load(const std::string& model_dir);
   static BertModel from_weights(const BertConfig& cfg, const WeightStore& ws);
 
-  // ids (B, T) right-padded, mask (B, T) with 1 for real tokens -> last hidden state (B, T, C).
+  // Inference: ids (B, T) right-padded, mask (B, T) with 1 for real tokens -> last hidden state (B, T, C).
   // With `lora`, the adapters are applied (the student); without, the frozen model (the teacher).
-  // With `acts`, what backward needs is kept (or only layer inputs, with acts->checkpointing).
-  // `run` carries the LoRA dropout seed of this pass (default: no dropout).
   Tensor forward(const std::vector<int32_t>& ids, const std::vector<float>& mask, int64_t B, int64_t T,
-                 const BertLora* lora = nullptr, BertActs* acts = nullptr, const LoraRun& run = {}) const;
-  // dhidden (B, T, C) -> LoRA gradients accumulated into `lora` (the base weights are frozen). `run` must be
-  // the forward's. With `grads` (full fine-tuning), the gradients of every base weight are accumulated
-  // there too, down through the embedding LayerNorm into the word, position and token-type-0 embeddings;
-  // without, nothing below layer 0's adapters is computed (the LoRA path). An empty BertLora (no slots)
-  // means no adapters.
-  void backward(BertActs& acts, const Tensor& dhidden, BertLora& lora, const LoraRun& run = {},
-                BertGrads* grads = nullptr) const;
+                 const BertLora* lora = nullptr) const;
+
+  // Training, a layer at a time (the KD step interleaves passes per layer: core/bert_kd.cpp):
+  //   begin_acts, embed, layer_forward_kept for l = 0..L-1, then layer_backward for l = L-1..0 and, with full
+  //   gradients, embeddings_backward. `run` carries the LoRA dropout seed of the pass and must be the same in
+  //   forward and backward. With `grads` (full fine-tuning) the gradients of every base weight accumulate
+  //   there too; without, only the adapters' (the LoRA path). An empty BertLora (no slots) means no adapters.
+  void begin_acts(BertActs& acts, const std::vector<int32_t>& ids, const std::vector<float>& mask, int64_t B,
+                  int64_t T) const;
+  // Layer l on x (B*T, C) in place, keeping in `acts` what backward needs (only the input with checkpointing).
+  void layer_forward_kept(int64_t l, Tensor& x, BertActs& acts, const BertLora* lora, const LoraRun& run) const;
 
   // Embeddings + LayerNorm: (B*T, C).
   Tensor embed(const std::vector<int32_t>& ids, int64_t B, int64_t T) const;
   // The LayerNorm input: word + token type 0 + position, (B*T, C).
   Tensor embed_sum(const std::vector<int32_t>& ids, int64_t B, int64_t T) const;
   // Layer l's part of backward: dx (N, C), the gradient at its output, becomes the gradient at its input
-  // (left as it was below layer 0 without `grads`: nothing there needs it).
+  // (left as it was below layer 0 without `grads`: nothing there needs it). Gradients accumulate (+=).
   void layer_backward(int64_t l, BertActs& acts, Tensor& dx, BertLora& lora, const LoraRun& run,
                       BertGrads* grads) const;
   // dx (N, C) at the embedding LayerNorm's output -> the embeddings' gradients (full fine-tuning).

@@ -1,4 +1,4 @@
-// trainable: full on the tiny BERT: every base weight trains (BertModel::backward with BertGrads). A
+// trainable: full on the tiny BERT: every base weight trains (BertModel::layer_backward and embeddings_backward with BertGrads). A
 // directional finite-difference check over all tensors (embeddings and LayerNorms included), the
 // teacher-cache requirement, a few AdamW steps and the merged export, and checkpointing invariance.
 #include <gtest/gtest.h>
