@@ -95,7 +95,6 @@ struct Parallel {
   std::unique_ptr<par::Communicator> grads;    // trainable traffic, world-wide (its own, for the accounting)
   std::unique_ptr<par::Communicator> group;    // the optimizer's shard group; null = replicated
   std::unique_ptr<par::Communicator> across;   // hybrid: the same shard on the other nodes
-  int64_t node = 0, nodes = 1;
 };
 
 Parallel make_parallel(const TrainConfig& cfg, par::Communicator* given) {
@@ -105,9 +104,10 @@ Parallel make_parallel(const TrainConfig& cfg, par::Communicator* given) {
   const int W = given->size(), R = given->rank();
   if (W == 1) return p;
   const std::string& s = cfg.parallel.strategy;
-  int64_t node = 0;
+  int64_t node = 0;  // hybrid: the shard group
   if (s == "hybrid") {
     const par::LaunchEnv env = par::launch_env();
+    std::vector<int64_t> all(static_cast<size_t>(W));
     if (cfg.parallel.ranks_per_node > 0) {
       node = R / cfg.parallel.ranks_per_node;
     } else if (env.node >= 0) {
@@ -115,24 +115,20 @@ Parallel make_parallel(const TrainConfig& cfg, par::Communicator* given) {
     } else {  // the host name: ranks on one machine form a node
       char host[256] = {};
       ::gethostname(host, sizeof(host) - 1);
-      int64_t h = int64_t(fnv1a64(host) >> 1);
-      std::vector<int64_t> all(static_cast<size_t>(W));
+      const int64_t h = int64_t(fnv1a64(host) >> 1);
       given->all_gather(&h, all.data(), 1, par::DType::i64);
       std::vector<int64_t> seen;
       for (int64_t v : all)
         if (std::find(seen.begin(), seen.end(), v) == seen.end()) seen.push_back(v);
       node = std::find(seen.begin(), seen.end(), h) - seen.begin();
     }
+    given->all_gather(&node, all.data(), 1, par::DType::i64);
+    const int64_t per_node = std::count(all.begin(), all.end(), node);
+    for (int64_t v : all)
+      XV_CHECK(std::count(all.begin(), all.end(), v) == per_node,
+               "parallel.strategy hybrid: every node needs the same number of ranks (node {} has {}, node {} has "
+               "{}); set parallel.ranks_per_node", node, per_node, v, std::count(all.begin(), all.end(), v));
   }
-  std::vector<int64_t> nodes(static_cast<size_t>(W));
-  given->all_gather(&node, nodes.data(), 1, par::DType::i64);
-  p.node = node;
-  p.nodes = *std::max_element(nodes.begin(), nodes.end()) + 1;
-  const int64_t per_node = std::count(nodes.begin(), nodes.end(), node);
-  for (int64_t n = 0; n < p.nodes; ++n)
-    XV_CHECK(std::count(nodes.begin(), nodes.end(), n) == per_node,
-             "parallel.strategy hybrid: every node needs the same number of ranks (node {} has {}, node {} has {}); "
-             "set parallel.ranks_per_node", node, per_node, n, std::count(nodes.begin(), nodes.end(), n));
   p.grads = given->split(0, R);
   if (s == "full") {
     p.frozen = given->split(0, R);

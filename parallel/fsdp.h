@@ -90,11 +90,10 @@ class TrainableShards {
   int64_t adamw_steps() const { return t_; }
   void set_adamw_steps(int64_t t) { t_ = t; }
   const std::vector<TrainableTensor>& tensors() const { return tensors_; }
-  std::vector<int64_t> offsets() const { return offsets_; }  // of each tensor in the flat buffer
+  const std::vector<int64_t>& offsets() const { return offsets_; }  // of each tensor in the flat buffer
 
  private:
   void model_grads_to(float* flat) const;
-  void model_grads_zero();
   // Chunked sum of squares over [b, e) of the flat gradient buffer held at `g` (which starts at element b).
   std::vector<double> chunk_sums(const float* g, int64_t b, int64_t e) const;
 

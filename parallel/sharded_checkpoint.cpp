@@ -65,7 +65,7 @@ std::string save_sharded_checkpoint(Communicator& world, const std::string& outp
     json man = {{"format", "xvlm2vec sharded optimizer"}, {"version", 1}, {"world", W}};
     man["flat"] = {{"size", ts.size()}, {"padded", ts.padded()}};
     json tensors = json::array();
-    const auto off = ts.offsets();
+    const auto& off = ts.offsets();
     for (size_t i = 0; i < ts.tensors().size(); ++i)
       tensors.push_back({{"name", ts.tensors()[i].name}, {"shape", ts.tensors()[i].value->shape}, {"offset", off[i]}});
     man["tensors"] = tensors;
@@ -99,7 +99,7 @@ void load_sharded_optimizer(const std::string& dir, TrainableShards& ts) {
            "{}: not a sharded optimizer manifest", mfile);
   XV_CHECK(man["flat"].value("size", int64_t(-1)) == ts.size(), "{}: the trainable tensors hold {} elements, the model {}",
            mfile, man["flat"].value("size", int64_t(-1)), ts.size());
-  const auto off = ts.offsets();
+  const auto& off = ts.offsets();
   XV_CHECK(man["tensors"].size() == ts.tensors().size(), "{}: {} trainable tensors, the model has {}", mfile,
            man["tensors"].size(), ts.tensors().size());
   for (size_t i = 0; i < ts.tensors().size(); ++i) {
