@@ -122,9 +122,6 @@ TrainableShards::TrainableShards(std::vector<TrainableTensor> tensors, AdamWConf
   } else {
     own_begin_ = 0, own_end_ = padded_;
   }
-  params_.assign(size_t(padded_), 0.0f);
-  for (size_t i = 0; i < tensors_.size(); ++i)
-    std::memcpy(params_.data() + offsets_[i], tensors_[i].value->ptr(), tensors_[i].value->data.size() * sizeof(float));
   m_.assign(size_t(own_end_ - own_begin_), 0.0f);
   v_.assign(size_t(own_end_ - own_begin_), 0.0f);
   if (o_.deterministic) micro_.assign(size_t(o_.grad_accum), std::vector<float>(size_t(padded_), 0.0f));
@@ -214,13 +211,21 @@ double TrainableShards::step(float lr, double max_norm) {
   }
   if (!std::isfinite(norm)) return norm;  // the caller stops; nothing is updated
   ++t_;
-  adamw_update(params_.data() + own_begin_, gown.data(), m_.data(), v_.data(), owned, lr, t_, cfg_);
-  if (o_.group && o_.group->size() > 1) {
-    const std::vector<float> mine(params_.begin() + own_begin_, params_.begin() + own_end_);
-    o_.group->all_gather(mine.data(), params_.data(), size_t(owned), DType::f32);
+  // AdamW on this rank's elements, in place in the model's tensors (the padding has none: its moments stay 0).
+  for_segments(own_begin_, own_end_, [&](size_t i, int64_t k, int64_t f, int64_t n) {
+    const int64_t o = f - own_begin_;
+    adamw_update(tensors_[i].value->ptr() + k, gown.data() + o, m_.data() + o, v_.data() + o, n, lr, t_, cfg_);
+  });
+  if (o_.group && o_.group->size() > 1) {  // every rank's updated elements to every rank
+    std::vector<float> mine(static_cast<size_t>(owned), 0.0f), all(static_cast<size_t>(padded_));
+    for_segments(own_begin_, own_end_, [&](size_t i, int64_t k, int64_t f, int64_t n) {
+      std::memcpy(mine.data() + (f - own_begin_), tensors_[i].value->ptr() + k, size_t(n) * sizeof(float));
+    });
+    o_.group->all_gather(mine.data(), all.data(), size_t(owned), DType::f32);
+    for_segments(0, padded_, [&](size_t i, int64_t k, int64_t f, int64_t n) {
+      std::memcpy(tensors_[i].value->ptr() + k, all.data() + f, size_t(n) * sizeof(float));
+    });
   }
-  for (size_t i = 0; i < tensors_.size(); ++i)
-    std::memcpy(tensors_[i].value->ptr(), params_.data() + offsets_[i], tensors_[i].value->data.size() * sizeof(float));
   return norm;
 }
 

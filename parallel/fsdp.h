@@ -15,9 +15,11 @@
 //                micro-batches, at any world size.
 //   norm         sums of squares (double) per chunk of kNormChunk elements, summed in chunk order: the same
 //                value at every world size.
-//   AdamW        on the elements this rank owns (its shard; all of them when replicated), then the updated
-//                parameters are all-gathered back into the model's tensors.
+//   AdamW        on the elements this rank owns (its shard; all of them when replicated), in place in the
+//                model's tensors, then the updated elements are all-gathered into every rank's tensors.
+// The parameters themselves are never copied into a second buffer between steps.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -94,6 +96,14 @@ class TrainableShards {
 
  private:
   void model_grads_to(float* flat) const;
+  // fn(tensor i, element k in it, flat offset f, count n) for each tensor's part of [b, e) of the flat layout.
+  template <typename F>
+  void for_segments(int64_t b, int64_t e, F fn) const {
+    for (size_t i = 0; i < tensors_.size(); ++i) {
+      const int64_t tb = std::max(b, offsets_[i]), te = std::min(e, offsets_[i] + tensors_[i].value->numel());
+      if (tb < te) fn(i, tb - offsets_[i], tb, te - tb);
+    }
+  }
   // Chunked sum of squares over [b, e) of the flat gradient buffer held at `g` (which starts at element b).
   std::vector<double> chunk_sums(const float* g, int64_t b, int64_t e) const;
 
@@ -102,7 +112,6 @@ class TrainableShards {
   AdamWConfig cfg_;
   TrainableOptions o_;
   int64_t total_ = 0, padded_ = 0, own_begin_ = 0, own_end_ = 0;
-  std::vector<float> params_;             // (padded) the whole parameters, flat
   std::vector<float> m_, v_;              // (owned) Adam moments
   std::vector<std::vector<float>> micro_;  // deterministic: (grad_accum, padded)
   int64_t t_ = 0;
