@@ -176,23 +176,33 @@ Tensor ClipVision::forward_patches(const float* pixels, int64_t N) const {
 
 Tensor ClipVision::forward_patches(const float* pixels, int64_t N, const ClipLora* lora, ClipActs* acts,
                                    const LoraRun& run) const {
-  const int64_t C = cfg.hidden_size, NP = cfg.num_patches(), T = NP + 1;
   XV_CHECK(!lora || lora->at.size() == layers.size(), "clip forward: LoRA map has {} layers, the tower runs {}",
            lora ? lora->at.size() : 0, layers.size());
   const bool keep = acts && acts->full;
   Tensor x = embed(pixels, N, keep ? &acts->cols : nullptr, keep ? &acts->x_emb : nullptr);
-  if (acts) {
-    acts->N = N;
-    acts->layers.assign(layers.size(), {});
-  }
+  if (acts) begin_acts(*acts, N);
   for (int64_t l = 0; l < int64_t(layers.size()); ++l) {
-    ClipLayerActs* la = nullptr;
-    ClipLayerActs scratch;
-    if (acts) la = acts->checkpointing ? &scratch : &acts->layers[size_t(l)];
-    if (acts && acts->checkpointing) acts->layers[size_t(l)].x_in = x;  // the only thing kept
-    layer_forward(l, x, N, lora, run, la);
+    if (acts) layer_forward_kept(l, x, *acts, lora, run);
+    else layer_forward(l, x, N, lora, run, nullptr);
   }
-  // Drop CLS: (N, NP, C).
+  return drop_cls(x, N);
+}
+
+void ClipVision::begin_acts(ClipActs& acts, int64_t N) const {
+  acts.N = N;
+  acts.layers.assign(layers.size(), {});
+}
+
+void ClipVision::layer_forward_kept(int64_t l, Tensor& x, ClipActs& acts, const ClipLora* lora,
+                                   const LoraRun& run) const {
+  if (!acts.checkpointing) return layer_forward(l, x, acts.N, lora, run, &acts.layers[size_t(l)]);
+  acts.layers[size_t(l)].x_in = x;  // the only thing kept
+  ClipLayerActs scratch;
+  layer_forward(l, x, acts.N, lora, run, &scratch);
+}
+
+Tensor ClipVision::drop_cls(const Tensor& x, int64_t N) const {
+  const int64_t C = cfg.hidden_size, NP = cfg.num_patches(), T = NP + 1;
   Tensor out({N, NP, C});
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; ++n)
@@ -202,9 +212,15 @@ Tensor ClipVision::forward_patches(const float* pixels, int64_t N, const ClipLor
 
 void ClipVision::backward(ClipActs& acts, const Tensor& dpatches, const ClipLora& lora, const LoraRun& run,
                           ClipGrads* grads) const {
-  const int64_t C = cfg.hidden_size, I = cfg.intermediate_size, NP = cfg.num_patches(), T = NP + 1;
+  Tensor dx = backward_begin(acts, dpatches, lora, grads);
+  for (int64_t l = int64_t(layers.size()) - 1; l >= 0; --l) layer_backward(l, acts, dx, lora, run, grads);
+  if (grads) embeddings_backward(acts, dx, *grads);
+}
+
+Tensor ClipVision::backward_begin(const ClipActs& acts, const Tensor& dpatches, const ClipLora& lora,
+                                  const ClipGrads* grads) const {
+  const int64_t C = cfg.hidden_size, NP = cfg.num_patches(), T = NP + 1;
   const int64_t N = acts.N, R = N * T;
-  const float eps = cfg.layer_norm_eps;
   XV_CHECK(dpatches.numel() == N * NP * C, "clip backward: dpatches must be (N, {}, {}) with N = {}", NP, C, N);
   XV_CHECK(acts.layers.size() == layers.size(), "clip backward: the activations of a forward pass are missing");
   XV_CHECK(lora.at.size() == layers.size(), "clip backward: LoRA map has {} layers, the tower runs {}", lora.at.size(),
@@ -212,75 +228,85 @@ void ClipVision::backward(ClipActs& acts, const Tensor& dpatches, const ClipLora
   if (grads)
     XV_CHECK(grads->layers.size() == layers.size() && acts.x_emb.numel() == R * C,
              "clip backward: full gradients need ClipGrads::zeros_like(tower) and a forward with ClipActs::full");
-  // dx (R, C): the gradient at the current layer's output; the CLS rows of the output get none.
+  // dx (R, C): the gradient at the last layer's output; the CLS rows of the output get none.
   Tensor dx({R, C});
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; ++n)
     std::copy(dpatches.ptr() + n * NP * C, dpatches.ptr() + (n + 1) * NP * C, dx.ptr() + (n * T + 1) * C);
-  Tensor dmid({R, C}), dh({R, C}), dpre({R, I}), datt({R, C}), dqkv({R, 3 * C});
+  return dx;
+}
+
+void ClipVision::layer_backward(int64_t l, ClipActs& acts, Tensor& dx, const ClipLora& lora, const LoraRun& run,
+                                ClipGrads* grads) const {
+  const int64_t C = cfg.hidden_size, I = cfg.intermediate_size, T = cfg.num_patches() + 1;
+  const int64_t N = acts.N, R = N * T;
+  const float eps = cfg.layer_norm_eps;
   const bool quick = cfg.hidden_act == "quick_gelu";
-  for (int64_t l = int64_t(layers.size()) - 1; l >= 0; --l) {
-    const ClipLayer& L = layers[size_t(l)];
-    ClipLayerActs& A = acts.layers[size_t(l)];
-    ClipLayerGrads* G = grads ? &grads->layers[size_t(l)] : nullptr;
-    auto gp = [&](Tensor ClipLayerGrads::*f) -> float* { return G ? (G->*f).ptr() : nullptr; };
-    if (acts.checkpointing) {  // recompute this layer from its kept input, with the same dropout masks
-      Tensor x = A.x_in;
-      layer_forward(l, x, N, &lora, run, &A);
-    }
-    auto adapt_back = [&](int s, const Tensor& in, const float* dy, int64_t dy_stride, float* din) {
-      if (LoraAdapter* a = lora.at[size_t(l)][size_t(s)])
-        lora_backward(*a, in.ptr(), A.xa[size_t(s)].ptr(), A.xd[size_t(s)], run.for_adapter(l * kClipSlots + s), dy,
-                      dy_stride, R, din);
-    };
-    // x_out = x_mid + fc2(act), act = f(pre), pre = fc1(h2), h2 = ln2(x_mid)
-    ops::linear_backward(A.act.ptr(), L.fc2_w.ptr(), dx.ptr(), dpre.ptr(), gp(&ClipLayerGrads::fc2_w),
-                         gp(&ClipLayerGrads::fc2_b), R, I, C);
-    adapt_back(kClipFc2, A.act, dx.ptr(), C, dpre.ptr());
-    if (quick) ops::quick_gelu_backward(A.pre.ptr(), dpre.ptr(), dpre.ptr(), R * I);
-    else ops::gelu_erf_backward(A.pre.ptr(), dpre.ptr(), dpre.ptr(), R * I);
-    ops::linear_backward(A.h2.ptr(), L.fc1_w.ptr(), dpre.ptr(), dh.ptr(), gp(&ClipLayerGrads::fc1_w),
-                         gp(&ClipLayerGrads::fc1_b), R, C, I);
-    adapt_back(kClipFc1, A.h2, dpre.ptr(), I, dh.ptr());
-    ops::layernorm_backward(A.x_mid.ptr(), L.ln2_g.ptr(), dh.ptr(), dmid.ptr(), gp(&ClipLayerGrads::ln2_g),
-                            gp(&ClipLayerGrads::ln2_b), R, C, eps);
-    ops::add_inplace(dmid.ptr(), dx.ptr(), R * C);
-    // x_mid = x_in + out_proj(att), att = attention(q, k, v), qkv = proj(h1), h1 = ln1(x_in)
-    ops::linear_backward(A.att.ptr(), L.out_w.ptr(), dmid.ptr(), datt.ptr(), gp(&ClipLayerGrads::out_w),
-                         gp(&ClipLayerGrads::out_b), R, C, C);
-    adapt_back(kClipOut, A.att, dmid.ptr(), C, datt.ptr());
-    ops::AttentionBackwardParams bp;
-    bp.fwd = clip_attention(cfg, A.qkv.ptr(), nullptr, N, T);
-    bp.dout = datt.ptr(), bp.dout_stride = C;
-    bp.dq = dqkv.ptr(), bp.dk = dqkv.ptr() + C, bp.dv = dqkv.ptr() + 2 * C;
-    bp.dq_stride = bp.dk_stride = bp.dv_stride = 3 * C;
-    ops::attention_backward(bp);
-    if (l == 0 && !grads) {  // the embeddings are frozen: only the adapters' own gradients are left
-      adapt_back(kClipQ, A.h1, dqkv.ptr(), 3 * C, nullptr);
-      adapt_back(kClipK, A.h1, dqkv.ptr() + C, 3 * C, nullptr);
-      adapt_back(kClipV, A.h1, dqkv.ptr() + 2 * C, 3 * C, nullptr);
-    } else {
-      ops::linear_backward(A.h1.ptr(), L.qkv_w.ptr(), dqkv.ptr(), dh.ptr(), gp(&ClipLayerGrads::qkv_w),
-                           gp(&ClipLayerGrads::qkv_b), R, C, 3 * C);
-      adapt_back(kClipQ, A.h1, dqkv.ptr(), 3 * C, dh.ptr());
-      adapt_back(kClipK, A.h1, dqkv.ptr() + C, 3 * C, dh.ptr());
-      adapt_back(kClipV, A.h1, dqkv.ptr() + 2 * C, 3 * C, dh.ptr());
-      ops::layernorm_backward(A.x_in.ptr(), L.ln1_g.ptr(), dh.ptr(), dx.ptr(), gp(&ClipLayerGrads::ln1_g),
-                              gp(&ClipLayerGrads::ln1_b), R, C, eps);
-      ops::add_inplace(dx.ptr(), dmid.ptr(), R * C);
-    }
-    if (acts.checkpointing) A = ClipLayerActs{};  // free the recomputed activations
+  Tensor dmid({R, C}), dh({R, C}), dpre({R, I}), datt({R, C}), dqkv({R, 3 * C});
+  const ClipLayer& L = layers[size_t(l)];
+  ClipLayerActs& A = acts.layers[size_t(l)];
+  ClipLayerGrads* G = grads ? &grads->layers[size_t(l)] : nullptr;
+  auto gp = [&](Tensor ClipLayerGrads::*f) -> float* { return G ? (G->*f).ptr() : nullptr; };
+  if (acts.checkpointing) {  // recompute this layer from its kept input, with the same dropout masks
+    Tensor x = A.x_in;
+    layer_forward(l, x, N, &lora, run, &A);
   }
-  if (!grads) return;
-  // dx is now the gradient at the embeddings' output (after pre_layrnorm): through it, then into the
-  // class and position embeddings (summed over crops, in crop order) and the patch projection.
+  auto adapt_back = [&](int s, const Tensor& in, const float* dy, int64_t dy_stride, float* din) {
+    if (LoraAdapter* a = lora.at[size_t(l)][size_t(s)])
+      lora_backward(*a, in.ptr(), A.xa[size_t(s)].ptr(), A.xd[size_t(s)], run.for_adapter(l * kClipSlots + s), dy,
+                    dy_stride, R, din);
+  };
+  // x_out = x_mid + fc2(act), act = f(pre), pre = fc1(h2), h2 = ln2(x_mid)
+  ops::linear_backward(A.act.ptr(), L.fc2_w.ptr(), dx.ptr(), dpre.ptr(), gp(&ClipLayerGrads::fc2_w),
+                       gp(&ClipLayerGrads::fc2_b), R, I, C);
+  adapt_back(kClipFc2, A.act, dx.ptr(), C, dpre.ptr());
+  if (quick) ops::quick_gelu_backward(A.pre.ptr(), dpre.ptr(), dpre.ptr(), R * I);
+  else ops::gelu_erf_backward(A.pre.ptr(), dpre.ptr(), dpre.ptr(), R * I);
+  ops::linear_backward(A.h2.ptr(), L.fc1_w.ptr(), dpre.ptr(), dh.ptr(), gp(&ClipLayerGrads::fc1_w),
+                       gp(&ClipLayerGrads::fc1_b), R, C, I);
+  adapt_back(kClipFc1, A.h2, dpre.ptr(), I, dh.ptr());
+  ops::layernorm_backward(A.x_mid.ptr(), L.ln2_g.ptr(), dh.ptr(), dmid.ptr(), gp(&ClipLayerGrads::ln2_g),
+                          gp(&ClipLayerGrads::ln2_b), R, C, eps);
+  ops::add_inplace(dmid.ptr(), dx.ptr(), R * C);
+  // x_mid = x_in + out_proj(att), att = attention(q, k, v), qkv = proj(h1), h1 = ln1(x_in)
+  ops::linear_backward(A.att.ptr(), L.out_w.ptr(), dmid.ptr(), datt.ptr(), gp(&ClipLayerGrads::out_w),
+                       gp(&ClipLayerGrads::out_b), R, C, C);
+  adapt_back(kClipOut, A.att, dmid.ptr(), C, datt.ptr());
+  ops::AttentionBackwardParams bp;
+  bp.fwd = clip_attention(cfg, A.qkv.ptr(), nullptr, N, T);
+  bp.dout = datt.ptr(), bp.dout_stride = C;
+  bp.dq = dqkv.ptr(), bp.dk = dqkv.ptr() + C, bp.dv = dqkv.ptr() + 2 * C;
+  bp.dq_stride = bp.dk_stride = bp.dv_stride = 3 * C;
+  ops::attention_backward(bp);
+  if (l == 0 && !grads) {  // the embeddings are frozen: only the adapters' own gradients are left
+    adapt_back(kClipQ, A.h1, dqkv.ptr(), 3 * C, nullptr);
+    adapt_back(kClipK, A.h1, dqkv.ptr() + C, 3 * C, nullptr);
+    adapt_back(kClipV, A.h1, dqkv.ptr() + 2 * C, 3 * C, nullptr);
+  } else {
+    ops::linear_backward(A.h1.ptr(), L.qkv_w.ptr(), dqkv.ptr(), dh.ptr(), gp(&ClipLayerGrads::qkv_w),
+                         gp(&ClipLayerGrads::qkv_b), R, C, 3 * C);
+    adapt_back(kClipQ, A.h1, dqkv.ptr(), 3 * C, dh.ptr());
+    adapt_back(kClipK, A.h1, dqkv.ptr() + C, 3 * C, dh.ptr());
+    adapt_back(kClipV, A.h1, dqkv.ptr() + 2 * C, 3 * C, dh.ptr());
+    ops::layernorm_backward(A.x_in.ptr(), L.ln1_g.ptr(), dh.ptr(), dx.ptr(), gp(&ClipLayerGrads::ln1_g),
+                            gp(&ClipLayerGrads::ln1_b), R, C, eps);
+    ops::add_inplace(dx.ptr(), dmid.ptr(), R * C);
+  }
+  if (acts.checkpointing) A = ClipLayerActs{};  // free the recomputed activations
+}
+
+void ClipVision::embeddings_backward(const ClipActs& acts, const Tensor& dx, ClipGrads& grads) const {
+  // dx is the gradient at the embeddings' output (after pre_layrnorm): through it, then into the class and
+  // position embeddings (summed over crops, in crop order) and the patch projection.
+  const int64_t C = cfg.hidden_size, NP = cfg.num_patches(), T = NP + 1;
+  const int64_t N = acts.N, R = N * T;
   const int64_t P = cfg.patch_size, K = cfg.num_channels * P * P;
   Tensor de({R, C});
-  ops::layernorm_backward(acts.x_emb.ptr(), pre_ln_g.ptr(), dx.ptr(), de.ptr(), grads->pre_ln_g.ptr(),
-                          grads->pre_ln_b.ptr(), R, C, eps);
+  ops::layernorm_backward(acts.x_emb.ptr(), pre_ln_g.ptr(), dx.ptr(), de.ptr(), grads.pre_ln_g.ptr(),
+                          grads.pre_ln_b.ptr(), R, C, cfg.layer_norm_eps);
   Tensor dpe({N * NP, C});
-  float* dpos = grads->pos_emb.ptr();
-  float* dcls = grads->class_emb.ptr();
+  float* dpos = grads.pos_emb.ptr();
+  float* dcls = grads.class_emb.ptr();
   for (int64_t n = 0; n < N; ++n)
     for (int64_t t = 0; t < T; ++t) {
       const float* src = de.ptr() + (n * T + t) * C;
@@ -292,7 +318,7 @@ void ClipVision::backward(ClipActs& acts, const Tensor& dpatches, const ClipLora
         std::copy(src, src + C, dpe.ptr() + (n * NP + t - 1) * C);
       }
     }
-  ops::linear_backward(acts.cols.ptr(), patch_w.ptr(), dpe.ptr(), nullptr, grads->patch_w.ptr(), nullptr, N * NP, K,
+  ops::linear_backward(acts.cols.ptr(), patch_w.ptr(), dpe.ptr(), nullptr, grads.patch_w.ptr(), nullptr, N * NP, K,
                        C);
 }
 

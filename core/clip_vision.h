@@ -108,6 +108,25 @@ struct ClipVision {
   // Layer l on x (N*T, C), in place; fills `acts` when given.
   void layer_forward(int64_t l, Tensor& x, int64_t N, const ClipLora* lora, const LoraRun& run,
                      ClipLayerActs* acts) const;
+
+  // The stages of forward_patches (training) and backward, for a caller that runs the tower layer by layer
+  // (the KD step, bracketing each layer group's weights: core/weight_units.h). Forward: embed,
+  // begin_acts, layer_forward_kept per layer, drop_cls. Backward: backward_begin, layer_backward from the last
+  // layer down, embeddings_backward (full fine-tuning only).
+  void begin_acts(ClipActs& acts, int64_t N) const;
+  // Layer l of a training pass: keeps all its activations in acts, or only its input with checkpointing.
+  void layer_forward_kept(int64_t l, Tensor& x, ClipActs& acts, const ClipLora* lora, const LoraRun& run) const;
+  // x (N * (1 + num_patches), C) -> (N, num_patches, C), the CLS rows dropped.
+  Tensor drop_cls(const Tensor& x, int64_t N) const;
+  // dpatches (N, num_patches, C) -> dx (N * (1 + num_patches), C) at the last layer's output (0 at CLS rows).
+  Tensor backward_begin(const ClipActs& acts, const Tensor& dpatches, const ClipLora& lora,
+                        const ClipGrads* grads) const;
+  // dx at layer l's output -> at its input, in place (layer 0 without `grads`: only the adapters' gradients,
+  // dx is left as it is).
+  void layer_backward(int64_t l, ClipActs& acts, Tensor& dx, const ClipLora& lora, const LoraRun& run,
+                      ClipGrads* grads) const;
+  // dx at the embeddings' output -> the embeddings' and pre_layrnorm's gradients (acts from a `full` pass).
+  void embeddings_backward(const ClipActs& acts, const Tensor& dx, ClipGrads& grads) const;
 };
 
 }  // namespace xv

@@ -141,93 +141,117 @@ void Phi3Decoder::forward(Tensor& x, const std::vector<float>& mask, int64_t B, 
   XV_CHECK(int64_t(mask.size()) == N, "phi3 forward: mask must hold B*T = {}", N);
   XV_CHECK(!lora || lora->at.size() == layers.size(), "phi3 forward: LoRA map has {} layers, the decoder {}",
            lora ? lora->at.size() : 0, layers.size());
-  Tensor cos, sin;
-  rope_tables(T, &cos, &sin);
-  if (acts) {
-    acts->B = B, acts->T = T, acts->mask = mask;
-    acts->cos = cos, acts->sin = sin;
-    acts->layers.assign(layers.size(), {});
-  }
+  Phi3Acts local;
+  Phi3Acts& A = acts ? *acts : local;
+  begin_acts(A, mask, B, T, acts != nullptr);
   for (int64_t l = 0; l < int64_t(layers.size()); ++l) {
-    Phi3LayerActs* la = nullptr;
-    Phi3LayerActs scratch;
-    if (acts) la = acts->checkpointing ? &scratch : &acts->layers[size_t(l)];
-    if (acts && acts->checkpointing) acts->layers[size_t(l)].x_in = x;  // the only thing kept
-    layer_forward(l, x, mask, B, T, cos, sin, lora, run, la);
+    if (acts) layer_forward_kept(l, x, *acts, lora, run);
+    else layer_forward(l, x, mask, B, T, A.cos, A.sin, lora, run, nullptr);
   }
+  final_norm(x, acts);
+}
+
+void Phi3Decoder::begin_acts(Phi3Acts& acts, const std::vector<float>& mask, int64_t B, int64_t T,
+                             bool training) const {
+  rope_tables(T, &acts.cos, &acts.sin);
+  acts.B = B, acts.T = T, acts.mask = mask;
+  if (training) acts.layers.assign(layers.size(), {});
+}
+
+void Phi3Decoder::layer_forward_kept(int64_t l, Tensor& x, Phi3Acts& acts, const Phi3DecoderLora* lora,
+                                     const LoraRun& run) const {
+  if (!acts.checkpointing)
+    return layer_forward(l, x, acts.mask, acts.B, acts.T, acts.cos, acts.sin, lora, run, &acts.layers[size_t(l)]);
+  acts.layers[size_t(l)].x_in = x;  // the only thing kept
+  Phi3LayerActs scratch;
+  layer_forward(l, x, acts.mask, acts.B, acts.T, acts.cos, acts.sin, lora, run, &scratch);
+}
+
+void Phi3Decoder::final_norm(Tensor& x, Phi3Acts* acts) const {
+  const int64_t N = x.numel() / cfg.hidden_size;
   if (acts) acts->x_last = x;
-  ops::rmsnorm(x.ptr(), norm.ptr(), x.ptr(), N, C, cfg.rms_norm_eps);
+  ops::rmsnorm(x.ptr(), norm.ptr(), x.ptr(), N, cfg.hidden_size, cfg.rms_norm_eps);
 }
 
 Tensor Phi3Decoder::backward(Phi3Acts& acts, const Tensor& dhidden, const Phi3DecoderLora& lora, const LoraRun& run,
                              bool need_dinput, Phi3Grads* grads) const {
-  const int64_t B = acts.B, T = acts.T, N = B * T;
-  const int64_t C = cfg.hidden_size, I = cfg.intermediate_size, D = cfg.head_dim();
-  const int64_t Hq = cfg.num_attention_heads, Hkv = cfg.num_key_value_heads, QKV = (Hq + 2 * Hkv) * D;
-  const float eps = cfg.rms_norm_eps;
-  XV_CHECK(dhidden.numel() == N * C, "phi3 backward: dhidden must be (B, T, C) = ({}, {}, {})", B, T, C);
+  Tensor dx = backward_begin(acts, dhidden, lora, grads);
+  for (int64_t l = int64_t(layers.size()) - 1; l >= 0; --l) layer_backward(l, acts, dx, lora, run, need_dinput, grads);
+  if (!need_dinput) return Tensor();
+  dx.reshape({acts.B, acts.T, cfg.hidden_size});
+  return dx;
+}
+
+Tensor Phi3Decoder::backward_begin(const Phi3Acts& acts, const Tensor& dhidden, const Phi3DecoderLora& lora,
+                                   Phi3Grads* grads) const {
+  const int64_t N = acts.B * acts.T, C = cfg.hidden_size;
+  XV_CHECK(dhidden.numel() == N * C, "phi3 backward: dhidden must be (B, T, C) = ({}, {}, {})", acts.B, acts.T, C);
   XV_CHECK(acts.layers.size() == layers.size() && acts.x_last.numel() == N * C,
            "phi3 backward: the activations of a forward pass are missing");
   XV_CHECK(lora.at.size() == layers.size(), "phi3 backward: LoRA map has {} layers, the decoder {}", lora.at.size(),
            layers.size());
   XV_CHECK(!grads || grads->layers.size() == layers.size(),
            "phi3 backward: full gradients need Phi3Grads::zeros_like(decoder)");
-  // dx: the gradient at the current layer's output (N, C); first through the final norm.
+  // dx: the gradient at the last layer's output (N, C), through the final norm.
   Tensor dx({N, C});
   ops::rmsnorm_backward(acts.x_last.ptr(), norm.ptr(), dhidden.ptr(), dx.ptr(), grads ? grads->norm.ptr() : nullptr,
-                        N, C, eps);
-  Tensor dmid({N, C}), dh({N, C}), dact({N, I}), dgu({N, 2 * I}), datt({N, Hq * D}), dqkv({N, QKV});
-  for (int64_t l = int64_t(layers.size()) - 1; l >= 0; --l) {
-    const Phi3Layer& L = layers[size_t(l)];
-    Phi3LayerActs& A = acts.layers[size_t(l)];
-    Phi3LayerGrads* G = grads ? &grads->layers[size_t(l)] : nullptr;
-    auto gp = [&](Tensor Phi3LayerGrads::*f) -> float* { return G ? (G->*f).ptr() : nullptr; };
-    if (acts.checkpointing) {  // recompute this layer from its kept input, with the same dropout masks
-      Tensor x = A.x_in;
-      layer_forward(l, x, acts.mask, B, T, acts.cos, acts.sin, &lora, run, &A);
-    }
-    auto adapt_back = [&](int s, const Tensor& in, const float* dy, int64_t dy_stride, float* din) {
-      if (LoraAdapter* a = lora.at[size_t(l)][size_t(s)])
-        lora_backward(*a, in.ptr(), A.xa[size_t(s)].ptr(), A.xd[size_t(s)], run.for_adapter(l * kPhi3Slots + s), dy,
-                      dy_stride, N, din);
-    };
-    // x_out = x_mid + down(act), act = swiglu(gu), gu = gate_up(h2), h2 = post_ln(x_mid)
-    ops::linear_backward(A.act.ptr(), L.down_w.ptr(), dx.ptr(), dact.ptr(), gp(&Phi3LayerGrads::down_w), nullptr, N,
-                         I, C);
-    adapt_back(kPhi3Down, A.act, dx.ptr(), C, dact.ptr());
-    ops::swiglu_backward(A.gu.ptr(), dact.ptr(), dgu.ptr(), N, I);
-    ops::linear_backward(A.h2.ptr(), L.gate_up_w.ptr(), dgu.ptr(), dh.ptr(), gp(&Phi3LayerGrads::gate_up_w), nullptr,
-                         N, C, 2 * I);
-    adapt_back(kPhi3GateUp, A.h2, dgu.ptr(), 2 * I, dh.ptr());
-    ops::rmsnorm_backward(A.x_mid.ptr(), L.post_ln.ptr(), dh.ptr(), dmid.ptr(), gp(&Phi3LayerGrads::post_ln), N, C,
-                          eps);
-    ops::add_inplace(dmid.ptr(), dx.ptr(), N * C);
-    // x_mid = x_in + o_proj(att), att = attention(rope(q), rope(k), v), qkv = qkv_proj(h1), h1 = in_ln(x_in)
-    ops::linear_backward(A.att.ptr(), L.o_w.ptr(), dmid.ptr(), datt.ptr(), gp(&Phi3LayerGrads::o_w), nullptr, N,
-                         Hq * D, C);
-    adapt_back(kPhi3O, A.att, dmid.ptr(), C, datt.ptr());
-    ops::AttentionBackwardParams bp;
-    bp.fwd = phi3_attention(cfg, A.qkv.ptr(), nullptr, acts.mask, B, T);
-    bp.dout = datt.ptr(), bp.dout_stride = Hq * D;
-    bp.dq = dqkv.ptr(), bp.dk = dqkv.ptr() + Hq * D, bp.dv = dqkv.ptr() + (Hq + Hkv) * D;
-    bp.dq_stride = bp.dk_stride = bp.dv_stride = QKV;
-    ops::attention_backward(bp);
-    ops::rope_backward(dqkv.ptr(), B, T, Hq, D, D, QKV, acts.cos.ptr(), acts.sin.ptr());
-    ops::rope_backward(dqkv.ptr() + Hq * D, B, T, Hkv, D, D, QKV, acts.cos.ptr(), acts.sin.ptr());
-    if (l == 0 && !need_dinput && !grads) {  // nothing below needs a gradient: only the adapter's own
-      adapt_back(kPhi3Qkv, A.h1, dqkv.ptr(), QKV, nullptr);
-    } else {
-      ops::linear_backward(A.h1.ptr(), L.qkv_w.ptr(), dqkv.ptr(), dh.ptr(), gp(&Phi3LayerGrads::qkv_w), nullptr, N, C,
-                           QKV);
-      adapt_back(kPhi3Qkv, A.h1, dqkv.ptr(), QKV, dh.ptr());
-      ops::rmsnorm_backward(A.x_in.ptr(), L.in_ln.ptr(), dh.ptr(), dx.ptr(), gp(&Phi3LayerGrads::in_ln), N, C, eps);
-      ops::add_inplace(dx.ptr(), dmid.ptr(), N * C);
-    }
-    if (acts.checkpointing) A = Phi3LayerActs{};  // free the recomputed activations
-  }
-  if (!need_dinput) return Tensor();
-  dx.reshape({B, T, C});
+                        N, C, cfg.rms_norm_eps);
   return dx;
+}
+
+void Phi3Decoder::layer_backward(int64_t l, Phi3Acts& acts, Tensor& dx, const Phi3DecoderLora& lora,
+                                 const LoraRun& run, bool need_dinput, Phi3Grads* grads) const {
+  const int64_t B = acts.B, T = acts.T, N = B * T;
+  const int64_t C = cfg.hidden_size, I = cfg.intermediate_size, D = cfg.head_dim();
+  const int64_t Hq = cfg.num_attention_heads, Hkv = cfg.num_key_value_heads, QKV = (Hq + 2 * Hkv) * D;
+  const float eps = cfg.rms_norm_eps;
+  Tensor dmid({N, C}), dh({N, C}), dact({N, I}), dgu({N, 2 * I}), datt({N, Hq * D}), dqkv({N, QKV});
+  const Phi3Layer& L = layers[size_t(l)];
+  Phi3LayerActs& A = acts.layers[size_t(l)];
+  Phi3LayerGrads* G = grads ? &grads->layers[size_t(l)] : nullptr;
+  auto gp = [&](Tensor Phi3LayerGrads::*f) -> float* { return G ? (G->*f).ptr() : nullptr; };
+  if (acts.checkpointing) {  // recompute this layer from its kept input, with the same dropout masks
+    Tensor x = A.x_in;
+    layer_forward(l, x, acts.mask, B, T, acts.cos, acts.sin, &lora, run, &A);
+  }
+  auto adapt_back = [&](int s, const Tensor& in, const float* dy, int64_t dy_stride, float* din) {
+    if (LoraAdapter* a = lora.at[size_t(l)][size_t(s)])
+      lora_backward(*a, in.ptr(), A.xa[size_t(s)].ptr(), A.xd[size_t(s)], run.for_adapter(l * kPhi3Slots + s), dy,
+                    dy_stride, N, din);
+  };
+  // x_out = x_mid + down(act), act = swiglu(gu), gu = gate_up(h2), h2 = post_ln(x_mid)
+  ops::linear_backward(A.act.ptr(), L.down_w.ptr(), dx.ptr(), dact.ptr(), gp(&Phi3LayerGrads::down_w), nullptr, N,
+                       I, C);
+  adapt_back(kPhi3Down, A.act, dx.ptr(), C, dact.ptr());
+  ops::swiglu_backward(A.gu.ptr(), dact.ptr(), dgu.ptr(), N, I);
+  ops::linear_backward(A.h2.ptr(), L.gate_up_w.ptr(), dgu.ptr(), dh.ptr(), gp(&Phi3LayerGrads::gate_up_w), nullptr,
+                       N, C, 2 * I);
+  adapt_back(kPhi3GateUp, A.h2, dgu.ptr(), 2 * I, dh.ptr());
+  ops::rmsnorm_backward(A.x_mid.ptr(), L.post_ln.ptr(), dh.ptr(), dmid.ptr(), gp(&Phi3LayerGrads::post_ln), N, C,
+                        eps);
+  ops::add_inplace(dmid.ptr(), dx.ptr(), N * C);
+  // x_mid = x_in + o_proj(att), att = attention(rope(q), rope(k), v), qkv = qkv_proj(h1), h1 = in_ln(x_in)
+  ops::linear_backward(A.att.ptr(), L.o_w.ptr(), dmid.ptr(), datt.ptr(), gp(&Phi3LayerGrads::o_w), nullptr, N,
+                       Hq * D, C);
+  adapt_back(kPhi3O, A.att, dmid.ptr(), C, datt.ptr());
+  ops::AttentionBackwardParams bp;
+  bp.fwd = phi3_attention(cfg, A.qkv.ptr(), nullptr, acts.mask, B, T);
+  bp.dout = datt.ptr(), bp.dout_stride = Hq * D;
+  bp.dq = dqkv.ptr(), bp.dk = dqkv.ptr() + Hq * D, bp.dv = dqkv.ptr() + (Hq + Hkv) * D;
+  bp.dq_stride = bp.dk_stride = bp.dv_stride = QKV;
+  ops::attention_backward(bp);
+  ops::rope_backward(dqkv.ptr(), B, T, Hq, D, D, QKV, acts.cos.ptr(), acts.sin.ptr());
+  ops::rope_backward(dqkv.ptr() + Hq * D, B, T, Hkv, D, D, QKV, acts.cos.ptr(), acts.sin.ptr());
+  if (l == 0 && !need_dinput && !grads) {  // nothing below needs a gradient: only the adapter's own
+    adapt_back(kPhi3Qkv, A.h1, dqkv.ptr(), QKV, nullptr);
+  } else {
+    ops::linear_backward(A.h1.ptr(), L.qkv_w.ptr(), dqkv.ptr(), dh.ptr(), gp(&Phi3LayerGrads::qkv_w), nullptr, N, C,
+                         QKV);
+    adapt_back(kPhi3Qkv, A.h1, dqkv.ptr(), QKV, dh.ptr());
+    ops::rmsnorm_backward(A.x_in.ptr(), L.in_ln.ptr(), dh.ptr(), dx.ptr(), gp(&Phi3LayerGrads::in_ln), N, C, eps);
+    ops::add_inplace(dx.ptr(), dmid.ptr(), N * C);
+  }
+  if (acts.checkpointing) A = Phi3LayerActs{};  // free the recomputed activations
 }
 
 }  // namespace xv

@@ -103,6 +103,26 @@ struct Phi3Decoder {
   // Layer l on x (B*T, C), in place, with the RoPE tables of the pass; fills `acts` when given.
   void layer_forward(int64_t l, Tensor& x, const std::vector<float>& mask, int64_t B, int64_t T, const Tensor& cos,
                      const Tensor& sin, const Phi3DecoderLora* lora, const LoraRun& run, Phi3LayerActs* acts) const;
+
+  // The stages of forward (training) and backward, for a caller that runs the decoder layer by layer (the KD
+  // step, bracketing each layer's weights: core/weight_units.h). Forward: begin_acts, layer_forward_kept per
+  // layer, final_norm. Backward: backward_begin (through the final norm), layer_backward from the last layer
+  // down; dx (B*T, C) is then the gradient at the input embeddings.
+  // Fills the pass's RoPE tables and mask; `training` sizes acts.layers for layer_forward_kept (a frozen pass
+  // uses only cos/sin/mask with layer_forward).
+  void begin_acts(Phi3Acts& acts, const std::vector<float>& mask, int64_t B, int64_t T, bool training) const;
+  // Layer l of a training pass: keeps all its activations in acts, or only its input with checkpointing.
+  void layer_forward_kept(int64_t l, Tensor& x, Phi3Acts& acts, const Phi3DecoderLora* lora,
+                          const LoraRun& run) const;
+  // model.norm on x (rows of C), in place; its input kept in acts->x_last when given.
+  void final_norm(Tensor& x, Phi3Acts* acts) const;
+  // dhidden (B, T, C) -> dx (B*T, C) at the last layer's output.
+  Tensor backward_begin(const Phi3Acts& acts, const Tensor& dhidden, const Phi3DecoderLora& lora,
+                        Phi3Grads* grads) const;
+  // dx at layer l's output -> at its input, in place (layer 0 with neither need_dinput nor grads: only the
+  // adapters' gradients, dx is left as it is).
+  void layer_backward(int64_t l, Phi3Acts& acts, Tensor& dx, const Phi3DecoderLora& lora, const LoraRun& run,
+                      bool need_dinput, Phi3Grads* grads) const;
 };
 
 }  // namespace xv

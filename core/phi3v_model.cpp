@@ -96,36 +96,48 @@ Tensor Phi3VImageEmbedding::forward(const Phi3VImageInputs& img) const {
   return z;
 }
 
-Tensor Phi3VImageEmbedding::forward_images(const std::vector<const Phi3VImageInputs*>& imgs, const ClipLora* lora,
-                                           Phi3VVisionActs* acts, const LoraRun& run) const {
-  const int64_t C = clip.cfg.hidden_size, C4 = 4 * C, Hd = p0_w.dim(0);
-  const int64_t S = clip.cfg.image_size, CH = clip.cfg.num_channels, NPATCH = clip.cfg.num_patches();
+Phi3VCropBatch Phi3VImageEmbedding::stack_crops(const std::vector<const Phi3VImageInputs*>& imgs) const {
+  const int64_t S = clip.cfg.image_size, CH = clip.cfg.num_channels;
   const int64_t crop_px = CH * S * S;
-  std::vector<int64_t> crop0, tok0, hs, ws;
-  int64_t n_crops = 0, n_tok = 0;
+  Phi3VCropBatch cb;
   for (const Phi3VImageInputs* img : imgs) {
     const int64_t h = img->height / kPhi3VCropSize, w = img->width / kPhi3VCropSize;
     XV_CHECK(img->pixel_values.dim(0) >= 1 + h * w && img->pixel_values.numel() / img->pixel_values.dim(0) == crop_px,
              "phi3_v: image of {}x{} needs {} crops of {}x{}, pixel_values has shape {}", img->height, img->width,
              1 + h * w, S, S, shape_str(img->pixel_values.shape));
-    crop0.push_back(n_crops), tok0.push_back(n_tok), hs.push_back(h), ws.push_back(w);
-    n_crops += 1 + h * w;
-    n_tok += img->num_img_tokens;
+    cb.crop0.push_back(cb.n_crops), cb.tok0.push_back(cb.n_tok), cb.h.push_back(h), cb.w.push_back(w);
+    cb.ntok.push_back(img->num_img_tokens);
+    cb.n_crops += 1 + h * w;
+    cb.n_tok += img->num_img_tokens;
   }
   // The crops that run, of every image, in one stack: (n_crops, 3, S, S).
-  Tensor pix({n_crops, CH, S, S});
+  cb.pixels = Tensor({cb.n_crops, CH, S, S});
   for (size_t i = 0; i < imgs.size(); ++i)
-    std::copy(imgs[i]->pixel_values.ptr(), imgs[i]->pixel_values.ptr() + (1 + hs[i] * ws[i]) * crop_px,
-              pix.ptr() + crop0[i] * crop_px);
-  const Tensor feats = clip.forward_patches(pix.ptr(), n_crops, lora, acts ? &acts->clip : nullptr, run);
-  Tensor f({n_tok, C4});
-  for (size_t i = 0; i < imgs.size(); ++i) {
-    const std::vector<int64_t> layout = hd_layout(hs[i], ws[i]);
-    XV_CHECK(int64_t(layout.size()) / 4 == imgs[i]->num_img_tokens,
-             "phi3_v: HD features give {} tokens, the processor counted {}", layout.size() / 4, imgs[i]->num_img_tokens);
-    hd_gather(feats.ptr() + crop0[i] * NPATCH * C, layout, sub_GN, glb_GN, C, f.ptr() + tok0[i] * C4);
+    std::copy(imgs[i]->pixel_values.ptr(), imgs[i]->pixel_values.ptr() + (1 + cb.h[i] * cb.w[i]) * crop_px,
+              cb.pixels.ptr() + cb.crop0[i] * crop_px);
+  return cb;
+}
+
+Tensor Phi3VImageEmbedding::forward_images(const std::vector<const Phi3VImageInputs*>& imgs, const ClipLora* lora,
+                                           Phi3VVisionActs* acts, const LoraRun& run) const {
+  const Phi3VCropBatch cb = stack_crops(imgs);
+  const Tensor feats = clip.forward_patches(cb.pixels.ptr(), cb.n_crops, lora, acts ? &acts->clip : nullptr, run);
+  return project(feats, cb, acts);
+}
+
+Tensor Phi3VImageEmbedding::project(const Tensor& feats, const Phi3VCropBatch& cb, Phi3VVisionActs* acts) const {
+  const int64_t C = clip.cfg.hidden_size, C4 = 4 * C, Hd = p0_w.dim(0), NPATCH = clip.cfg.num_patches();
+  XV_CHECK(feats.numel() == cb.n_crops * NPATCH * C, "phi3_v: CLIP features must be ({}, {}, {})", cb.n_crops, NPATCH,
+           C);
+  Tensor f({cb.n_tok, C4});
+  for (size_t i = 0; i < cb.crop0.size(); ++i) {
+    const std::vector<int64_t> layout = hd_layout(cb.h[i], cb.w[i]);
+    XV_CHECK(int64_t(layout.size()) / 4 == cb.ntok[i], "phi3_v: HD features give {} tokens, the processor counted {}",
+             layout.size() / 4, cb.ntok[i]);
+    hd_gather(feats.ptr() + cb.crop0[i] * NPATCH * C, layout, sub_GN, glb_GN, C, f.ptr() + cb.tok0[i] * C4);
   }
   // Projector: Linear(4C' -> Hd) - GELU - Linear(Hd -> Hd).
+  const int64_t n_tok = cb.n_tok;
   Tensor y_pre({n_tok, Hd}), z({n_tok, Hd});
   ops::linear(f.ptr(), p0_w.ptr(), p0_b.ptr(), y_pre.ptr(), n_tok, C4, Hd);
   Tensor y = y_pre;
@@ -133,7 +145,7 @@ Tensor Phi3VImageEmbedding::forward_images(const std::vector<const Phi3VImageInp
   ops::linear(y.ptr(), p2_w.ptr(), p2_b.ptr(), z.ptr(), n_tok, Hd, Hd);
   if (acts && acts->clip.full) acts->f = std::move(f);
   if (acts) {
-    acts->crop0 = std::move(crop0), acts->tok0 = std::move(tok0), acts->h = std::move(hs), acts->w = std::move(ws);
+    acts->crop0 = cb.crop0, acts->tok0 = cb.tok0, acts->h = cb.h, acts->w = cb.w;
     acts->y_pre = std::move(y_pre);
   }
   return z;
@@ -141,6 +153,12 @@ Tensor Phi3VImageEmbedding::forward_images(const std::vector<const Phi3VImageInp
 
 void Phi3VImageEmbedding::backward(Phi3VVisionActs& acts, const Tensor& dtokens, const ClipLora& lora,
                                    const LoraRun& run, Phi3VVisionGrads* grads) const {
+  const Tensor dfeats = project_backward(acts, dtokens, grads);
+  clip.backward(acts.clip, dfeats, lora, run, grads ? &grads->clip : nullptr);
+}
+
+Tensor Phi3VImageEmbedding::project_backward(const Phi3VVisionActs& acts, const Tensor& dtokens,
+                                             Phi3VVisionGrads* grads) const {
   const int64_t C = clip.cfg.hidden_size, C4 = 4 * C, Hd = p0_w.dim(0), NPATCH = clip.cfg.num_patches();
   const int64_t n_tok = acts.y_pre.dim(0);
   XV_CHECK(dtokens.numel() == n_tok * Hd, "phi3_v vision backward: dtokens must be ({}, {})", n_tok, Hd);
@@ -165,7 +183,7 @@ void Phi3VImageEmbedding::backward(Phi3VVisionActs& acts, const Tensor& dtokens,
     hd_scatter(df.ptr() + acts.tok0[i] * C4, hd_layout(acts.h[i], acts.w[i]), C,
                dfeats.ptr() + acts.crop0[i] * NPATCH * C, grads ? grads->sub_GN.ptr() : nullptr,
                grads ? grads->glb_GN.ptr() : nullptr);
-  clip.backward(acts.clip, dfeats, lora, run, grads ? &grads->clip : nullptr);
+  return dfeats;
 }
 
 Phi3VModel Phi3VModel::load(const std::string& model_dir) {

@@ -35,6 +35,16 @@ struct Phi3VVisionGrads {
   Tensor glb_GN, sub_GN, p0_w, p0_b, p2_w, p2_b;
 };
 
+// A batch of images' crops stacked for one CLIP pass, and where each image's crops and tokens lie.
+struct Phi3VCropBatch {
+  Tensor pixels;                  // (n_crops, 3, S, S)
+  std::vector<int64_t> crop0;     // per image: its first crop (the global view)
+  std::vector<int64_t> tok0;      // per image: its first row in the stacked tokens
+  std::vector<int64_t> h, w;      // per image: the HD crop grid
+  std::vector<int64_t> ntok;      // per image: num_img_tokens
+  int64_t n_crops = 0, n_tok = 0;
+};
+
 struct Phi3VImageEmbedding {
   ClipVision clip;
   std::string order = "sub_glb";
@@ -63,6 +73,17 @@ struct Phi3VImageEmbedding {
   // the forward's acts must have had clip.full set), every weight's gradient is accumulated there too.
   void backward(Phi3VVisionActs& acts, const Tensor& dtokens, const ClipLora& lora, const LoraRun& run,
                 Phi3VVisionGrads* grads = nullptr) const;
+
+  // The stages of forward_images and backward, for a caller that runs the tower layer by layer (the KD step
+  // under FSDP units, core/weight_units.h): stack_crops, the CLIP pass (ClipVision's stages), project;
+  // backward: project_backward, then ClipVision's backward stages on acts.clip.
+  Phi3VCropBatch stack_crops(const std::vector<const Phi3VImageInputs*>& imgs) const;
+  // CLIP features (n_crops, num_patches, C') -> tokens (n_tok, Hd): HD glue, separators, projector. With
+  // `acts`, the layout and the projector's activations are kept (its input f too with acts->clip.full).
+  Tensor project(const Tensor& feats, const Phi3VCropBatch& crops, Phi3VVisionActs* acts) const;
+  // dtokens (n_tok, Hd) -> dfeats (n_crops, num_patches, C') through the projector and the glue; with `grads`,
+  // the projector's and separators' gradients are accumulated.
+  Tensor project_backward(const Phi3VVisionActs& acts, const Tensor& dtokens, Phi3VVisionGrads* grads) const;
 };
 
 // Rows of one image's projected tokens (n, C), for the scatter into the input embeddings.
