@@ -199,7 +199,7 @@ class BertKdModel : public KdModel {
     return out;
   }
 
-  std::vector<WeightUnit> frozen_units() override {
+  std::vector<WeightUnit> frozen_units(const UnitOptions&) override {
     if (full_) return {};
     std::vector<WeightUnit> u;
     BertModel& m = model_;

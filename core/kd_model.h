@@ -69,7 +69,11 @@ class KdModel {
   // The frozen base weights as units (core/weight_units.h), in the order a step uses them; empty when nothing
   // is frozen (trainable 'full'). forward_backward brackets their use with `access` once it is set; the
   // teacher pass and the student passes share one acquire of each unit. Only forward_backward honours it.
-  virtual std::vector<WeightUnit> frozen_units() { return {}; }
+  // The grouping chosen here is the one forward_backward brackets.
+  virtual std::vector<WeightUnit> frozen_units(const UnitOptions& o) {
+    (void)o;
+    return {};
+  }
   virtual void set_unit_access(UnitAccess* access) { (void)access; }
   virtual void zero_grad() = 0;
   // The per-pair work of a step that needs no weights (tokenizing, decoding and preprocessing the image),

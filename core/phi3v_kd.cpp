@@ -16,6 +16,7 @@
 //    cache holds no prefix targets). teacher_embed uses the current weights.
 //  * There is no adapter: save_adapter and load_adapter fail; export with save_merged.
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -159,46 +160,94 @@ class Phi3VKdModel : public KdModel {
     const bool has_img = !p.images.empty();
     const bool prefix = opt.image_prefix_loss && has_img;
     const bool train_vis = has_img && (full_ || lora_.vision_adapted());
+    const bool need_teacher = !opt.teacher_en || prefix;
     const int64_t C = dim(), B = p.en.B;
     // Independent dropout streams for the vision pass and the two decoder passes of this micro-batch.
     const uint64_t s = opt.dropout_seed;
     const LoraRun run_en{s ? s * 4 + 1 : 0}, run_xx{s ? s * 4 + 2 : 0}, run_vis{s ? s * 4 + 3 : 0};
     Phi3DecoderLora dl = lora_.decoder();
     ClipLora cl = lora_.vision();
-    std::vector<const Phi3VImageInputs*> imgs;
-    for (const auto& im : p.images) imgs.push_back(&im);
+    const Phi3Decoder& dec = model_.decoder;
+    const ClipVision& cv = model_.vision.clip;
+    // Unit by unit (frozen_units; no-ops without a UnitAccess): each unit is acquired once for the teacher pass
+    // and the student passes. Forward: the CLIP groups, the projector, the embeddings, the decoder layers (the
+    // last one, holding model.norm, stays for backward). Backward: the decoder layers last first, then, when the
+    // tower trains, the projector and the CLIP groups last first.
+    const int64_t L = int64_t(dec.layers.size()), G = clip_groups();
+    const int u_proj = int(G), u_emb = int(G + 1);
+    auto u_layer = [&](int64_t l) { return int(G + 2 + l); };
+    const int after_decoder = train_vis ? u_proj : -1;  // backward's unit after the decoder's
 
-    // Vision: the student's tokens (kept for backward when the tower is adapted) and the teacher's.
+    // Vision: the student's tokens (activations kept for backward when the tower trains) and, when the tower
+    // has adapters, the teacher's (adapters off); otherwise one pass serves both.
     Phi3VVisionActs vacts;
     vacts.clip.checkpointing = opt.checkpointing;
     vacts.clip.full = full_;
     Tensor s_tok, t_tok;
-    if (has_img) s_tok = model_.vision.forward_images(imgs, train_vis ? &cl : nullptr, train_vis ? &vacts : nullptr,
-                                                      run_vis);
-    const bool need_teacher = !opt.teacher_en || prefix;
-    if (need_teacher && has_img) t_tok = train_vis ? model_.vision.forward_images(imgs, nullptr, nullptr, {}) : s_tok;
+    if (has_img) {
+      std::vector<const Phi3VImageInputs*> imgs;
+      for (const auto& im : p.images) imgs.push_back(&im);
+      const Phi3VCropBatch cb = model_.vision.stack_crops(imgs);
+      const bool teacher_vis = need_teacher && train_vis;
+      const bool keep_emb = train_vis && full_;  // the embeddings' inputs, for their backward
+      Tensor xs, xt;  // (n_crops * (1 + num_patches), C')
+      for (int64_t g = 0; g < G; ++g) {
+        unit_acquire(units_, int(g), g + 1 < G ? int(g + 1) : u_proj);
+        if (g == 0) {
+          xs = cv.embed(cb.pixels.ptr(), cb.n_crops, keep_emb ? &vacts.clip.cols : nullptr,
+                        keep_emb ? &vacts.clip.x_emb : nullptr);
+          if (teacher_vis) xt = xs;
+          if (train_vis) cv.begin_acts(vacts.clip, cb.n_crops);
+        }
+        for (int64_t l = g * vision_per_unit_; l < std::min((g + 1) * vision_per_unit_, int64_t(cv.layers.size()));
+             ++l) {
+          if (train_vis) cv.layer_forward_kept(l, xs, vacts.clip, &cl, run_vis);
+          else cv.layer_forward(l, xs, cb.n_crops, nullptr, run_vis, nullptr);
+          if (teacher_vis) cv.layer_forward(l, xt, cb.n_crops, nullptr, {}, nullptr);
+        }
+        unit_release(units_, int(g));
+      }
+      unit_acquire(units_, u_proj, u_emb);
+      s_tok = model_.vision.project(cv.drop_cls(xs, cb.n_crops), cb, train_vis ? &vacts : nullptr);
+      if (teacher_vis) t_tok = model_.vision.project(cv.drop_cls(xt, cb.n_crops), cb, nullptr);
+      else if (need_teacher) t_tok = s_tok;
+      unit_release(units_, u_proj);
+    }
 
-    // Teacher targets: the adapters off, or the cache's (the cache holds no prefix targets).
+    // The decoder: the teacher (adapters off; its targets, unless the cache gives them) and the two student
+    // passes, layer by layer.
+    Phi3Acts t_acts, acts_en, acts_xx;
+    acts_en.checkpointing = acts_xx.checkpointing = opt.checkpointing;
+    unit_acquire(units_, u_emb, u_layer(0));
+    Tensor h_t;
+    if (need_teacher) h_t = model_.embed_inputs(p.en.ids, B, p.en.T, row_tokens(p, t_tok));
+    Tensor h_en = model_.embed_inputs(p.en.ids, B, p.en.T, row_tokens(p, s_tok));
+    Tensor h_xx = model_.embed_inputs(p.xx.ids, B, p.xx.T, row_tokens(p, s_tok));
+    unit_release(units_, u_emb);
+    if (need_teacher) dec.begin_acts(t_acts, p.en.mask, B, p.en.T, false);
+    dec.begin_acts(acts_en, p.en.mask, B, p.en.T, true);
+    dec.begin_acts(acts_xx, p.xx.mask, B, p.xx.T, true);
+    for (int64_t l = 0; l < L; ++l) {
+      unit_acquire(units_, u_layer(l), l + 1 < L ? u_layer(l + 1) : L > 1 ? u_layer(L - 2) : after_decoder);
+      if (need_teacher) dec.layer_forward(l, h_t, p.en.mask, B, p.en.T, t_acts.cos, t_acts.sin, nullptr, {}, nullptr);
+      dec.layer_forward_kept(l, h_en, acts_en, &dl, run_en);
+      dec.layer_forward_kept(l, h_xx, acts_xx, &dl, run_xx);
+      if (l + 1 < L) unit_release(units_, u_layer(l));
+    }
     Tensor t_en, t_pre;
     if (need_teacher) {
-      Tensor h = model_.embed_inputs(p.en.ids, B, p.en.T, row_tokens(p, t_tok));
-      model_.decoder.forward(h, p.en.mask, B, p.en.T);
-      t_en = last_rows(h, p.en);
-      if (prefix) t_pre = mean_pool(h, p.en.prefix, B, p.en.T);
+      dec.final_norm(h_t, nullptr);
+      t_en = last_rows(h_t, p.en);
+      if (prefix) t_pre = mean_pool(h_t, p.en.prefix, B, p.en.T);
+      h_t = Tensor();
     }
+    dec.final_norm(h_en, &acts_en);
+    dec.final_norm(h_xx, &acts_xx);
     if (opt.teacher_en) {
       XV_CHECK(opt.teacher_en->numel() == B * C, "kd step: teacher cache rows do not match the batch ({} x {})", B, C);
       t_en = *opt.teacher_en;
       t_en.reshape({B, C});
     }
-
-    // The two student passes.
-    Phi3Acts acts_en, acts_xx;
-    acts_en.checkpointing = acts_xx.checkpointing = opt.checkpointing;
-    Tensor h_en = model_.embed_inputs(p.en.ids, B, p.en.T, row_tokens(p, s_tok));
-    model_.decoder.forward(h_en, p.en.mask, B, p.en.T, &dl, &acts_en, run_en);
-    Tensor h_xx = model_.embed_inputs(p.xx.ids, B, p.xx.T, row_tokens(p, s_tok));
-    model_.decoder.forward(h_xx, p.xx.mask, B, p.xx.T, &dl, &acts_xx, run_xx);
 
     // L = 1/2 [MSE(S(en), T(en)) + MSE(S(xx), T(en))], or the mean of those and the two prefix terms.
     KdLossTerms out;
@@ -226,24 +275,79 @@ class Phi3VKdModel : public KdModel {
     last_rows_backward(d_xx, p.xx, dh_xx);
     h_en = Tensor(), h_xx = Tensor();
 
-    // Backward: each side through the decoder; both sides' image-token gradients into one tower backward.
+    // Backward: both sides through the decoder, layer by layer; both sides' image-token gradients into one
+    // tower backward.
     Tensor dtok;
     if (train_vis) dtok = Tensor(s_tok.shape);
     Phi3Grads* dg = full_ ? &grads_.decoder : nullptr;
     float* dembed = full_ ? grads_.decoder.embed.ptr() : nullptr;
     const bool need_dx = train_vis || full_;
-    const std::vector<std::vector<float*>> no_img;
-    const Tensor dx_en = model_.decoder.backward(acts_en, dh_en, dl, run_en, need_dx, dg);
-    acts_en = Phi3Acts{};
-    if (need_dx)
+    Tensor dx_en = dec.backward_begin(acts_en, dh_en, dl, dg);  // (B*T, C)
+    Tensor dx_xx = dec.backward_begin(acts_xx, dh_xx, dl, dg);
+    for (int64_t l = L - 1; l >= 0; --l) {
+      if (l + 1 < L) unit_acquire(units_, u_layer(l), l > 0 ? u_layer(l - 1) : after_decoder);
+      dec.layer_backward(l, acts_en, dx_en, dl, run_en, need_dx, dg);
+      dec.layer_backward(l, acts_xx, dx_xx, dl, run_xx, need_dx, dg);
+      unit_release(units_, u_layer(l));
+    }
+    acts_en = Phi3Acts{}, acts_xx = Phi3Acts{};
+    if (need_dx) {  // the input embeddings' gradient: image rows to the tower, token rows to embed_tokens (full)
+      const std::vector<std::vector<float*>> no_img;
       model_.embed_inputs_backward(p.en.ids, B, p.en.T, dx_en, train_vis ? row_dtokens(p, dtok) : no_img, dembed);
-    const Tensor dx_xx = model_.decoder.backward(acts_xx, dh_xx, dl, run_xx, need_dx, dg);
-    acts_xx = Phi3Acts{};
-    if (need_dx)
       model_.embed_inputs_backward(p.xx.ids, B, p.xx.T, dx_xx, train_vis ? row_dtokens(p, dtok) : no_img, dembed);
-    if (train_vis) model_.vision.backward(vacts, dtok, cl, run_vis, full_ ? &grads_.vision : nullptr);
+    }
+    if (train_vis) {
+      Phi3VVisionGrads* vg = full_ ? &grads_.vision : nullptr;
+      ClipGrads* cg = full_ ? &grads_.vision.clip : nullptr;
+      unit_acquire(units_, u_proj, int(G - 1));
+      const Tensor dfeats = model_.vision.project_backward(vacts, dtok, vg);
+      unit_release(units_, u_proj);
+      Tensor dxv = cv.backward_begin(vacts.clip, dfeats, cl, cg);  // (n_crops * (1 + num_patches), C')
+      for (int64_t g = G - 1; g >= 0; --g) {
+        unit_acquire(units_, int(g), g > 0 ? int(g - 1) : -1);
+        for (int64_t l = std::min((g + 1) * vision_per_unit_, int64_t(cv.layers.size())) - 1;
+             l >= g * vision_per_unit_; --l)
+          cv.layer_backward(l, vacts.clip, dxv, cl, run_vis, cg);
+        unit_release(units_, int(g));
+      }
+      if (cg) cv.embeddings_backward(vacts.clip, dxv, *cg);
+    }
     return out;
   }
+
+  std::vector<WeightUnit> frozen_units(const UnitOptions& o) override {
+    if (full_) return {};
+    XV_CHECK(o.vision_layers_per_unit >= 1, "phi3_v units: vision_layers_per_unit must be >= 1");
+    XV_CHECK(!model_.decoder.layers.empty(), "phi3_v units: the decoder has no layers");
+    vision_per_unit_ = o.vision_layers_per_unit;
+    std::vector<WeightUnit> u;
+    ClipVision& c = model_.vision.clip;
+    const int64_t Lv = int64_t(c.layers.size());
+    for (int64_t g = 0; g < clip_groups(); ++g) {
+      const int64_t l0 = g * vision_per_unit_, l1 = std::min(l0 + vision_per_unit_, Lv);
+      WeightUnit w{fmt::format("clip.{}-{}", l0, l1 - 1), {}};
+      if (g == 0) w.tensors = {&c.patch_w, &c.class_emb, &c.pos_emb, &c.pre_ln_g, &c.pre_ln_b};
+      for (int64_t l = l0; l < l1; ++l) {
+        ClipLayer& y = c.layers[size_t(l)];
+        for (Tensor* t : {&y.ln1_g, &y.ln1_b, &y.qkv_w, &y.qkv_b, &y.out_w, &y.out_b, &y.ln2_g, &y.ln2_b, &y.fc1_w,
+                          &y.fc1_b, &y.fc2_w, &y.fc2_b})
+          w.tensors.push_back(t);
+      }
+      u.push_back(std::move(w));
+    }
+    Phi3VImageEmbedding& v = model_.vision;
+    u.push_back({"projector", {&v.glb_GN, &v.sub_GN, &v.p0_w, &v.p0_b, &v.p2_w, &v.p2_b}});
+    Phi3Decoder& d = model_.decoder;
+    u.push_back({"embeddings", {&d.embed}});
+    for (size_t l = 0; l < d.layers.size(); ++l) {
+      Phi3Layer& y = d.layers[l];
+      WeightUnit w{"decoder." + std::to_string(l), {&y.in_ln, &y.qkv_w, &y.o_w, &y.post_ln, &y.gate_up_w, &y.down_w}};
+      if (l + 1 == d.layers.size()) w.tensors.push_back(&d.norm);  // the last unit holds model.norm
+      u.push_back(std::move(w));
+    }
+    return u;
+  }
+  void set_unit_access(UnitAccess* access) override { units_ = full_ ? nullptr : access; }
 
   Tensor teacher_embed(const std::vector<TrainPair>& batch) override {
     XV_CHECK(!batch.empty(), "teacher embed: empty batch");
@@ -466,6 +570,14 @@ class Phi3VKdModel : public KdModel {
   bool full_ = false;  // trainable 'full': every weight of the embedding path trains, into grads_
   Phi3VGrads grads_;
   int32_t bos_ = 1;
+  UnitAccess* units_ = nullptr;  // set by a sharding wrapper (frozen_units)
+  int64_t vision_per_unit_ = UnitOptions{}.vision_layers_per_unit;
+
+  // CLIP layer groups (units); the first also holds the tower's embeddings, so there is one even without layers.
+  int64_t clip_groups() const {
+    const int64_t Lv = int64_t(model_.vision.clip.layers.size());
+    return std::max<int64_t>(1, (Lv + vision_per_unit_ - 1) / vision_per_unit_);
+  }
 };
 
 void Phi3VKdModel::save_merged_full(const std::string& out) const {

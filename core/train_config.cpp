@@ -66,6 +66,7 @@ const std::vector<KeySpec>& schema() {
       XV_KEY("parallel.replicate_trainable", parallel.replicate_trainable, false),
       XV_KEY("parallel.prefetch", parallel.prefetch, false),
       XV_KEY("parallel.ranks_per_node", parallel.ranks_per_node, false),
+      XV_KEY("parallel.vision_layers_per_unit", parallel.vision_layers_per_unit, false),
       XV_KEY("export.adapter", export_.adapter, false),
       XV_KEY("export.merged", export_.merged, false),
   };
@@ -299,6 +300,7 @@ void validate(const TrainConfig& c, const std::map<std::string, Entry>& flat, co
             c.parallel.strategy == "hybrid",
         "parallel.strategy", "full, grad_op, none or hybrid");
   check(c.parallel.ranks_per_node >= 0, "parallel.ranks_per_node", ">= 0 (0: from the launcher)");
+  check(c.parallel.vision_layers_per_unit >= 1, "parallel.vision_layers_per_unit", ">= 1");
 }
 
 }  // namespace

@@ -66,6 +66,7 @@ struct TrainConfig {
     bool replicate_trainable = false;  // full/hybrid: keep the trainable parameters whole on every rank
     bool prefetch = true;            // gather the next unit while this one computes
     int64_t ranks_per_node = 0;      // hybrid: ranks per shard group; 0 = from the launcher (nodes)
+    int64_t vision_layers_per_unit = 8;  // phi3_v: CLIP layers per unit of the frozen base
   } parallel;
   struct Export {
     bool adapter = true;  // output_dir/adapter: a PEFT adapter folder

@@ -284,7 +284,9 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& o) {
   // The frozen base, sharded over the shard group (full, hybrid); the trainable tensors in flat buffers.
   std::unique_ptr<par::FrozenShards> frozen;
   if (par.frozen && par.frozen->size() > 1) {
-    frozen = std::make_unique<par::FrozenShards>(*par.frozen, model->frozen_units(), cfg.parallel.prefetch);
+    UnitOptions uo;
+    uo.vision_layers_per_unit = cfg.parallel.vision_layers_per_unit;
+    frozen = std::make_unique<par::FrozenShards>(*par.frozen, model->frozen_units(uo), cfg.parallel.prefetch);
     model->set_unit_access(frozen.get());
   }
   const std::vector<TrainableTensor> trainable = model->trainable();

@@ -6,6 +6,7 @@
 // Between release(u) and the next acquire(u) the wrapper may empty the unit's tensors (their data vectors);
 // their shapes stay.
 #pragma once
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,11 @@ class UnitAccess {
 };
 
 // Brackets in model code: no-ops without a UnitAccess.
+// How a model groups its weights into units.
+struct UnitOptions {
+  int64_t vision_layers_per_unit = 8;  // phi3_v: CLIP layers per unit (the first also holds the embeddings)
+};
+
 inline void unit_acquire(UnitAccess* a, int u, int next) {
   if (a) a->acquire(u, next);
 }

@@ -7,6 +7,9 @@
 #   4. the bytes each rank logs per step equal docs/distributed.md's formula
 #   5. faults: a rank killed (SIGKILL) or failing stops every rank within seconds, naming the rank; the last
 #      checkpoint stays whole and the run resumes from it to the straight run's result
+#   6. phi3_v (configs/tiny-phi3v.yaml: images, decoder and tower adapters, prefix loss) with its base sharded in
+#      units (CLIP layer groups, projector, embeddings, decoder layers): 1 x 6 = 2 x 3 = 3 x 2 bit-identical,
+#      the default reduction within 1e-4, and the frozen bytes per step equal to the formula
 # usage: mpi_train_test.sh XVLM2VEC REPO_ROOT MPIEXEC
 set -euo pipefail
 bin=$1 root=$2 mpiexec=$3
@@ -200,4 +203,49 @@ dt=$(( $(date +%s) - t0 ))
 [ $rc -ne 0 ] || fail "a failing rank did not fail the job"
 grep -Eq "rank [01] of 2 \(mpirun\) failed: .*more than the model" "$tmp/throw.log" || { cat "$tmp/throw.log"; fail "no message naming the rank and cause"; }
 echo "  a rank that fails: job stopped in ${dt}s: $(grep -m1 -o 'rank [01] of 2 (mpirun) failed' "$tmp/throw.log")"
+
+echo "== 6. phi3_v: the frozen base in units (CLIP groups, projector, embeddings, decoder layers)"
+p3=(--set train.threads=1 --set data.workers=1 --set train.max_steps=4 --set export.merged=false --quiet)
+"$bin" train configs/tiny-phi3v.yaml "${p3[@]}" "${det[@]}" --set train.grad_accum=6 --set output_dir="$tmp/p3-one"
+mpi 2 train configs/tiny-phi3v.yaml "${p3[@]}" "${det[@]}" --set train.grad_accum=3 \
+  --set parallel.vision_layers_per_unit=1 --set output_dir="$tmp/p3-two"
+compare "$tmp/p3-one" "$tmp/p3-two" 0 || fail "phi3_v: 2 ranks differ from 1 process"
+mpi 3 train configs/tiny-phi3v.yaml "${p3[@]}" "${det[@]}" --set train.grad_accum=2 --set output_dir="$tmp/p3-three"
+compare "$tmp/p3-one" "$tmp/p3-three" 0 || fail "phi3_v: 3 ranks differ from 1 process"
+echo "  2 ranks (one CLIP layer per unit) and 3 ranks (one group): bit-identical to 1 process"
+"$bin" train configs/tiny-phi3v.yaml "${p3[@]}" --set train.grad_accum=6 --set output_dir="$tmp/p3-one-f"
+mpi 2 train configs/tiny-phi3v.yaml "${p3[@]}" --set train.grad_accum=3 --set output_dir="$tmp/p3-two-f"
+compare "$tmp/p3-one-f" "$tmp/p3-two-f" 1e-4 || fail "phi3_v: 2 ranks are not within 1e-4 of 1 process"
+python3 - "$tmp" tests/fixtures/models/tiny_phi3v/config.json <<'PY'
+import json, sys
+tmp, cfgp = sys.argv[1], sys.argv[2]
+c = json.load(open(cfgp))
+V, C, I, L = c["vocab_size"], c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"]
+D = C // c["num_attention_heads"]; Hq, Hkv = c["num_attention_heads"], c["num_key_value_heads"]
+v = c["img_processor"]["vision_config"]
+Cv, Iv, P, S = v["hidden_size"], v["intermediate_size"], v["patch_size"], v["image_size"]
+Lv = v["num_hidden_layers"] - 1  # hidden state -2: the last layer does not run
+clip_layer = 4 * (Cv * Cv + Cv) + 4 * Cv + (Iv * Cv + Iv) + (Cv * Iv + Cv)
+clip_emb = 3 * P * P * Cv + Cv + ((S // P) ** 2 + 1) * Cv + 2 * Cv
+proj = 2 * 4 * Cv + (4 * Cv * C + C) + (C * C + C)
+layer = 2 * C + (Hq + 2 * Hkv) * D * C + C * Hq * D + 2 * I * C + C * I
+def ceil(a, b): return -(-a // b)
+def frozen(W, ga, per_unit):
+    # Every micro-batch has images and the tower has adapters: the CLIP groups and the projector are gathered in
+    # forward and again in backward; the embeddings once; the decoder layers in forward, all but the last
+    # (which holds model.norm too) again in backward.
+    groups = [min(per_unit, Lv - g) * clip_layer + (clip_emb if g == 0 else 0) for g in range(0, Lv, per_unit)]
+    sh = lambda u: ceil(u, W)
+    per_mb = 2 * sum(sh(u) for u in groups) + 2 * sh(proj) + sh(V * C) + (L - 1) * sh(layer) + sh(layer + C) \
+        + (L - 1) * sh(layer)
+    return ga * 4 * (W - 1) * per_mb
+for d, W, ga, per_unit in (("p3-two", 2, 3, 1), ("p3-three", 3, 2, 8), ("p3-two-f", 2, 3, 8)):
+    want = frozen(W, ga, per_unit)
+    for line in open("%s/%s/metrics.jsonl" % (tmp, d)):
+        j = json.loads(line)
+        assert j["comm_frozen_bytes"] == want, "%s step %d: logged %d, formula %d" % (d, j["step"], j["comm_frozen_bytes"], want)
+    print("  %-9s W=%d ga=%d, %d CLIP layer(s) per unit: %d frozen bytes per step and rank, as the formula" % (d, W, ga, per_unit, want))
+PY
+echo "  default reduction, 2 ranks: within 1e-4 of 1 process"
+
 echo "mpi_train_test: all passed"
