@@ -3,6 +3,9 @@
 // in one process. A plain main (not Google Benchmark): it runs under mpirun, e.g.
 //
 //   mpirun --allow-run-as-root -np 2 build/benchmarks/bench_comm [--min-bytes 4096] [--max-bytes 268435456]
+//                                                                [--json FILE]
+//
+// --json writes every timing (ours and the peer's) for benchmarks/scaling's `scaling_model fit-link`.
 //
 // Sizes are the per-rank block S (f32). Bandwidths as nccl-tests defines them: the message is the whole
 // gathered (all-gather) or scattered (reduce-scatter) buffer, n * S; algbw = n * S / time,
@@ -31,6 +34,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/file_util.h"
 #include "parallel/comm.h"
 #include "parallel/comm_mpi.h"
 
@@ -70,14 +74,17 @@ int reps_for(size_t bytes) {
 
 int run(int argc, char** argv) {
   size_t min_bytes = 4096, max_bytes = size_t{256} << 20;
+  std::string json_path;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     if (a == "--min-bytes") {
       min_bytes = std::strtoull(argv[i + 1], nullptr, 10);
     } else if (a == "--max-bytes") {
       max_bytes = std::strtoull(argv[i + 1], nullptr, 10);
+    } else if (a == "--json") {
+      json_path = argv[i + 1];
     } else {
-      xv::fail("bench_comm: unknown option {} (--min-bytes N, --max-bytes N)", a);
+      xv::fail("bench_comm: unknown option {} (--min-bytes N, --max-bytes N, --json FILE)", a);
     }
   }
   XV_CHECK(min_bytes >= 4 && min_bytes <= max_bytes, "bench_comm: need 4 <= --min-bytes <= --max-bytes");
@@ -101,6 +108,7 @@ int run(int argc, char** argv) {
                 "busbw | ours / raw | raw MPI, helper thread: time | ours / raw (helper) |\n"
                 "|---|---|---|---|---|---|---|---|---|---|---|\n");
   }
+  std::string samples;  // JSON objects, for --json
   for (int which = 0; which < 2; ++which) {
     const char* name = which == 0 ? "all-gather" : "reduce-scatter";
     for (size_t bytes = min_bytes; bytes <= max_bytes; bytes *= 4) {
@@ -137,9 +145,15 @@ int run(int argc, char** argv) {
                     t_peer * 1e3, gbs(total, t_peer), gbs(total, t_peer) * bus, t_ours / t_peer,
                     t_peer_thread * 1e3, t_ours / t_peer_thread);
         std::fflush(stdout);
+        samples += fmt::format("{}    {{\"collective\": \"{}\", \"bytes_per_rank\": {}, \"gathered_bytes\": {}, "
+                               "\"seconds\": {:.9g}, \"seconds_raw_mpi\": {:.9g}, \"seconds_raw_mpi_thread\": {:.9g}}}",
+                               samples.empty() ? "" : ",\n", name, bytes, size_t(n) * bytes, t_ours, t_peer,
+                               t_peer_thread);
       }
     }
   }
+  if (me == 0 && !json_path.empty())
+    xv::write_file_atomic(json_path, fmt::format("{{\n  \"ranks\": {},\n  \"samples\": [\n{}\n  ]\n}}\n", n, samples));
   MPI_Comm_free(&raw);
   comm.reset();
   xv::par::mpi_finalize();

@@ -249,3 +249,34 @@ TEST(ScalingModel, MedianStepTime) {
   EXPECT_DOUBLE_EQ(median_step_time({100, 10, 20, 0, 40, 40}, 20), 0.75);  // 0 ignored; even count: mean
   EXPECT_TRUE(std::isnan(median_step_time({100}, 20)));
 }
+
+// fit_link recovers alpha and B from timings that follow the ring formula exactly (sizes 4 KiB .. 16 MiB, 2 and
+// 3 ranks), stays close under +-5% noise, and refuses samples that cannot separate the two.
+TEST(ScalingModel, FitLinkRecoversAlphaAndBandwidth) {
+  const Link truth{12e-6, 3.5e9};
+  std::vector<CommSample> exact, noisy;
+  int k = 0;
+  for (int64_t p : {2, 3})
+    for (double bytes = 4096; bytes <= 16.0 * 1048576; bytes *= 4) {
+      const double t = ring_time(p, bytes, truth);
+      exact.push_back({p, bytes, t});
+      noisy.push_back({p, bytes, t * (k++ % 2 ? 1.05 : 0.95)});
+    }
+  double rms = 1;
+  const Link l = fit_link(exact, &rms);
+  EXPECT_NEAR(l.alpha_s, truth.alpha_s, 1e-9);
+  EXPECT_NEAR(l.bw_Bps, truth.bw_Bps, 1e-3 * truth.bw_Bps);
+  EXPECT_LT(rms, 1e-9);
+  const Link n = fit_link(noisy, &rms);
+  EXPECT_NEAR(n.alpha_s, truth.alpha_s, 0.1 * truth.alpha_s);
+  EXPECT_NEAR(n.bw_Bps, truth.bw_Bps, 0.1 * truth.bw_Bps);
+  EXPECT_NEAR(rms, 0.05, 0.01);
+  EXPECT_THROW(fit_link({{2, 4096, 1e-5}}), std::invalid_argument);                       // one sample
+  EXPECT_THROW(fit_link({{2, 4096, 1e-5}, {2, 4096, 1.1e-5}}), std::invalid_argument);  // one size, one p
+  EXPECT_THROW(fit_link({{2, 4096, 1e-3}, {2, 1048576, 1e-5}}), std::invalid_argument);  // bigger is faster
+  // Pure bandwidth with timings slightly under it at the small end: alpha clamps to 0, B fits alone.
+  const Link z = fit_link({{2, 1e6, 0.9 * 0.5e6 / 1e9}, {2, 1e8, 0.5e8 / 1e9}});
+  EXPECT_EQ(z.alpha_s, 0.0);
+  EXPECT_GT(z.bw_Bps, 1e9);
+  EXPECT_LT(z.bw_Bps, 1.1e9);
+}

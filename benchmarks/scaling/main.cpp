@@ -6,6 +6,9 @@
 //   scaling_model validate --config MODEL.json --bandwidth LINK.json --measured-units UNITS.json
 //                          --runs metrics.jsonl:RANKS ... [--out DIR]
 //       -> predicted vs measured step time on the terminal (and DIR/validation.{json,md})
+//   scaling_model fit-link --comm bench_comm.json ... [--out LINK.json] [--no-overlap] [--min-bytes N]
+//                          [--max-bytes N]
+//       -> alpha and bus bandwidth fitted to bench_comm's all-gather timings (the --bandwidth input)
 //
 // Only file handling and formatting live here; the model is scaling_model.cpp.
 #include <CLI/CLI.hpp>
@@ -568,48 +571,154 @@ ValidationConfig load_validation_config(const std::string& path) {
   return c;
 }
 
-// The measured link (README.md): {"alpha_us", "bus_bandwidth_GBps", "overlap"}; one node.
-Hardware load_bandwidth(const std::string& path) {
+// The measured link (README.md): {"alpha_us", "bus_bandwidth_GBps", "overlap", "by_ranks": {"N": {alpha_us,
+// bus_bandwidth_GBps}}}; one node. by_ranks: the link runs with N ranks at (ranks sharing a CPU's cores slow
+// it down).
+struct MeasuredLink {
+  Hardware base;
+  std::map<int64_t, Hardware> by_ranks;
+  const Hardware& at(int64_t ranks) const {
+    const auto it = by_ranks.find(ranks);
+    return it == by_ranks.end() ? base : it->second;
+  }
+};
+
+MeasuredLink load_bandwidth(const std::string& path) {
   const json j = load_json(path);
   if (!j.is_object()) throw Failure(fmt::format("{}: expected a JSON object", path));
-  Hardware hw;
+  MeasuredLink ml;
+  Hardware& hw = ml.base;
   hw.name = "measured link (" + path + ")";
   hw.gpus_per_node = int64_t(1) << 30;  // every rank on one machine: the one measured link
   hw.workspace_GB = 0;
   hw.peak_tflops = NAN, hw.mfu = NAN;   // compute comes from the measured units only
-  for (const auto& [k, v] : j.items()) {
-    const std::string w = fmt::format("{}: field '{}'", path, k);
-    if (k == "alpha_us")
-      hw.intra_alpha_us = hw.inter_alpha_us = number(v, w);
-    else if (k == "bus_bandwidth_GBps")
-      hw.intra_bw_GBps = hw.inter_bw_GBps = positive(v, w);
-    else if (k == "overlap")
-      hw.overlap = boolean(v, w);
-    else if (k != "notes")
-      throw Failure(fmt::format("{}: unknown field (known: alpha_us, bus_bandwidth_GBps, overlap, notes)", w));
+  // alpha and bandwidth of one object into h; `where` names it.
+  auto link = [&](const json& o, Hardware& h, const std::string& where, bool top) {
+    for (const auto& [k, v] : o.items()) {
+      const std::string w = fmt::format("{}: field '{}'", where, k);
+      if (k == "alpha_us")
+        h.intra_alpha_us = h.inter_alpha_us = number(v, w);
+      else if (k == "bus_bandwidth_GBps")
+        h.intra_bw_GBps = h.inter_bw_GBps = positive(v, w);
+      else if (top && k == "overlap")
+        h.overlap = boolean(v, w);
+      else if (!(top && (k == "notes" || k == "by_ranks")) && k != "notes")
+        throw Failure(fmt::format("{}: unknown field (known: alpha_us, bus_bandwidth_GBps{})", w,
+                                  top ? ", overlap, by_ranks, notes" : ", notes"));
+    }
+    if (!o.contains("alpha_us") || !o.contains("bus_bandwidth_GBps"))
+      throw Failure(fmt::format("{}: alpha_us and bus_bandwidth_GBps are required", where));
+    if (h.intra_alpha_us < 0) throw Failure(fmt::format("{}: field 'alpha_us': expected >= 0", where));
+  };
+  link(j, hw, path, true);
+  if (j.contains("by_ranks")) {
+    if (!j["by_ranks"].is_object()) throw Failure(fmt::format("{}: field 'by_ranks': expected an object", path));
+    for (const auto& [k, v] : j["by_ranks"].items()) {
+      const std::string w = fmt::format("{}: by_ranks '{}'", path, k);
+      char* end = nullptr;
+      const long n = std::strtol(k.c_str(), &end, 10);
+      if (!end || *end || n < 2) throw Failure(w + ": expected a rank count >= 2 as the key");
+      if (!v.is_object()) throw Failure(w + ": expected an object");
+      Hardware h = hw;
+      h.name = fmt::format("{} at {} ranks", hw.name, n);
+      link(v, h, w, false);
+      ml.by_ranks[n] = h;
+    }
   }
-  if (!j.contains("alpha_us") || !j.contains("bus_bandwidth_GBps"))
-    throw Failure(fmt::format("{}: alpha_us and bus_bandwidth_GBps are required", path));
-  if (hw.intra_alpha_us < 0) throw Failure(fmt::format("{}: field 'alpha_us': expected >= 0", path));
-  return hw;
+  return ml;
+}
+
+struct FitLinkArgs {
+  std::vector<std::string> comm;
+  std::string out;
+  bool no_overlap = false;
+  double min_bytes = 0, max_bytes = 1e300;  // the gathered sizes fitted
+};
+
+// bench_comm --json files: {"ranks": p, "samples": [{"collective": "all-gather", "gathered_bytes": S,
+// "seconds": t}, ...]}; only our all-gathers are fitted (the trainer's frozen gathers).
+int run_fit_link(const FitLinkArgs& a) {
+  std::vector<CommSample> samples;
+  for (const std::string& path : a.comm) {
+    const json j = load_json(path);
+    if (!j.is_object() || !j.contains("ranks") || !j.contains("samples") || !j["samples"].is_array())
+      throw Failure(fmt::format("{}: expected bench_comm --json output (fields 'ranks' and 'samples')", path));
+    const int64_t p = int64_t(number(j["ranks"], path + ": field 'ranks'"));
+    if (p < 2) throw Failure(fmt::format("{}: field 'ranks': expected >= 2, got {}", path, p));
+    size_t i = 0;
+    for (const json& s : j["samples"]) {
+      const std::string w = fmt::format("{}: samples[{}]", path, i++);
+      if (!s.is_object() || !s.contains("collective") || !s["collective"].is_string())
+        throw Failure(w + ": expected an object with 'collective', 'gathered_bytes', 'seconds'");
+      if (s["collective"] != "all-gather") continue;
+      if (!s.contains("gathered_bytes") || !s.contains("seconds"))
+        throw Failure(w + ": 'gathered_bytes' and 'seconds' are required");
+      const CommSample cs{p, positive(s["gathered_bytes"], w + ".gathered_bytes"), positive(s["seconds"], w + ".seconds")};
+      if (cs.bytes >= a.min_bytes && cs.bytes <= a.max_bytes) samples.push_back(cs);
+    }
+  }
+  if (samples.empty())
+    throw Failure("fit-link: no all-gather samples in the --comm files (within --min-bytes / --max-bytes)");
+  double rms = 0;
+  Link l;
+  try {
+    l = fit_link(samples, &rms);
+  } catch (const std::invalid_argument& e) {
+    throw Failure(e.what());
+  }
+  json out;
+  out["alpha_us"] = l.alpha_s * 1e6;
+  out["bus_bandwidth_GBps"] = l.bw_Bps / 1e9;
+  out["overlap"] = !a.no_overlap;
+  // Per rank count, where its samples determine a fit of their own (two sizes or more).
+  std::map<int64_t, std::vector<CommSample>> per_p;
+  for (const CommSample& s : samples) per_p[s.p].push_back(s);
+  if (per_p.size() > 1)
+    for (const auto& [p, ss] : per_p) {
+      double r = 0;
+      try {
+        const Link lp = fit_link(ss, &r);
+        out["by_ranks"][std::to_string(p)] = {{"alpha_us", lp.alpha_s * 1e6}, {"bus_bandwidth_GBps", lp.bw_Bps / 1e9},
+                                              {"notes", fmt::format("{} samples, RMS relative error {:.1f}%", ss.size(),
+                                                                    100 * r)}};
+        std::printf("  %lld ranks: alpha %.2f us, bus bandwidth %.3f GB/s; RMS relative error %.1f%%\n",
+                    static_cast<long long>(p), lp.alpha_s * 1e6, lp.bw_Bps / 1e9, 100 * r);
+      } catch (const std::invalid_argument&) {
+        // too few sizes at this rank count: the common fit serves it
+      }
+    }
+  std::string files;
+  for (const auto& f : a.comm) files += (files.empty() ? "" : ", ") + fs::path(f).filename().string();
+  out["notes"] = fmt::format("fit-link: {} all-gather timings ({}), RMS relative error {:.1f}%", samples.size(),
+                             files, 100 * rms);
+  const std::string text = out.dump(2) + "\n";
+  std::printf("alpha %.2f us, bus bandwidth %.3f GB/s; %zu samples, RMS relative error %.1f%%\n", l.alpha_s * 1e6,
+              l.bw_Bps / 1e9, samples.size(), 100 * rms);
+  if (!a.out.empty()) write_file(a.out, text);
+  return 0;
 }
 
 int run_validate(const ValidateArgs& a) {
   const ValidationConfig c = load_validation_config(a.config);
-  Hardware hw = load_bandwidth(a.bandwidth);
-  if (c.ranks_per_node > 0) hw.gpus_per_node = c.ranks_per_node;  // the measured link serves both levels
-  Hardware hw_serial = hw;
-  hw_serial.overlap = false;
+  const MeasuredLink link = load_bandwidth(a.bandwidth);
+  const Hardware& hw = link.base;
   const MeasuredFile mf = load_measured(a.measured);
   std::vector<RunSpec> runs;
   for (const std::string& r : a.runs) runs.push_back(parse_run(r));
 
   std::string md = fmt::format(
       "# Validation: {} ({} strategy)\n\n{} pairs per rank x {} accumulation steps, {} positions per side, LoRA r={}, "
-      "checkpointing {}. Frozen parameters {} in {} units, trainable {}. Link: alpha {} us, {} GB/s, overlap {}.\n\n",
+      "checkpointing {}. Frozen parameters {} in {} units, trainable {}. Link: alpha {:.2f} us, {:.3f} GB/s, overlap "
+      "{}{}.\n\n",
       c.model.name, strategy_name(c.strategy), c.w.pairs_per_rank, c.w.grad_accum, c.w.text_tokens + c.w.image_tokens,
       c.w.lora_rank, c.w.checkpointing ? "on" : "off", thousands(c.model.loaded_params), c.model.units.size(),
-      thousands(c.model.trainable_params), hw.intra_alpha_us, hw.intra_bw_GBps, hw.overlap ? "on" : "off");
+      thousands(c.model.trainable_params), hw.intra_alpha_us, hw.intra_bw_GBps, hw.overlap ? "on" : "off",
+      [&] {
+        std::string s;
+        for (const auto& [n, h] : link.by_ranks)
+          s += fmt::format("; at {} ranks alpha {:.2f} us, {:.3f} GB/s", n, h.intra_alpha_us, h.intra_bw_GBps);
+        return s;
+      }());
   md += "| ranks | steps used | measured step (s) | predicted step (s) | error | compute (s) | comm exposed / total (s) "
         "| predicted, no overlap (s) | error |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
   json out = json::array();
@@ -628,9 +737,13 @@ int run_validate(const ValidateArgs& a) {
     size_t used = 0;
     for (size_t i = 1; i < pps.size(); ++i) used += pps[i] > 0;
     const MeasuredUnits mu = mf.at(r.ranks);
+    Hardware hw_run = link.at(r.ranks);
+    if (c.ranks_per_node > 0) hw_run.gpus_per_node = c.ranks_per_node;  // the measured link serves both levels
+    Hardware hw_serial = hw_run;
+    hw_serial.overlap = false;
     StepPrediction p, q;
     try {
-      p = predict_step(c.model, c.w, hw, c.strategy, r.ranks, &mu, true);
+      p = predict_step(c.model, c.w, hw_run, c.strategy, r.ranks, &mu, true);
       q = predict_step(c.model, c.w, hw_serial, c.strategy, r.ranks, &mu, true);
     } catch (const std::invalid_argument& e) {
       throw Failure(fmt::format("{}: {}", a.measured, e.what()));
@@ -707,6 +820,14 @@ int main(int argc, char** argv) {
   val->add_option("--runs", va.runs, "METRICS.jsonl:RANKS ...")->required()->expected(1, -1);
   val->add_option("--out", va.out, "Also write validation.md and validation.json here");
 
+  FitLinkArgs fa;
+  CLI::App* fit = app.add_subcommand("fit-link", "Latency and bandwidth fitted to bench_comm --json timings");
+  fit->add_option("--comm", fa.comm, "bench_comm --json files (2 and 3 ranks)")->required()->expected(1, -1);
+  fit->add_option("--out", fa.out, "Write the --bandwidth JSON here");
+  fit->add_flag("--no-overlap", fa.no_overlap, "Mark the link as making no progress behind compute");
+  fit->add_option("--min-bytes", fa.min_bytes, "Fit only gathered sizes >= this (bytes)")->check(CLI::NonNegativeNumber);
+  fit->add_option("--max-bytes", fa.max_bytes, "Fit only gathered sizes <= this (bytes)")->check(CLI::PositiveNumber);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -714,6 +835,7 @@ int main(int argc, char** argv) {
   }
   try {
     if (pred->parsed()) return run_predict(pa);
+    if (fit->parsed()) return run_fit_link(fa);
     return run_validate(va);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "scaling_model: error: %s\n", e.what());

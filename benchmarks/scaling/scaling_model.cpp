@@ -267,6 +267,36 @@ double ring_time(int64_t p, double bytes, const Link& l) {
 }
 double all_reduce_time(int64_t p, double bytes, const Link& l) { return 2 * ring_time(p, bytes, l); }
 
+Link fit_link(const std::vector<CommSample>& samples, double* rms_rel) {
+  // Rows (x1, x2) / t with x1 = p-1, x2 = (p-1)/p bytes; unknowns alpha, 1/B; target 1. Normal equations.
+  double a11 = 0, a12 = 0, a22 = 0, b1 = 0, b2 = 0;
+  for (const CommSample& s : samples) {
+    if (s.p < 2 || !(s.bytes > 0) || !(s.seconds > 0))
+      throw std::invalid_argument("fit_link: every sample needs p >= 2, bytes > 0 and seconds > 0");
+    const double x1 = double(s.p - 1) / s.seconds, x2 = double(s.p - 1) / double(s.p) * s.bytes / s.seconds;
+    a11 += x1 * x1, a12 += x1 * x2, a22 += x2 * x2, b1 += x1, b2 += x2;
+  }
+  const double det = a11 * a22 - a12 * a12;
+  if (samples.size() < 2 || !(det > 1e-12 * a11 * a22))
+    throw std::invalid_argument("fit_link: the samples do not determine both latency and bandwidth (need two "
+                                "sizes or two rank counts)");
+  double alpha = (b1 * a22 - b2 * a12) / det, inv_bw = (a11 * b2 - a12 * b1) / det;
+  if (!(inv_bw > 0))
+    throw std::invalid_argument("fit_link: the fit gives 1/B = " + std::to_string(inv_bw) +
+                                " s/byte; the timings do not grow with the size as t = (p-1) alpha + (p-1)/p S/B");
+  if (alpha < 0) alpha = 0, inv_bw = b2 / a22;  // latency below resolution: the best fit with alpha >= 0
+  Link l{alpha, 1.0 / inv_bw};
+  if (rms_rel) {
+    double e2 = 0;
+    for (const CommSample& s : samples) {
+      const double e = (ring_time(s.p, s.bytes, l) - s.seconds) / s.seconds;
+      e2 += e * e;
+    }
+    *rms_rel = std::sqrt(e2 / double(samples.size()));
+  }
+  return l;
+}
+
 // ---------------------------------------------------------------------------------------------------------
 StepPrediction predict_step(const ModelDesc& m, const Workload& w, const Hardware& hw, Strategy strategy,
                             int64_t n, const MeasuredUnits* measured, bool require_measured) {

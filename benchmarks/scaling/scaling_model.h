@@ -148,6 +148,18 @@ Link ring_link(const Hardware& hw, int64_t group, bool cross_node);
 double ring_time(int64_t p, double bytes, const Link& l);
 double all_reduce_time(int64_t p, double bytes, const Link& l);
 
+// One timed all-gather: p ranks, the gathered buffer of `bytes`, `seconds` per call.
+struct CommSample {
+  int64_t p = 2;
+  double bytes = 0, seconds = 0;
+};
+// alpha and B of ring_time fitted to samples by least squares on the relative error (sizes span decades):
+// minimises sum ((ring_time(p, bytes) - seconds) / seconds)^2, linear in alpha and 1/B. Needs two samples
+// that tell them apart (two sizes, or two rank counts); throws std::invalid_argument otherwise, or when the
+// timings do not grow with the size. A negative latency (below what the sizes resolve) becomes 0, with the
+// bandwidth refitted alone. `rms_rel` gets the fit's RMS relative error.
+Link fit_link(const std::vector<CommSample>& samples, double* rms_rel = nullptr);
+
 struct Memory {  // bytes per rank
   double base = 0;         // the frozen shard (or the whole base when replicated)
   double gathered = 0;     // the gathered units in flight: current + prefetched
