@@ -8,7 +8,7 @@
 // what each rank gets when ranks share the cores; only the first copy (OMPI_COMM_WORLD_RANK / SLURM_PROCID
 // unset or 0) writes.
 //
-//   bench_units --model DIR --batch 8 --tokens 32 [--lora-rank 16] [--lora-alpha 32]
+//   bench_units --model DIR --batch 8 --tokens 32 [--lora-rank 16] [--lora-alpha 32] [--lora-dropout 0.05]
 //               [--targets query,key,value,dense] [--threads 1] [--reps 20] [--out units.json]
 #include <algorithm>
 #include <array>
@@ -75,9 +75,15 @@ int run(int argc, char** argv) {
     else if (a == "--threads") threads = num(1);
     else if (a == "--lora-rank") lc.r = num(1);
     else if (a == "--lora-alpha") lc.alpha = float(num(1));
+    else if (a == "--lora-dropout") {
+      char* end = nullptr;
+      lc.dropout = std::strtof(v.c_str(), &end);
+      XV_CHECK(end && *end == 0 && lc.dropout >= 0.0f && lc.dropout < 1.0f, "--lora-dropout must be in [0, 1), got '{}'",
+               v);
+    }
     else if (a == "--targets") lc.targets = split(v);
     else if (a == "--out") out = v;
-    else xv::fail("unknown option {} (--model, --batch, --tokens, --lora-rank, --lora-alpha, --targets, "
+    else xv::fail("unknown option {} (--model, --batch, --tokens, --lora-rank, --lora-alpha, --lora-dropout, --targets, "
                   "--threads, --reps, --out)", a);
   }
   XV_CHECK(!model_dir.empty(), "--model DIR (a bert model folder) is required");
@@ -93,7 +99,7 @@ int run(int argc, char** argv) {
   std::vector<int32_t> ids(size_t(B * T));
   for (size_t k = 0; k < ids.size(); ++k) ids[k] = int32_t(1000 + (k * 7919) % size_t(V - 1000));
   const std::vector<float> mask(size_t(B * T), 1.0f);
-  const xv::LoraRun run{};
+  const xv::LoraRun run{lc.dropout > 0.0f ? uint64_t{12345} : 0};  // dropout masks on when dropout > 0
 
   // As the KD step runs them: per layer the teacher pass and both student sides (the same weights, hot), then
   // per layer both sides' backward. Each call is timed alone; a side's time is the mean over both sides.
@@ -163,9 +169,9 @@ int run(int argc, char** argv) {
                          {"backward_s", t_bwd / (n * double(L))}};
   j["optimizer_s"] = t_opt / n;
   j["overhead_s"] = t_over / n;
-  j["notes"] = fmt::format("bench_units: {}, {} x {} tokens per side, LoRA r={} on {}, {} thread(s), {} reps; {} "
-                           "trainable elements",
-                           model_dir, B, T, lc.r, fmt::join(lc.targets, ","), threads, reps, n_trainable);
+  j["notes"] = fmt::format("bench_units: {}, {} x {} tokens per side, LoRA r={} dropout {} on {}, {} thread(s), {} "
+                           "reps; {} trainable elements",
+                           model_dir, B, T, lc.r, lc.dropout, fmt::join(lc.targets, ","), threads, reps, n_trainable);
   const std::string text = j.dump(2) + "\n";
   if (launcher_rank() == 0) {
     if (out.empty()) std::fputs(text.c_str(), stdout);

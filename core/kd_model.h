@@ -49,6 +49,10 @@ struct KdStepOptions {
   bool checkpointing = false;      // keep layer inputs only; recompute in backward
   bool image_prefix_loss = false;  // phi3_v
   const Tensor* teacher_en = nullptr;  // (B, D) teacher targets from a teacher cache; null: computed
+  // phi3_v with a UnitAccess: walk the vision tower's units (acquire, release) even when this micro-batch has
+  // no images, so that every rank of a shard group gathers the same units in the same order. Set it when the
+  // corpus has images (any rank's micro-batch may then have some).
+  bool vision_units = false;
 };
 
 struct TrainableTensor {

@@ -160,6 +160,10 @@ class Phi3VKdModel : public KdModel {
     const bool has_img = !p.images.empty();
     const bool prefix = opt.image_prefix_loss && has_img;
     const bool train_vis = has_img && (full_ || lora_.vision_adapted());
+    // The tower's units are walked (forward, and backward when it has adapters) when this micro-batch has
+    // images, or when another rank's may (opt.vision_units): the ranks must gather the same units.
+    const bool walk_vis = has_img || (units_ && opt.vision_units);
+    const bool walk_vis_bwd = walk_vis && (full_ || lora_.vision_adapted());
     const bool need_teacher = !opt.teacher_en || prefix;
     const int64_t C = dim(), B = p.en.B;
     // Independent dropout streams for the vision pass and the two decoder passes of this micro-batch.
@@ -176,7 +180,7 @@ class Phi3VKdModel : public KdModel {
     const int64_t L = int64_t(dec.layers.size()), G = clip_groups();
     const int u_proj = int(G), u_emb = int(G + 1);
     auto u_layer = [&](int64_t l) { return int(G + 2 + l); };
-    const int after_decoder = train_vis ? u_proj : -1;  // backward's unit after the decoder's
+    const int after_decoder = walk_vis_bwd ? u_proj : -1;  // backward's unit after the decoder's
 
     // Vision: the student's tokens (activations kept for backward when the tower trains) and, when the tower
     // has adapters, the teacher's (adapters off); otherwise one pass serves both.
@@ -211,6 +215,13 @@ class Phi3VKdModel : public KdModel {
       s_tok = model_.vision.project(cv.drop_cls(xs, cb.n_crops), cb, train_vis ? &vacts : nullptr);
       if (teacher_vis) t_tok = model_.vision.project(cv.drop_cls(xt, cb.n_crops), cb, nullptr);
       else if (need_teacher) t_tok = s_tok;
+      unit_release(units_, u_proj);
+    } else if (walk_vis) {  // nothing to compute here, but the other ranks gather these units now
+      for (int64_t g = 0; g < G; ++g) {
+        unit_acquire(units_, int(g), g + 1 < G ? int(g + 1) : u_proj);
+        unit_release(units_, int(g));
+      }
+      unit_acquire(units_, u_proj, u_emb);
       unit_release(units_, u_proj);
     }
 
@@ -311,13 +322,21 @@ class Phi3VKdModel : public KdModel {
         unit_release(units_, int(g));
       }
       if (cg) cv.embeddings_backward(vacts.clip, dxv, *cg);
+    } else if (walk_vis_bwd) {  // as in forward: the other ranks gather these units now
+      unit_acquire(units_, u_proj, int(G - 1));
+      unit_release(units_, u_proj);
+      for (int64_t g = G - 1; g >= 0; --g) {
+        unit_acquire(units_, int(g), g > 0 ? int(g - 1) : -1);
+        unit_release(units_, int(g));
+      }
     }
     return out;
   }
 
   std::vector<WeightUnit> frozen_units(const UnitOptions& o) override {
     if (full_) return {};
-    XV_CHECK(o.vision_layers_per_unit >= 1, "phi3_v units: vision_layers_per_unit must be >= 1");
+    XV_CHECK(o.vision_layers_per_unit >= 1 && o.vision_layers_per_unit <= 1024,
+             "phi3_v units: vision_layers_per_unit must be in [1, 1024], got {}", o.vision_layers_per_unit);
     XV_CHECK(!model_.decoder.layers.empty(), "phi3_v units: the decoder has no layers");
     vision_per_unit_ = o.vision_layers_per_unit;
     std::vector<WeightUnit> u;

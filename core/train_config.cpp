@@ -300,7 +300,8 @@ void validate(const TrainConfig& c, const std::map<std::string, Entry>& flat, co
             c.parallel.strategy == "hybrid",
         "parallel.strategy", "full, grad_op, none or hybrid");
   check(c.parallel.ranks_per_node >= 0, "parallel.ranks_per_node", ">= 0 (0: from the launcher)");
-  check(c.parallel.vision_layers_per_unit >= 1, "parallel.vision_layers_per_unit", ">= 1");
+  check(c.parallel.vision_layers_per_unit >= 1 && c.parallel.vision_layers_per_unit <= 1024,
+        "parallel.vision_layers_per_unit", "in [1, 1024]");
 }
 
 }  // namespace

@@ -394,6 +394,7 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& o) {
       ko.dropout_seed = micro_batch_seed(seed, st.step, m * W + R);  // the global micro-batch
       ko.checkpointing = cfg.train.checkpointing;
       ko.image_prefix_loss = cfg.train.image_prefix_loss;
+      ko.vision_units = frozen && src->has_images();  // every rank gathers the tower's units (phi3_v)
       if (!teacher.empty() || corpus_teacher) {
         t_en = Tensor({bs, D});
         for (int64_t i = 0; i < bs; ++i) {

@@ -15,7 +15,7 @@
 namespace xv {
 
 struct WeightUnit {
-  std::string name;              // "embeddings", "layer.3", "vision.group.1", "projector", ...
+  std::string name;              // "embeddings", "layer.3" (bert); "clip.0-7", "projector", "decoder.5" (phi3_v)
   std::vector<Tensor*> tensors;  // in a fixed order (the unit's flat layout)
 };
 
@@ -28,12 +28,12 @@ class UnitAccess {
   virtual void release(int u) = 0;
 };
 
-// Brackets in model code: no-ops without a UnitAccess.
 // How a model groups its weights into units.
 struct UnitOptions {
   int64_t vision_layers_per_unit = 8;  // phi3_v: CLIP layers per unit (the first also holds the embeddings)
 };
 
+// Brackets in model code: no-ops without a UnitAccess.
 inline void unit_acquire(UnitAccess* a, int u, int next) {
   if (a) a->acquire(u, next);
 }

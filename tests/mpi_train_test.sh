@@ -7,9 +7,10 @@
 #   4. the bytes each rank logs per step equal docs/distributed.md's formula
 #   5. faults: a rank killed (SIGKILL) or failing stops every rank within seconds, naming the rank; the last
 #      checkpoint stays whole and the run resumes from it to the straight run's result
-#   6. phi3_v (configs/tiny-phi3v.yaml: images, decoder and tower adapters, prefix loss) with its base sharded in
-#      units (CLIP layer groups, projector, embeddings, decoder layers): 1 x 6 = 2 x 3 = 3 x 2 bit-identical,
-#      the default reduction within 1e-4, and the frozen bytes per step equal to the formula
+#   6. phi3_v (configs/tiny-phi3v.yaml: 7 of 12 pairs with an image, so one rank's micro-batch may have images
+#      while another's has none; decoder and tower adapters, prefix loss) with its base sharded in units (CLIP
+#      layer groups, projector, embeddings, decoder layers): 1 x 6 = 2 x 3 = 3 x 2 bit-identical, the default
+#      reduction within 1e-4, and the frozen bytes per step equal to the formula
 # usage: mpi_train_test.sh XVLM2VEC REPO_ROOT MPIEXEC
 set -euo pipefail
 bin=$1 root=$2 mpiexec=$3
@@ -231,9 +232,10 @@ proj = 2 * 4 * Cv + (4 * Cv * C + C) + (C * C + C)
 layer = 2 * C + (Hq + 2 * Hkv) * D * C + C * Hq * D + 2 * I * C + C * I
 def ceil(a, b): return -(-a // b)
 def frozen(W, ga, per_unit):
-    # Every micro-batch has images and the tower has adapters: the CLIP groups and the projector are gathered in
-    # forward and again in backward; the embeddings once; the decoder layers in forward, all but the last
-    # (which holds model.norm too) again in backward.
+    # The corpus has images and the tower has adapters: every micro-batch, with images of its own or not,
+    # gathers the CLIP groups and the projector in forward and again in backward (the ranks must gather the same
+    # units); the embeddings once; the decoder layers in forward, all but the last (which holds model.norm too)
+    # again in backward.
     groups = [min(per_unit, Lv - g) * clip_layer + (clip_emb if g == 0 else 0) for g in range(0, Lv, per_unit)]
     sh = lambda u: ceil(u, W)
     per_mb = 2 * sum(sh(u) for u in groups) + 2 * sh(proj) + sh(V * C) + (L - 1) * sh(layer) + sh(layer + C) \

@@ -2,7 +2,8 @@
 // released unit with NaN and puts the weights back on acquire, a step must give the same losses and gradients,
 // bit for bit, as without one (a weight read outside its bracket would turn them NaN). Also: each unit is
 // acquired once per forward (the teacher and both students share it), the decoder/encoder layers once more in
-// backward but the last (kept), the tower and projector again only when the tower trains; every prefetch hint
+// backward but the last (kept), the tower and projector again only when the tower trains, and walked without
+// images when KdStepOptions::vision_units says another rank may have some; every prefetch hint
 // names the unit acquired next; nothing is held after the step; the units hold every frozen weight once.
 #include <gtest/gtest.h>
 
@@ -150,24 +151,28 @@ TEST(KdUnits, Phi3VStepUnitByUnitEqualsTheWholeModel) {
     int64_t per_unit;  // CLIP layers per unit
     bool vision_lora, images, checkpointing, prefix;
     float dropout;
+    bool vision_units = false;  // walk the tower's units without images (another rank may have some)
   };
   const Case cases[] = {
-      {1, true, true, false, false, 0.0f},  {1, true, true, true, true, 0.1f},   {1, false, true, false, true, 0.0f},
+      {1, true, true, false, false, 0.0f},   {1, true, true, true, true, 0.1f},   {1, false, true, false, true, 0.0f},
       {1, false, false, false, false, 0.1f}, {1, true, false, true, false, 0.0f}, {8, true, true, false, false, 0.1f},
-      {8, false, true, true, false, 0.0f},
+      {8, false, true, true, false, 0.0f},   {1, true, false, false, false, 0.0f, true},
+      {8, false, false, true, false, 0.1f, true}, {1, true, true, false, true, 0.0f, true},
   };
   const int64_t L = 2, Lv = 2;  // tiny_phi3v: 2 decoder layers, 2 CLIP layers run (of 3)
   for (const Case& c : cases) {
     const std::string what =
-        fmt::format("{} CLIP layer(s) per unit, {} adapters, {}, checkpointing {}, prefix loss {}, dropout {}",
+        fmt::format("{} CLIP layer(s) per unit, {} adapters, {}, checkpointing {}, prefix loss {}, dropout {}, "
+                    "vision_units {}",
                     c.per_unit, c.vision_lora ? "decoder+tower" : "decoder", c.images ? "images" : "text",
-                    c.checkpointing, c.prefix, c.dropout);
+                    c.checkpointing, c.prefix, c.dropout, c.vision_units);
     const auto& targets = c.vision_lora ? kPhi3All : kPhi3Decoder;
     xv::KdStepOptions o;
     o.checkpointing = c.checkpointing;
     o.image_prefix_loss = c.prefix;
     o.dropout_seed = c.dropout > 0 ? 17 : 0;
     o.loss_scale = 0.5f;
+    o.vision_units = c.vision_units;
     const auto pairs = phi3v_pairs(c.images);
     auto plain = load("tiny_phi3v", "lora", targets, c.dropout);
     auto m = load("tiny_phi3v", "lora", targets, c.dropout);
@@ -182,8 +187,8 @@ TEST(KdUnits, Phi3VStepUnitByUnitEqualsTheWholeModel) {
     EXPECT_TRUE(access.held().empty()) << what << ": a unit is still held after the step";
     EXPECT_EQ(access.last_hint(), -1) << what << ": the last acquire hinted at a unit that never came";
     // Acquires per unit: once in forward; decoder layers again in backward but the last; the tower's groups
-    // and the projector only with images, again in backward when the tower has adapters.
-    const int vis = c.images ? (c.vision_lora ? 2 : 1) : 0;
+    // and the projector only with images (or vision_units), again in backward when the tower has adapters.
+    const int vis = c.images || c.vision_units ? (c.vision_lora ? 2 : 1) : 0;
     for (const auto& u : units) {
       int want = 1;
       if (u.name.starts_with("clip.") || u.name == "projector") want = vis;

@@ -120,6 +120,8 @@ TEST(TrainConfig, InvalidValuesAndMissingKeys) {
   expect_has(error_of(kMin + "train:\n  betas: [0.9]\n"), {"train.betas must be two numbers"});
   expect_has(error_of(kMin + "trainable: half\n"), {"trainable must be lora or full"});
   expect_has(error_of(kMin + "checkpoint:\n  keep: 0\n"), {"checkpoint.keep must be >= 1"});
+  expect_has(error_of(kMin + "parallel:\n  vision_layers_per_unit: 0\n"), {"parallel.vision_layers_per_unit must be in [1, 1024]"});
+  expect_has(error_of(kMin + "parallel:\n  ranks_per_node: -1\n"), {"parallel.ranks_per_node must be >= 0"});
   expect_has(error_of("data:\n  train: p.jsonl\noutput_dir: o\n"), {"missing required key 'model'"});
   expect_has(error_of("model: m\noutput_dir: o\n"), {"missing required key 'data.train'"});
   expect_has(error_of(""), {"missing required key 'model'"});

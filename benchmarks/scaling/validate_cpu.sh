@@ -11,7 +11,7 @@
 #   5. `scaling_model validate` on the three metrics.jsonl: DIR/validation.md and validation.json
 # usage: bash benchmarks/scaling/validate_cpu.sh [DIR]     (default runs/scaling-validation)
 # Needs the build (build/) with MPI and the model (build/models/all-MiniLM-L6-v2): `bash scripts/run.sh` makes
-# both. Takes about three minutes; run it on an otherwise idle machine.
+# both. Takes about a minute; run it on an otherwise idle machine.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -51,7 +51,8 @@ build/benchmarks/scaling/scaling_model fit-link --comm "$out/comm-2.json" "$out/
   --max-bytes 64000000 --out "$out/link.json"
 
 echo "== 3. per-unit compute: 1, 2 and 3 copies at once"
-units=(--model "$model" --batch $B --tokens $T --lora-rank 16 --lora-alpha 32 --targets query,key,value,dense
+units=(--model "$model" --batch $B --tokens $T --lora-rank 16 --lora-alpha 32 --lora-dropout 0.05
+       --targets query,key,value,dense
        --threads 1 --reps 20)
 build/benchmarks/bench_units "${units[@]}" --out "$out/units-1.json"
 for p in 2 3; do mpi $p build/benchmarks/bench_units "${units[@]}" --out "$out/units-$p.json"; done
