@@ -344,7 +344,7 @@ class Phi3VKdModel : public KdModel {
     const int64_t Lv = int64_t(c.layers.size());
     for (int64_t g = 0; g < clip_groups(); ++g) {
       const int64_t l0 = g * vision_per_unit_, l1 = std::min(l0 + vision_per_unit_, Lv);
-      WeightUnit w{fmt::format("clip.{}-{}", l0, l1 - 1), {}};
+      WeightUnit w{l1 > l0 ? fmt::format("clip.{}-{}", l0, l1 - 1) : std::string("clip.embeddings"), {}};
       if (g == 0) w.tensors = {&c.patch_w, &c.class_emb, &c.pos_emb, &c.pre_ln_g, &c.pre_ln_b};
       for (int64_t l = l0; l < l1; ++l) {
         ClipLayer& y = c.layers[size_t(l)];
