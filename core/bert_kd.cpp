@@ -76,8 +76,10 @@ struct BertPrepared : PreparedInputs {
 
 class BertKdModel : public KdModel {
  public:
-  BertKdModel(const std::string& dir, const std::string& trainable, const LoraConfig& lcfg, uint64_t seed)
-      : dir_(dir), lcfg_(lcfg), seed_(seed), model_(BertModel::load(dir)),
+  BertKdModel(const std::string& dir, const std::string& trainable, const LoraConfig& lcfg, uint64_t seed,
+              bool defer_frozen)
+      : dir_(dir), lcfg_(lcfg), seed_(seed), defer_(defer_frozen && trainable == "lora"),
+        model_(BertModel::load(dir, defer_)),
         tok_(Tokenizer::from_file((fs::path(dir) / "tokenizer.json").string())) {
     XV_CHECK(trainable == "lora" || trainable == "full", "bert: trainable '{}' is not supported (lora or full)",
              trainable);
@@ -203,12 +205,41 @@ class BertKdModel : public KdModel {
     if (full_) return {};
     std::vector<WeightUnit> u;
     BertModel& m = model_;
-    u.push_back({"embeddings", {&m.word_emb, &m.pos_emb, &m.type_emb, &m.emb_ln_g, &m.emb_ln_b}});
+    u.push_back({"embeddings", {&m.word_emb, &m.pos_emb, &m.type_emb, &m.emb_ln_g, &m.emb_ln_b}, {}});
     for (size_t l = 0; l < m.layers.size(); ++l) {
       BertLayer& L = m.layers[l];
       u.push_back({"layer." + std::to_string(l),
                    {&L.qkv_w, &L.qkv_b, &L.ao_w, &L.ao_b, &L.ln1_g, &L.ln1_b, &L.i_w, &L.i_b, &L.o_w, &L.o_b,
-                    &L.ln2_g, &L.ln2_b}});
+                    &L.ln2_g, &L.ln2_b},
+                   {}});
+    }
+    if (defer_) {  // each unit read from the checkpoint when the wrapper asks (names as BertModel::from_weights)
+      auto ws = std::make_shared<const WeightStore>(WeightStore::open_dir(dir_));
+      const std::string pre = ws->has("bert.embeddings.word_embeddings.weight") ? "bert." : "";
+      u[0].load = checkpoint_loader(ws, u[0].tensors,
+                                    {{pre + "embeddings.word_embeddings.weight"},
+                                     {pre + "embeddings.position_embeddings.weight"},
+                                     {pre + "embeddings.token_type_embeddings.weight"},
+                                     {pre + "embeddings.LayerNorm.weight"},
+                                     {pre + "embeddings.LayerNorm.bias"}});
+      for (size_t l = 0; l < m.layers.size(); ++l) {
+        const std::string p = pre + "encoder.layer." + std::to_string(l) + ".";
+        const std::string a = p + "attention.self.";
+        u[1 + l].load = checkpoint_loader(
+            ws, u[1 + l].tensors,
+            {{a + "query.weight", a + "key.weight", a + "value.weight"},
+             {a + "query.bias", a + "key.bias", a + "value.bias"},
+             {p + "attention.output.dense.weight"},
+             {p + "attention.output.dense.bias"},
+             {p + "attention.output.LayerNorm.weight"},
+             {p + "attention.output.LayerNorm.bias"},
+             {p + "intermediate.dense.weight"},
+             {p + "intermediate.dense.bias"},
+             {p + "output.dense.weight"},
+             {p + "output.dense.bias"},
+             {p + "output.LayerNorm.weight"},
+             {p + "output.LayerNorm.bias"}});
+      }
     }
     return u;
   }
@@ -238,6 +269,7 @@ class BertKdModel : public KdModel {
   std::string dir_;  // the base model folder
   LoraConfig lcfg_;  // the adapters' config (as loaded by load_adapter, after one)
   uint64_t seed_ = 0;
+  bool defer_ = false;  // the frozen base is shape-only until a sharding wrapper reads it (frozen_units)
   BertModel model_;
   std::unique_ptr<Tokenizer> tok_;
   BertLora lora_;     // empty with trainable 'full'
@@ -339,13 +371,13 @@ void BertKdModel::save_merged_full(const std::string& out) const {
 }  // namespace
 
 std::unique_ptr<KdModel> make_phi3v_kd_model(const std::string& dir, const std::string& trainable,
-                                             const LoraConfig& lora, uint64_t seed);
+                                             const LoraConfig& lora, uint64_t seed, bool defer_frozen);
 
 std::unique_ptr<KdModel> KdModel::load(const std::string& model_dir, const std::string& trainable,
-                                       const LoraConfig& lora, uint64_t seed) {
+                                       const LoraConfig& lora, uint64_t seed, bool defer_frozen) {
   const std::string mt = read_model_type((fs::path(model_dir) / "config.json").string());
-  if (mt == "bert") return std::make_unique<BertKdModel>(model_dir, trainable, lora, seed);
-  if (mt == "phi3_v") return make_phi3v_kd_model(model_dir, trainable, lora, seed);
+  if (mt == "bert") return std::make_unique<BertKdModel>(model_dir, trainable, lora, seed, defer_frozen);
+  if (mt == "phi3_v") return make_phi3v_kd_model(model_dir, trainable, lora, seed, defer_frozen);
   fail("{}/config.json: field 'model_type' is '{}', expected 'bert' or 'phi3_v'", model_dir, mt);
 }
 

@@ -8,9 +8,10 @@
 
 namespace xv {
 
-BertModel BertModel::load(const std::string& model_dir) {
+BertModel BertModel::load(const std::string& model_dir, bool shapes_only) {
   BertConfig cfg = load_bert_config(model_dir);
   WeightStore ws = WeightStore::open_dir(model_dir);
+  ws.set_shapes_only(shapes_only);
   return from_weights(cfg, ws);
 }
 

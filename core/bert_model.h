@@ -94,7 +94,8 @@ struct BertModel {
   Tensor emb_ln_g, emb_ln_b;  // (C)
   std::vector<BertLayer> layers;
 
-  static BertModel load(const std::string& model_dir);
+  // shapes_only: every weight shape-only (WeightStore::set_shapes_only), to be read later unit by unit.
+  static BertModel load(const std::string& model_dir, bool shapes_only = false);
   static BertModel from_weights(const BertConfig& cfg, const WeightStore& ws);
 
   // Inference: ids (B, T) right-padded, mask (B, T) with 1 for real tokens -> last hidden state (B, T, C).

@@ -65,8 +65,11 @@ class KdModel {
  public:
   virtual ~KdModel() = default;
   // Loads the base model from a Hugging Face folder; `trainable` is "lora" or "full".
+  // defer_frozen (trainable 'lora'; ignored for 'full'): the frozen base is laid out shape-only and its units
+  // come with WeightUnit::load, so a sharding wrapper reads it unit by unit and never holds it whole. Until
+  // then only forward_backward under that wrapper may run.
   static std::unique_ptr<KdModel> load(const std::string& model_dir, const std::string& trainable,
-                                       const LoraConfig& lora, uint64_t seed);
+                                       const LoraConfig& lora, uint64_t seed, bool defer_frozen = false);
   virtual const std::string& arch() const = 0;
   virtual int64_t dim() const = 0;
   virtual std::vector<TrainableTensor> trainable() = 0;

@@ -182,7 +182,8 @@ json bert_char_tokenizer() {
 int64_t init_bert(const InitModelOptions& opt, Builder& b) {
   const bool tiny = opt.preset == "tiny";
   XV_CHECK(tiny || opt.preset == "minilm", "init-model: --preset for bert must be tiny or minilm, not '{}'", opt.preset);
-  const int64_t V = tiny ? 512 : 30522, C = tiny ? 64 : 384, L = tiny ? 2 : 6, H = tiny ? 4 : 12, I = tiny ? 128 : 1536;
+  const int64_t V = tiny ? 512 : 30522, C = tiny ? 64 : 384, H = tiny ? 4 : 12, I = tiny ? 128 : 1536;
+  const int64_t L = opt.layers > 0 ? opt.layers : tiny ? 2 : 6;
   const int64_t P = tiny ? 128 : 512;
   const float s = 0.02f;
   b.normal("embeddings.word_embeddings.weight", {V, C}, s);
@@ -217,7 +218,8 @@ int64_t init_phi3v(const InitModelOptions& opt, Builder& b) {
   const bool tiny = opt.preset == "tiny";
   XV_CHECK(tiny || opt.preset == "phi35v", "init-model: --preset for phi3_v must be tiny or phi35v, not '{}'",
            opt.preset);
-  const int64_t V = tiny ? 512 : 32064, C = tiny ? 64 : 3072, L = tiny ? 2 : 32, H = tiny ? 4 : 32, I = tiny ? 128 : 8192;
+  const int64_t V = tiny ? 512 : 32064, C = tiny ? 64 : 3072, H = tiny ? 4 : 32, I = tiny ? 128 : 8192;
+  const int64_t L = opt.layers > 0 ? opt.layers : tiny ? 2 : 32;
   const int64_t D = C / H, VC = tiny ? 32 : 1024, VL = tiny ? 3 : 24, VH = tiny ? 2 : 16, VI = tiny ? 64 : 4096;
   const float s = 0.02f;
   b.normal("model.embed_tokens.weight", {V, C}, s);

@@ -16,6 +16,7 @@ struct InitModelOptions {
   DType dtype = DType::F32;      // storage dtype of the weights (F32, BF16, F16)
   std::string tokenizer_json;    // copied into the folder when set; otherwise a small byte-level one is written
   bool progress = false;         // report every 10% of the parameters written (stderr), for large models
+  int64_t layers = 0;            // encoder (bert) / decoder (phi3_v) layers; 0: the preset's
 };
 
 // Writes the model folder; returns the number of parameters.

@@ -102,8 +102,10 @@ void last_rows_backward(const Tensor& dpooled, const Side& s, Tensor& dhidden) {
 
 class Phi3VKdModel : public KdModel {
  public:
-  Phi3VKdModel(const std::string& dir, const std::string& trainable, const LoraConfig& lcfg, uint64_t seed)
-      : dir_(dir), lcfg_(lcfg), seed_(seed), model_(Phi3VModel::load(dir)),
+  Phi3VKdModel(const std::string& dir, const std::string& trainable, const LoraConfig& lcfg, uint64_t seed,
+               bool defer_frozen)
+      : dir_(dir), lcfg_(lcfg), seed_(seed), defer_(defer_frozen && trainable == "lora"),
+        model_(Phi3VModel::load(dir, defer_)),
         tok_(Tokenizer::from_file((fs::path(dir) / "tokenizer.json").string())) {
     XV_CHECK(trainable == "lora" || trainable == "full", "phi3_v: trainable '{}' is not supported (lora or full)",
              trainable);
@@ -339,30 +341,74 @@ class Phi3VKdModel : public KdModel {
              "phi3_v units: vision_layers_per_unit must be in [1, 1024], got {}", o.vision_layers_per_unit);
     XV_CHECK(!model_.decoder.layers.empty(), "phi3_v units: the decoder has no layers");
     vision_per_unit_ = o.vision_layers_per_unit;
+    // Each unit's tensors and, for a deferred load, the checkpoint tensors each is read from (names as the
+    // loaders use them: Phi3Decoder, ClipVision and Phi3VModel::load; CLIP's q/k/v fused).
     std::vector<WeightUnit> u;
+    std::vector<std::vector<std::vector<std::string>>> src;
+    auto unit = [&](std::string name) {
+      u.push_back({std::move(name), {}, {}});
+      src.emplace_back();
+    };
+    auto add = [&](Tensor* t, std::vector<std::string> names) {
+      u.back().tensors.push_back(t);
+      src.back().push_back(std::move(names));
+    };
     ClipVision& c = model_.vision.clip;
+    const std::string vp = "model.vision_embed_tokens.", cp = vp + "img_processor.vision_model.";
     const int64_t Lv = int64_t(c.layers.size());
     for (int64_t g = 0; g < clip_groups(); ++g) {
       const int64_t l0 = g * vision_per_unit_, l1 = std::min(l0 + vision_per_unit_, Lv);
-      WeightUnit w{l1 > l0 ? fmt::format("clip.{}-{}", l0, l1 - 1) : std::string("clip.embeddings"), {}};
-      if (g == 0) w.tensors = {&c.patch_w, &c.class_emb, &c.pos_emb, &c.pre_ln_g, &c.pre_ln_b};
+      unit(l1 > l0 ? fmt::format("clip.{}-{}", l0, l1 - 1) : std::string("clip.embeddings"));
+      if (g == 0) {
+        add(&c.patch_w, {cp + "embeddings.patch_embedding.weight"});
+        add(&c.class_emb, {cp + "embeddings.class_embedding"});
+        add(&c.pos_emb, {cp + "embeddings.position_embedding.weight"});
+        add(&c.pre_ln_g, {cp + "pre_layrnorm.weight"});
+        add(&c.pre_ln_b, {cp + "pre_layrnorm.bias"});
+      }
       for (int64_t l = l0; l < l1; ++l) {
         ClipLayer& y = c.layers[size_t(l)];
-        for (Tensor* t : {&y.ln1_g, &y.ln1_b, &y.qkv_w, &y.qkv_b, &y.out_w, &y.out_b, &y.ln2_g, &y.ln2_b, &y.fc1_w,
-                          &y.fc1_b, &y.fc2_w, &y.fc2_b})
-          w.tensors.push_back(t);
+        const std::string q = cp + "encoder.layers." + std::to_string(l) + ".", a = q + "self_attn.";
+        add(&y.ln1_g, {q + "layer_norm1.weight"});
+        add(&y.ln1_b, {q + "layer_norm1.bias"});
+        add(&y.qkv_w, {a + "q_proj.weight", a + "k_proj.weight", a + "v_proj.weight"});
+        add(&y.qkv_b, {a + "q_proj.bias", a + "k_proj.bias", a + "v_proj.bias"});
+        add(&y.out_w, {a + "out_proj.weight"});
+        add(&y.out_b, {a + "out_proj.bias"});
+        add(&y.ln2_g, {q + "layer_norm2.weight"});
+        add(&y.ln2_b, {q + "layer_norm2.bias"});
+        add(&y.fc1_w, {q + "mlp.fc1.weight"});
+        add(&y.fc1_b, {q + "mlp.fc1.bias"});
+        add(&y.fc2_w, {q + "mlp.fc2.weight"});
+        add(&y.fc2_b, {q + "mlp.fc2.bias"});
       }
-      u.push_back(std::move(w));
     }
     Phi3VImageEmbedding& v = model_.vision;
-    u.push_back({"projector", {&v.glb_GN, &v.sub_GN, &v.p0_w, &v.p0_b, &v.p2_w, &v.p2_b}});
+    unit("projector");
+    add(&v.glb_GN, {vp + "glb_GN"});
+    add(&v.sub_GN, {vp + "sub_GN"});
+    add(&v.p0_w, {vp + "img_projection.0.weight"});
+    add(&v.p0_b, {vp + "img_projection.0.bias"});
+    add(&v.p2_w, {vp + "img_projection.2.weight"});
+    add(&v.p2_b, {vp + "img_projection.2.bias"});
     Phi3Decoder& d = model_.decoder;
-    u.push_back({"embeddings", {&d.embed}});
+    unit("embeddings");
+    add(&d.embed, {"model.embed_tokens.weight"});
     for (size_t l = 0; l < d.layers.size(); ++l) {
       Phi3Layer& y = d.layers[l];
-      WeightUnit w{"decoder." + std::to_string(l), {&y.in_ln, &y.qkv_w, &y.o_w, &y.post_ln, &y.gate_up_w, &y.down_w}};
-      if (l + 1 == d.layers.size()) w.tensors.push_back(&d.norm);  // the last unit holds model.norm
-      u.push_back(std::move(w));
+      const std::string p = "model.layers." + std::to_string(l) + ".";
+      unit("decoder." + std::to_string(l));
+      add(&y.in_ln, {p + "input_layernorm.weight"});
+      add(&y.qkv_w, {p + "self_attn.qkv_proj.weight"});
+      add(&y.o_w, {p + "self_attn.o_proj.weight"});
+      add(&y.post_ln, {p + "post_attention_layernorm.weight"});
+      add(&y.gate_up_w, {p + "mlp.gate_up_proj.weight"});
+      add(&y.down_w, {p + "mlp.down_proj.weight"});
+      if (l + 1 == d.layers.size()) add(&d.norm, {"model.norm.weight"});  // the last unit holds model.norm
+    }
+    if (defer_) {
+      auto ws = std::make_shared<const WeightStore>(WeightStore::open_dir(dir_));
+      for (size_t i = 0; i < u.size(); ++i) u[i].load = checkpoint_loader(ws, u[i].tensors, std::move(src[i]));
     }
     return u;
   }
@@ -582,6 +628,7 @@ class Phi3VKdModel : public KdModel {
   std::string dir_;  // the base model folder
   LoraConfig lcfg_;  // the adapters' config (as loaded by load_adapter, after one)
   uint64_t seed_ = 0;
+  bool defer_ = false;  // the frozen base is shape-only until a sharding wrapper reads it (frozen_units)
   Phi3VModel model_;
   std::unique_ptr<Tokenizer> tok_;
   Phi3VImageConfig img_cfg_;
@@ -633,8 +680,8 @@ void Phi3VKdModel::save_merged_full(const std::string& out) const {
 }  // namespace
 
 std::unique_ptr<KdModel> make_phi3v_kd_model(const std::string& dir, const std::string& trainable,
-                                             const LoraConfig& lora, uint64_t seed) {
-  return std::make_unique<Phi3VKdModel>(dir, trainable, lora, seed);
+                                             const LoraConfig& lora, uint64_t seed, bool defer_frozen) {
+  return std::make_unique<Phi3VKdModel>(dir, trainable, lora, seed, defer_frozen);
 }
 
 }  // namespace xv

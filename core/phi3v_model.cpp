@@ -186,10 +186,11 @@ Tensor Phi3VImageEmbedding::project_backward(const Phi3VVisionActs& acts, const 
   return dfeats;
 }
 
-Phi3VModel Phi3VModel::load(const std::string& model_dir) {
+Phi3VModel Phi3VModel::load(const std::string& model_dir, bool shapes_only) {
   Phi3VModel m;
   m.cfg = load_phi3v_config(model_dir);
   WeightStore ws = WeightStore::open_dir(model_dir);
+  ws.set_shapes_only(shapes_only);
   m.decoder = Phi3Decoder::from_weights(m.cfg, ws);
   const std::string p = "model.vision_embed_tokens.";
   const int64_t C4 = 4 * m.cfg.image_dim_out, Hd = m.cfg.hidden_size;

@@ -97,7 +97,8 @@ struct Phi3VModel {
   Phi3Decoder decoder;
   Phi3VImageEmbedding vision;
 
-  static Phi3VModel load(const std::string& model_dir);
+  // shapes_only: every weight shape-only (WeightStore::set_shapes_only), to be read later unit by unit.
+  static Phi3VModel load(const std::string& model_dir, bool shapes_only = false);
 
   // ids (B, T): token ids, or -k at the positions of image k of that row (k >= 1); mask (B, T).
   // images[b][k-1] is image k of row b. Returns the final hidden states (B, T, C).

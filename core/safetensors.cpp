@@ -179,9 +179,21 @@ Tensor WeightStore::get(const std::string& name, const Shape& expected) const {
   XV_CHECK(ti.dtype == DType::F32 || ti.dtype == DType::BF16 || ti.dtype == DType::F16 || ti.dtype == DType::F64,
            "{}: tensor '{}' has dtype {}; a floating-point dtype (F32, BF16, F16) is expected", *ti.file, name,
            dtype_name(ti.dtype));
+  if (shapes_only_) {
+    Tensor t;
+    t.shape = ti.shape;
+    return t;
+  }
   Tensor t(ti.shape);
   convert_to_f32(ti.dtype, ti.data, t.ptr(), size_t(t.numel()));
   return t;
+}
+
+void WeightStore::release_pages(const std::string& name) const {
+  const TensorInfo& ti = info(name);
+  const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
+  const uintptr_t b = (uintptr_t(ti.data) + page - 1) / page * page, e = (uintptr_t(ti.data) + ti.nbytes) / page * page;
+  if (b < e) ::madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);  // advisory: a failure costs memory only
 }
 
 std::vector<std::string> WeightStore::names() const {

@@ -53,8 +53,14 @@ class WeightStore {
 
   bool has(const std::string& name) const { return index_.count(name) != 0; }
   const TensorInfo& info(const std::string& name) const;  // throws naming the folder and tensor
-  // Loads a tensor as f32, checking that its shape equals `expected` (the shape config.json implies).
+  // Loads a tensor as f32, checking that its shape equals `expected` (the shape config.json implies). With
+  // set_shapes_only(true), only checks and returns a shape-only tensor (Tensor::shape_only): a model laid out
+  // without its weights, which are read later unit by unit (KdModel::load's defer_frozen).
   Tensor get(const std::string& name, const Shape& expected) const;
+  void set_shapes_only(bool on) { shapes_only_ = on; }
+  // Drops the mapped file pages of a tensor from this process's memory (they are read again if used): after
+  // converting it, so that reading a checkpoint unit by unit does not leave the whole file resident.
+  void release_pages(const std::string& name) const;
   std::vector<std::string> names() const;
   const std::string& where() const { return where_; }
 
@@ -62,6 +68,7 @@ class WeightStore {
   std::string where_;
   std::vector<std::shared_ptr<SafeTensorsFile>> files_;
   std::map<std::string, const TensorInfo*> index_;
+  bool shapes_only_ = false;
 };
 
 struct NamedTensor {

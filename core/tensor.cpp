@@ -20,6 +20,11 @@ Tensor concat_rows(const std::vector<Tensor>& parts) {
     rows += p.dim(0);
   }
   s[0] = rows;
+  if (std::all_of(parts.begin(), parts.end(), [](const Tensor& p) { return p.shape_only(); })) {
+    Tensor out;
+    out.shape = s;
+    return out;
+  }
   Tensor out(s);
   float* dst = out.ptr();
   for (const auto& p : parts) dst = std::copy(p.data.begin(), p.data.end(), dst);

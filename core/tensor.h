@@ -32,14 +32,19 @@ struct Tensor {
   float* ptr() { return data.data(); }
   const float* ptr() const { return data.data(); }
   bool empty() const { return data.empty(); }
+  // A shape without its data: a weight whose values are read later (WeightStore::set_shapes_only, the frozen
+  // base of a sharded run, parallel/fsdp.h), or emptied between uses.
+  bool shape_only() const { return data.empty() && !shape.empty() && shape_numel(shape) > 0; }
   // Reinterprets the shape; the element count must not change.
   void reshape(Shape s) {
-    XV_CHECK(shape_numel(s) == numel(), "reshape: {} elements cannot take shape {}", numel(), shape_str(s));
+    const int64_t n = shape_only() ? shape_numel(shape) : numel();
+    XV_CHECK(shape_numel(s) == n, "reshape: {} elements cannot take shape {}", n, shape_str(s));
     shape = std::move(s);
   }
 };
 
-// Concatenates tensors along dim 0 (used to fuse q/k/v weights into one GEMM at load time).
+// Concatenates tensors along dim 0 (used to fuse q/k/v weights into one GEMM at load time); of shape-only
+// tensors, a shape-only tensor.
 Tensor concat_rows(const std::vector<Tensor>& parts);
 
 }  // namespace xv

@@ -261,7 +261,10 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& o) {
   }
   const int64_t start_step = st.step;
 
-  auto model = KdModel::load(cfg.model, cfg.trainable, cfg.lora_config(), seed);
+  // With the frozen base sharded, the model is laid out without it and FrozenShards reads it unit by unit below:
+  // no rank holds the whole base at start-up.
+  const bool shard_frozen = par.frozen && par.frozen->size() > 1;
+  auto model = KdModel::load(cfg.model, cfg.trainable, cfg.lora_config(), seed, shard_frozen);
   if (model->arch() == "bert" && src->has_images()) {
     if (jsonl) {
       for (size_t i = 0; i < jsonl->pairs.size(); ++i)
@@ -283,7 +286,7 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& o) {
 
   // The frozen base, sharded over the shard group (full, hybrid); the trainable tensors in flat buffers.
   std::unique_ptr<par::FrozenShards> frozen;
-  if (par.frozen && par.frozen->size() > 1) {
+  if (shard_frozen) {
     UnitOptions uo;
     uo.vision_layers_per_unit = cfg.parallel.vision_layers_per_unit;
     frozen = std::make_unique<par::FrozenShards>(*par.frozen, model->frozen_units(uo), cfg.parallel.prefetch);

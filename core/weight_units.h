@@ -7,6 +7,8 @@
 // their shapes stay.
 #pragma once
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -17,6 +19,10 @@ namespace xv {
 struct WeightUnit {
   std::string name;              // "embeddings", "layer.3" (bert); "clip.0-7", "projector", "decoder.5" (phi3_v)
   std::vector<Tensor*> tensors;  // in a fixed order (the unit's flat layout)
+  // Set when the tensors are shape-only (KdModel::load with defer_frozen): fills them, whole, from the
+  // checkpoint. The sharding wrapper calls it once per unit, keeps its shard and empties them again, so the
+  // whole base is never held at once.
+  std::function<void()> load{};
 };
 
 class UnitAccess {
@@ -40,5 +46,12 @@ inline void unit_acquire(UnitAccess* a, int u, int next) {
 inline void unit_release(UnitAccess* a, int u) {
   if (a) a->release(u);
 }
+
+class WeightStore;
+
+// A WeightUnit::load: tensor i becomes the concatenation, flattened and in order, of the checkpoint tensors
+// sources[i] (one name, or e.g. q/k/v fused), converted to f32; each source's file pages are released after.
+std::function<void()> checkpoint_loader(std::shared_ptr<const WeightStore> ws, std::vector<Tensor*> tensors,
+                                        std::vector<std::vector<std::string>> sources);
 
 }  // namespace xv

@@ -16,6 +16,8 @@ Runner add_init_model(CLI::App& app) {
       ->check(CLI::IsMember({"tiny", "phi35v", "minilm"}));
   sub->add_option("--out", opt->out_dir, "Output model folder")->required();
   sub->add_option("--seed", opt->seed, "Random seed")->default_val(0);
+  sub->add_option("--layers", opt->layers, "Encoder (bert) / decoder (phi3_v) layers instead of the preset's")
+      ->check(CLI::Range(int64_t{1}, int64_t{1024}));
   sub->add_option("--dtype", *dtype, "Weight storage dtype")->check(CLI::IsMember({"f32", "bf16", "f16"}))->default_val("f32");
   sub->add_option("--tokenizer", opt->tokenizer_json,
                   "tokenizer.json to copy in (default: a small byte-level BPE for phi3_v, WordPiece for bert)")

@@ -23,6 +23,10 @@ FrozenShards::FrozenShards(Communicator& comm, std::vector<WeightUnit> units, bo
   for (size_t i = 0; i < units.size(); ++i) {
     Unit& u = units_[i];
     u.w = std::move(units[i]);
+    // A deferred unit (WeightUnit::load) is read whole now, sharded, and emptied below: one unit at a time.
+    if (u.w.load && std::any_of(u.w.tensors.begin(), u.w.tensors.end(), [](const Tensor* t) { return t->shape_only(); }))
+      u.w.load();
+    u.w.load = nullptr;  // the checkpoint is not needed again (its mapping goes with the last loader)
     for (const Tensor* t : u.w.tensors) {
       XV_CHECK(t->numel() == shape_numel(t->shape), "fsdp: unit '{}' has a tensor that is not whole", u.w.name);
       u.total += t->numel();

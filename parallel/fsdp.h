@@ -34,7 +34,8 @@ namespace xv::par {
 
 class FrozenShards : public UnitAccess {
  public:
-  // Takes this rank's shard of every unit and empties the units' tensors.
+  // Takes this rank's shard of every unit and empties the units' tensors; a unit with WeightUnit::load is read
+  // from the checkpoint first, one unit at a time.
   FrozenShards(Communicator& comm, std::vector<WeightUnit> units, bool prefetch);
   ~FrozenShards() override;
   void acquire(int u, int next) override;

@@ -13,6 +13,8 @@
 #include <set>
 
 #include "core/kd_model.h"
+#include "parallel/comm.h"
+#include "parallel/fsdp.h"
 
 namespace {
 
@@ -244,4 +246,50 @@ TEST(KdUnits, BertStepUnitByUnitEqualsTheWholeModel) {
     }
   auto m = load("tiny_bert", "lora", {"query"}, 0.0f);
   expect_units_cover("tiny_bert", m->frozen_units({}));
+}
+
+// A model loaded with defer_frozen holds its frozen base shape-only; FrozenShards reads it unit by unit from the
+// checkpoint (WeightUnit::load) and the steps equal a model loaded whole, bit for bit (one rank here;
+// tests/mpi_train_test.sh runs it at 2, 3 and 4 ranks).
+TEST(KdUnits, DeferredLoadReadsEachUnitFromTheCheckpoint) {
+  struct Case {
+    const char* model;
+    std::vector<std::string> targets;
+    std::vector<xv::TrainPair> pairs;
+  };
+  const Case cases[] = {
+      {"tiny_bert", {"query", "value", "dense"}, {{"Cannot open the file.", "Impossibile aprire il file.", "", ""}}},
+      {"tiny_phi3v", kPhi3All, phi3v_pairs(true)},
+  };
+  for (const Case& c : cases) {
+    xv::LoraConfig lc;
+    lc.r = 4;
+    lc.alpha = 8;
+    lc.targets = c.targets;
+    auto plain = xv::KdModel::load(kFix + "/models/" + c.model, "lora", lc, 5);
+    auto deferred = xv::KdModel::load(kFix + "/models/" + c.model, "lora", lc, 5, true);
+    auto units = deferred->frozen_units({});
+    int64_t whole = 0;
+    for (const auto& u : units) {
+      EXPECT_TRUE(bool(u.load)) << c.model << ": " << u.name;
+      for (const xv::Tensor* t : u.tensors) {
+        EXPECT_TRUE(t->shape_only()) << c.model << ": " << u.name << " holds data before it is read";
+        whole += xv::shape_numel(t->shape);
+      }
+    }
+    auto comm = xv::par::make_self_communicator();
+    xv::par::FrozenShards fs(*comm, units, true);
+    EXPECT_EQ(fs.resident_bytes(), whole * int64_t(sizeof(float))) << c.model;
+    for (const auto& u : units)
+      for (const xv::Tensor* t : u.tensors) EXPECT_TRUE(t->shape_only()) << c.model << ": " << u.name;
+    deferred->set_unit_access(&fs);
+    for (int s = 0; s < 2; ++s) {
+      xv::KdStepOptions o;
+      o.dropout_seed = 3 + s;
+      expect_same(step(*deferred, c.pairs, o), step(*plain, c.pairs, o), fmt::format("{} step {}", c.model, s + 1));
+    }
+    // trainable 'full' has no frozen units: defer_frozen is ignored and the weights are there.
+    auto full = xv::KdModel::load(kFix + "/models/" + c.model, "full", lc, 5, true);
+    for (const auto& t : full->trainable()) EXPECT_FALSE(t.value->empty()) << c.model << ": " << t.name;
+  }
 }

@@ -167,3 +167,31 @@ TEST(SafeTensors, IntegerTensorIsNotAWeight) {
 }
 
 }  // namespace
+
+// set_shapes_only: tensors keep their checked shapes without data (Tensor::shape_only), reshape and concat_rows
+// keep them so; the values are read later (core/weight_units.cpp) and release_pages leaves them readable.
+TEST(SafeTensors, ShapesOnlyAndReleasedPages) {
+  const std::string d = tmpdir("shapes");
+  xv::Tensor a({2048, 3}), b({2, 3});  // a: 12 KiB in bf16, whole pages to release
+  for (size_t i = 0; i < a.data.size(); ++i) a.data[i] = float(i % 64) + 0.5f;
+  for (size_t i = 0; i < b.data.size(); ++i) b.data[i] = -float(i);
+  xv::write_safetensors(d + "/w.safetensors", {{"a", &a}, {"b", &b}}, xv::DType::BF16);
+  xv::WeightStore ws = xv::WeightStore::open_file(d + "/w.safetensors");
+  ws.set_shapes_only(true);
+  xv::Tensor sa = ws.get("a", {2048, 3});
+  EXPECT_TRUE(sa.shape_only());
+  EXPECT_EQ(sa.shape, (xv::Shape{2048, 3}));
+  EXPECT_THROW(ws.get("a", {3, 2048}), xv::Error);  // shapes are still checked
+  sa.reshape({6144});
+  EXPECT_EQ(sa.shape, (xv::Shape{6144}));
+  EXPECT_THROW(sa.reshape({6145}), xv::Error);
+  xv::Tensor cat = xv::concat_rows({ws.get("a", {2048, 3}), ws.get("b", {2, 3})});
+  EXPECT_TRUE(cat.shape_only());
+  EXPECT_EQ(cat.shape, (xv::Shape{2050, 3}));
+  EXPECT_FALSE(xv::Tensor().shape_only());
+  ws.set_shapes_only(false);
+  const xv::Tensor before = ws.get("a", {2048, 3});
+  ws.release_pages("a");
+  EXPECT_EQ(ws.get("a", {2048, 3}).data, before.data);
+  EXPECT_FLOAT_EQ(before.data[3], 3.5f);
+}
