@@ -190,23 +190,25 @@ class Phi3VKdModel : public KdModel {
     vacts.clip.checkpointing = opt.checkpointing;
     vacts.clip.full = full_;
     Tensor s_tok, t_tok;
-    if (has_img) {
-      std::vector<const Phi3VImageInputs*> imgs;
-      for (const auto& im : p.images) imgs.push_back(&im);
-      const Phi3VCropBatch cb = model_.vision.stack_crops(imgs);
+    if (walk_vis) {  // without images of its own, a rank still gathers these units with the others
+      Phi3VCropBatch cb;
+      if (has_img) {
+        std::vector<const Phi3VImageInputs*> imgs;
+        for (const auto& im : p.images) imgs.push_back(&im);
+        cb = model_.vision.stack_crops(imgs);
+      }
       const bool teacher_vis = need_teacher && train_vis;
       const bool keep_emb = train_vis && full_;  // the embeddings' inputs, for their backward
       Tensor xs, xt;  // (n_crops * (1 + num_patches), C')
       for (int64_t g = 0; g < G; ++g) {
         unit_acquire(units_, int(g), g + 1 < G ? int(g + 1) : u_proj);
-        if (g == 0) {
+        if (has_img && g == 0) {
           xs = cv.embed(cb.pixels.ptr(), cb.n_crops, keep_emb ? &vacts.clip.cols : nullptr,
                         keep_emb ? &vacts.clip.x_emb : nullptr);
           if (teacher_vis) xt = xs;
           if (train_vis) cv.begin_acts(vacts.clip, cb.n_crops);
         }
-        for (int64_t l = g * vision_per_unit_; l < std::min((g + 1) * vision_per_unit_, int64_t(cv.layers.size()));
-             ++l) {
+        for (int64_t l = group_begin(g); has_img && l < group_end(g); ++l) {
           if (train_vis) cv.layer_forward_kept(l, xs, vacts.clip, &cl, run_vis);
           else cv.layer_forward(l, xs, cb.n_crops, nullptr, run_vis, nullptr);
           if (teacher_vis) cv.layer_forward(l, xt, cb.n_crops, nullptr, {}, nullptr);
@@ -214,16 +216,11 @@ class Phi3VKdModel : public KdModel {
         unit_release(units_, int(g));
       }
       unit_acquire(units_, u_proj, u_emb);
-      s_tok = model_.vision.project(cv.drop_cls(xs, cb.n_crops), cb, train_vis ? &vacts : nullptr);
-      if (teacher_vis) t_tok = model_.vision.project(cv.drop_cls(xt, cb.n_crops), cb, nullptr);
-      else if (need_teacher) t_tok = s_tok;
-      unit_release(units_, u_proj);
-    } else if (walk_vis) {  // nothing to compute here, but the other ranks gather these units now
-      for (int64_t g = 0; g < G; ++g) {
-        unit_acquire(units_, int(g), g + 1 < G ? int(g + 1) : u_proj);
-        unit_release(units_, int(g));
+      if (has_img) {
+        s_tok = model_.vision.project(cv.drop_cls(xs, cb.n_crops), cb, train_vis ? &vacts : nullptr);
+        if (teacher_vis) t_tok = model_.vision.project(cv.drop_cls(xt, cb.n_crops), cb, nullptr);
+        else if (need_teacher) t_tok = s_tok;
       }
-      unit_acquire(units_, u_proj, u_emb);
       unit_release(units_, u_proj);
     }
 
@@ -309,28 +306,20 @@ class Phi3VKdModel : public KdModel {
       model_.embed_inputs_backward(p.en.ids, B, p.en.T, dx_en, train_vis ? row_dtokens(p, dtok) : no_img, dembed);
       model_.embed_inputs_backward(p.xx.ids, B, p.xx.T, dx_xx, train_vis ? row_dtokens(p, dtok) : no_img, dembed);
     }
-    if (train_vis) {
+    if (walk_vis_bwd) {  // as in forward: gathered with the others even without images of its own
       Phi3VVisionGrads* vg = full_ ? &grads_.vision : nullptr;
       ClipGrads* cg = full_ ? &grads_.vision.clip : nullptr;
+      Tensor dxv;  // (n_crops * (1 + num_patches), C')
       unit_acquire(units_, u_proj, int(G - 1));
-      const Tensor dfeats = model_.vision.project_backward(vacts, dtok, vg);
+      if (train_vis) dxv = cv.backward_begin(vacts.clip, model_.vision.project_backward(vacts, dtok, vg), cl, cg);
       unit_release(units_, u_proj);
-      Tensor dxv = cv.backward_begin(vacts.clip, dfeats, cl, cg);  // (n_crops * (1 + num_patches), C')
       for (int64_t g = G - 1; g >= 0; --g) {
         unit_acquire(units_, int(g), g > 0 ? int(g - 1) : -1);
-        for (int64_t l = std::min((g + 1) * vision_per_unit_, int64_t(cv.layers.size())) - 1;
-             l >= g * vision_per_unit_; --l)
+        for (int64_t l = group_end(g) - 1; train_vis && l >= group_begin(g); --l)
           cv.layer_backward(l, vacts.clip, dxv, cl, run_vis, cg);
         unit_release(units_, int(g));
       }
-      if (cg) cv.embeddings_backward(vacts.clip, dxv, *cg);
-    } else if (walk_vis_bwd) {  // as in forward: the other ranks gather these units now
-      unit_acquire(units_, u_proj, int(G - 1));
-      unit_release(units_, u_proj);
-      for (int64_t g = G - 1; g >= 0; --g) {
-        unit_acquire(units_, int(g), g > 0 ? int(g - 1) : -1);
-        unit_release(units_, int(g));
-      }
+      if (train_vis && cg) cv.embeddings_backward(vacts.clip, dxv, *cg);
     }
     return out;
   }
@@ -355,9 +344,8 @@ class Phi3VKdModel : public KdModel {
     };
     ClipVision& c = model_.vision.clip;
     const std::string vp = "model.vision_embed_tokens.", cp = vp + "img_processor.vision_model.";
-    const int64_t Lv = int64_t(c.layers.size());
     for (int64_t g = 0; g < clip_groups(); ++g) {
-      const int64_t l0 = g * vision_per_unit_, l1 = std::min(l0 + vision_per_unit_, Lv);
+      const int64_t l0 = group_begin(g), l1 = group_end(g);
       unit(l1 > l0 ? fmt::format("clip.{}-{}", l0, l1 - 1) : std::string("clip.embeddings"));
       if (g == 0) {
         add(&c.patch_w, {cp + "embeddings.patch_embedding.weight"});
@@ -643,6 +631,11 @@ class Phi3VKdModel : public KdModel {
   int64_t clip_groups() const {
     const int64_t Lv = int64_t(model_.vision.clip.layers.size());
     return std::max<int64_t>(1, (Lv + vision_per_unit_ - 1) / vision_per_unit_);
+  }
+  // The CLIP layers [group_begin(g), group_end(g)) of group g.
+  int64_t group_begin(int64_t g) const { return g * vision_per_unit_; }
+  int64_t group_end(int64_t g) const {
+    return std::min((g + 1) * vision_per_unit_, int64_t(model_.vision.clip.layers.size()));
   }
 };
 
