@@ -330,73 +330,40 @@ class Phi3VKdModel : public KdModel {
              "phi3_v units: vision_layers_per_unit must be in [1, 1024], got {}", o.vision_layers_per_unit);
     XV_CHECK(!model_.decoder.layers.empty(), "phi3_v units: the decoder has no layers");
     vision_per_unit_ = o.vision_layers_per_unit;
-    // Each unit's tensors and, for a deferred load, the checkpoint tensors each is read from (names as the
-    // loaders use them: Phi3Decoder, ClipVision and Phi3VModel::load; CLIP's q/k/v fused).
     std::vector<WeightUnit> u;
-    std::vector<std::vector<std::vector<std::string>>> src;
-    auto unit = [&](std::string name) {
-      u.push_back({std::move(name), {}, {}});
-      src.emplace_back();
-    };
-    auto add = [&](Tensor* t, std::vector<std::string> names) {
-      u.back().tensors.push_back(t);
-      src.back().push_back(std::move(names));
-    };
+    auto unit = [&](std::string name, std::vector<Tensor*> tensors) { u.push_back({std::move(name), std::move(tensors), {}}); };
     ClipVision& c = model_.vision.clip;
-    const std::string vp = "model.vision_embed_tokens.", cp = vp + "img_processor.vision_model.";
     for (int64_t g = 0; g < clip_groups(); ++g) {
       const int64_t l0 = group_begin(g), l1 = group_end(g);
-      unit(l1 > l0 ? fmt::format("clip.{}-{}", l0, l1 - 1) : std::string("clip.embeddings"));
-      if (g == 0) {
-        add(&c.patch_w, {cp + "embeddings.patch_embedding.weight"});
-        add(&c.class_emb, {cp + "embeddings.class_embedding"});
-        add(&c.pos_emb, {cp + "embeddings.position_embedding.weight"});
-        add(&c.pre_ln_g, {cp + "pre_layrnorm.weight"});
-        add(&c.pre_ln_b, {cp + "pre_layrnorm.bias"});
-      }
+      std::vector<Tensor*> ts;
+      if (g == 0) ts = {&c.patch_w, &c.class_emb, &c.pos_emb, &c.pre_ln_g, &c.pre_ln_b};
       for (int64_t l = l0; l < l1; ++l) {
         ClipLayer& y = c.layers[size_t(l)];
-        const std::string q = cp + "encoder.layers." + std::to_string(l) + ".", a = q + "self_attn.";
-        add(&y.ln1_g, {q + "layer_norm1.weight"});
-        add(&y.ln1_b, {q + "layer_norm1.bias"});
-        add(&y.qkv_w, {a + "q_proj.weight", a + "k_proj.weight", a + "v_proj.weight"});
-        add(&y.qkv_b, {a + "q_proj.bias", a + "k_proj.bias", a + "v_proj.bias"});
-        add(&y.out_w, {a + "out_proj.weight"});
-        add(&y.out_b, {a + "out_proj.bias"});
-        add(&y.ln2_g, {q + "layer_norm2.weight"});
-        add(&y.ln2_b, {q + "layer_norm2.bias"});
-        add(&y.fc1_w, {q + "mlp.fc1.weight"});
-        add(&y.fc1_b, {q + "mlp.fc1.bias"});
-        add(&y.fc2_w, {q + "mlp.fc2.weight"});
-        add(&y.fc2_b, {q + "mlp.fc2.bias"});
+        for (Tensor* t : {&y.ln1_g, &y.ln1_b, &y.qkv_w, &y.qkv_b, &y.out_w, &y.out_b, &y.ln2_g, &y.ln2_b, &y.fc1_w,
+                          &y.fc1_b, &y.fc2_w, &y.fc2_b})
+          ts.push_back(t);
       }
+      unit(l1 > l0 ? fmt::format("clip.{}-{}", l0, l1 - 1) : std::string("clip.embeddings"), std::move(ts));
     }
     Phi3VImageEmbedding& v = model_.vision;
-    unit("projector");
-    add(&v.glb_GN, {vp + "glb_GN"});
-    add(&v.sub_GN, {vp + "sub_GN"});
-    add(&v.p0_w, {vp + "img_projection.0.weight"});
-    add(&v.p0_b, {vp + "img_projection.0.bias"});
-    add(&v.p2_w, {vp + "img_projection.2.weight"});
-    add(&v.p2_b, {vp + "img_projection.2.bias"});
+    unit("projector", {&v.glb_GN, &v.sub_GN, &v.p0_w, &v.p0_b, &v.p2_w, &v.p2_b});
     Phi3Decoder& d = model_.decoder;
-    unit("embeddings");
-    add(&d.embed, {"model.embed_tokens.weight"});
+    unit("embeddings", {&d.embed});
     for (size_t l = 0; l < d.layers.size(); ++l) {
       Phi3Layer& y = d.layers[l];
-      const std::string p = "model.layers." + std::to_string(l) + ".";
-      unit("decoder." + std::to_string(l));
-      add(&y.in_ln, {p + "input_layernorm.weight"});
-      add(&y.qkv_w, {p + "self_attn.qkv_proj.weight"});
-      add(&y.o_w, {p + "self_attn.o_proj.weight"});
-      add(&y.post_ln, {p + "post_attention_layernorm.weight"});
-      add(&y.gate_up_w, {p + "mlp.gate_up_proj.weight"});
-      add(&y.down_w, {p + "mlp.down_proj.weight"});
-      if (l + 1 == d.layers.size()) add(&d.norm, {"model.norm.weight"});  // the last unit holds model.norm
+      std::vector<Tensor*> ts = {&y.in_ln, &y.qkv_w, &y.o_w, &y.post_ln, &y.gate_up_w, &y.down_w};
+      if (l + 1 == d.layers.size()) ts.push_back(&d.norm);  // the last unit holds model.norm
+      unit("decoder." + std::to_string(l), std::move(ts));
     }
-    if (defer_) {
+    if (defer_) {  // each unit read from the checkpoint when the wrapper asks
+      std::map<const Tensor*, std::string> names;
+      for_each_weight(d, v, [&](const std::string& n, Tensor& t) { names[&t] = n; });
       auto ws = std::make_shared<const WeightStore>(WeightStore::open_dir(dir_));
-      for (size_t i = 0; i < u.size(); ++i) u[i].load = checkpoint_loader(ws, u[i].tensors, std::move(src[i]));
+      for (WeightUnit& w : u) {
+        std::vector<std::vector<std::string>> src;
+        for (const Tensor* t : w.tensors) src.push_back(checkpoint_names(names.at(t)));
+        w.load = checkpoint_loader(ws, w.tensors, std::move(src));
+      }
     }
     return u;
   }
@@ -462,63 +429,76 @@ class Phi3VKdModel : public KdModel {
   inline static const std::vector<std::string> kMergedOptional = {
       "preprocessor_config.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"};
 
+  // fn(name, tensor) for every weight the embedding path uses, under the checkpoint's names (CLIP's q/k/v
+  // fused: "<layer>.self_attn.qkv_proj.*", see the top), in the order full fine-tuning lists them. The same
+  // walk over the model (Phi3Decoder, Phi3VImageEmbedding) and over its gradients (Phi3Grads,
+  // Phi3VVisionGrads), whose fields carry the same names.
+  template <typename Dec, typename Vis, typename F>
+  static void for_each_weight(Dec& d, Vis& v, F fn) {
+    fn("model.embed_tokens.weight", d.embed);
+    for (size_t l = 0; l < d.layers.size(); ++l) {
+      auto& L = d.layers[l];
+      const std::string p = "model.layers." + std::to_string(l) + ".";
+      fn(p + "input_layernorm.weight", L.in_ln);
+      fn(p + "self_attn.qkv_proj.weight", L.qkv_w);
+      fn(p + "self_attn.o_proj.weight", L.o_w);
+      fn(p + "post_attention_layernorm.weight", L.post_ln);
+      fn(p + "mlp.gate_up_proj.weight", L.gate_up_w);
+      fn(p + "mlp.down_proj.weight", L.down_w);
+    }
+    fn("model.norm.weight", d.norm);
+    const std::string vp = "model.vision_embed_tokens.";
+    fn(vp + "glb_GN", v.glb_GN);
+    fn(vp + "sub_GN", v.sub_GN);
+    fn(vp + "img_projection.0.weight", v.p0_w);
+    fn(vp + "img_projection.0.bias", v.p0_b);
+    fn(vp + "img_projection.2.weight", v.p2_w);
+    fn(vp + "img_projection.2.bias", v.p2_b);
+    auto& c = v.clip;
+    const std::string cp = vp + "img_processor.vision_model.";
+    fn(cp + "embeddings.patch_embedding.weight", c.patch_w);
+    fn(cp + "embeddings.class_embedding", c.class_emb);
+    fn(cp + "embeddings.position_embedding.weight", c.pos_emb);
+    fn(cp + "pre_layrnorm.weight", c.pre_ln_g);
+    fn(cp + "pre_layrnorm.bias", c.pre_ln_b);
+    for (size_t l = 0; l < c.layers.size(); ++l) {
+      auto& L = c.layers[l];
+      const std::string p = cp + "encoder.layers." + std::to_string(l) + ".";
+      fn(p + "layer_norm1.weight", L.ln1_g);
+      fn(p + "layer_norm1.bias", L.ln1_b);
+      fn(p + "self_attn.qkv_proj.weight", L.qkv_w);  // fused q_proj, k_proj, v_proj
+      fn(p + "self_attn.qkv_proj.bias", L.qkv_b);
+      fn(p + "self_attn.out_proj.weight", L.out_w);
+      fn(p + "self_attn.out_proj.bias", L.out_b);
+      fn(p + "layer_norm2.weight", L.ln2_g);
+      fn(p + "layer_norm2.bias", L.ln2_b);
+      fn(p + "mlp.fc1.weight", L.fc1_w);
+      fn(p + "mlp.fc1.bias", L.fc1_b);
+      fn(p + "mlp.fc2.weight", L.fc2_w);
+      fn(p + "mlp.fc2.bias", L.fc2_b);
+    }
+  }
+  // The checkpoint tensors a weight of for_each_weight is made of: itself, or CLIP's q/k/v for a fused one
+  // (the decoder's qkv_proj is fused in the checkpoint too).
+  static std::vector<std::string> checkpoint_names(const std::string& name) {
+    if (name.starts_with("model.layers.") ||
+        !(name.ends_with("self_attn.qkv_proj.weight") || name.ends_with("self_attn.qkv_proj.bias")))
+      return {name};
+    const std::string stem = name.substr(0, name.rfind("qkv_proj.")), kind = name.ends_with(".bias") ? ".bias" : ".weight";
+    return {stem + "q_proj" + kind, stem + "k_proj" + kind, stem + "v_proj" + kind};
+  }
+
   struct FullTensor {
     std::string name;
     Tensor* w;
     Tensor* g;
   };
-  // Every trained tensor with its gradient, under the checkpoint's names (CLIP's fused qkv: see the top).
+  // Every trained tensor with its gradient (trainable 'full').
   std::vector<FullTensor> full_tensors() {
     std::vector<FullTensor> out;
-    Phi3Decoder& d = model_.decoder;
-    Phi3Grads& gd = grads_.decoder;
-    out.push_back({"model.embed_tokens.weight", &d.embed, &gd.embed});
-    for (size_t l = 0; l < d.layers.size(); ++l) {
-      Phi3Layer& L = d.layers[l];
-      Phi3LayerGrads& G = gd.layers[l];
-      const std::string p = "model.layers." + std::to_string(l) + ".";
-      out.push_back({p + "input_layernorm.weight", &L.in_ln, &G.in_ln});
-      out.push_back({p + "self_attn.qkv_proj.weight", &L.qkv_w, &G.qkv_w});
-      out.push_back({p + "self_attn.o_proj.weight", &L.o_w, &G.o_w});
-      out.push_back({p + "post_attention_layernorm.weight", &L.post_ln, &G.post_ln});
-      out.push_back({p + "mlp.gate_up_proj.weight", &L.gate_up_w, &G.gate_up_w});
-      out.push_back({p + "mlp.down_proj.weight", &L.down_w, &G.down_w});
-    }
-    out.push_back({"model.norm.weight", &d.norm, &gd.norm});
-    Phi3VImageEmbedding& v = model_.vision;
-    Phi3VVisionGrads& gv = grads_.vision;
-    const std::string vp = "model.vision_embed_tokens.";
-    out.push_back({vp + "glb_GN", &v.glb_GN, &gv.glb_GN});
-    out.push_back({vp + "sub_GN", &v.sub_GN, &gv.sub_GN});
-    out.push_back({vp + "img_projection.0.weight", &v.p0_w, &gv.p0_w});
-    out.push_back({vp + "img_projection.0.bias", &v.p0_b, &gv.p0_b});
-    out.push_back({vp + "img_projection.2.weight", &v.p2_w, &gv.p2_w});
-    out.push_back({vp + "img_projection.2.bias", &v.p2_b, &gv.p2_b});
-    ClipVision& c = v.clip;
-    ClipGrads& gc = gv.clip;
-    const std::string cp = vp + "img_processor.vision_model.";
-    out.push_back({cp + "embeddings.patch_embedding.weight", &c.patch_w, &gc.patch_w});
-    out.push_back({cp + "embeddings.class_embedding", &c.class_emb, &gc.class_emb});
-    out.push_back({cp + "embeddings.position_embedding.weight", &c.pos_emb, &gc.pos_emb});
-    out.push_back({cp + "pre_layrnorm.weight", &c.pre_ln_g, &gc.pre_ln_g});
-    out.push_back({cp + "pre_layrnorm.bias", &c.pre_ln_b, &gc.pre_ln_b});
-    for (size_t l = 0; l < c.layers.size(); ++l) {
-      ClipLayer& L = c.layers[l];
-      ClipLayerGrads& G = gc.layers[l];
-      const std::string p = cp + "encoder.layers." + std::to_string(l) + ".";
-      out.push_back({p + "layer_norm1.weight", &L.ln1_g, &G.ln1_g});
-      out.push_back({p + "layer_norm1.bias", &L.ln1_b, &G.ln1_b});
-      out.push_back({p + "self_attn.qkv_proj.weight", &L.qkv_w, &G.qkv_w});  // fused q_proj, k_proj, v_proj
-      out.push_back({p + "self_attn.qkv_proj.bias", &L.qkv_b, &G.qkv_b});
-      out.push_back({p + "self_attn.out_proj.weight", &L.out_w, &G.out_w});
-      out.push_back({p + "self_attn.out_proj.bias", &L.out_b, &G.out_b});
-      out.push_back({p + "layer_norm2.weight", &L.ln2_g, &G.ln2_g});
-      out.push_back({p + "layer_norm2.bias", &L.ln2_b, &G.ln2_b});
-      out.push_back({p + "mlp.fc1.weight", &L.fc1_w, &G.fc1_w});
-      out.push_back({p + "mlp.fc1.bias", &L.fc1_b, &G.fc1_b});
-      out.push_back({p + "mlp.fc2.weight", &L.fc2_w, &G.fc2_w});
-      out.push_back({p + "mlp.fc2.bias", &L.fc2_b, &G.fc2_b});
-    }
+    for_each_weight(model_.decoder, model_.vision, [&](const std::string& n, Tensor& w) { out.push_back({n, &w, nullptr}); });
+    size_t i = 0;
+    for_each_weight(grads_.decoder, grads_.vision, [&](const std::string&, Tensor& g) { out[i++].g = &g; });
     return out;
   }
 
@@ -641,32 +621,25 @@ class Phi3VKdModel : public KdModel {
 
 void Phi3VKdModel::save_merged_full(const std::string& out) const {
   std::map<std::string, Tensor> cur;  // checkpoint name -> current f32 value
-  // full_tensors() hands out mutable pointers; only the values are read here.
-  for (auto& [name, w, g] : const_cast<Phi3VKdModel*>(this)->full_tensors()) {
-    (void)g;
-    if (name.ends_with("self_attn.qkv_proj.weight") || name.ends_with("self_attn.qkv_proj.bias")) {
-      if (name.starts_with("model.layers.")) {  // the decoder's qkv_proj is fused in the checkpoint too
-        cur[name] = *w;
-        continue;
-      }
+  for_each_weight(model_.decoder, model_.vision, [&](const std::string& name, const Tensor& w) {
+    const std::vector<std::string> parts = checkpoint_names(name);
+    if (parts.size() == 3) {  // CLIP's fused q/k/v back into q_proj, k_proj, v_proj
       const bool bias = name.ends_with(".bias");
-      const std::string stem = name.substr(0, name.rfind("qkv_proj."));  // "...self_attn."
-      const int64_t rows = w->dim(0) / 3, cols = bias ? 1 : w->dim(1);
-      const char* qkv[3] = {"q_proj", "k_proj", "v_proj"};
+      const int64_t rows = w.dim(0) / 3, cols = bias ? 1 : w.dim(1);
       for (int64_t k = 0; k < 3; ++k) {
         Tensor t = bias ? Tensor({rows}) : Tensor({rows, cols});
-        std::copy(w->data.begin() + k * rows * cols, w->data.begin() + (k + 1) * rows * cols, t.data.begin());
-        cur[stem + qkv[k] + (bias ? ".bias" : ".weight")] = std::move(t);
+        std::copy(w.data.begin() + k * rows * cols, w.data.begin() + (k + 1) * rows * cols, t.data.begin());
+        cur[parts[size_t(k)]] = std::move(t);
       }
-      continue;
+      return;
     }
-    Tensor t = *w;
+    Tensor t = w;
     if (name.ends_with("patch_embedding.weight")) {
       const auto& vc = model_.vision.clip.cfg;
       t.reshape({vc.hidden_size, vc.num_channels, vc.patch_size, vc.patch_size});
     }
     cur[name] = std::move(t);
-  }
+  });
   save_model_with_weights(dir_, out, cur, kMergedRequired, kMergedOptional, false);
 }
 
