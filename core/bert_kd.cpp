@@ -93,28 +93,9 @@ class BertKdModel : public KdModel {
   std::vector<TrainableTensor> trainable() override {
     std::vector<TrainableTensor> out;
     if (full_) {
-      out.push_back({"embeddings.word_embeddings.weight", &model_.word_emb, &grads_.word_emb});
-      out.push_back({"embeddings.position_embeddings.weight", &model_.pos_emb, &grads_.pos_emb});
-      out.push_back({"embeddings.token_type_embeddings.weight", &model_.type_emb, &grads_.type_emb});
-      out.push_back({"embeddings.LayerNorm.weight", &model_.emb_ln_g, &grads_.emb_ln_g});
-      out.push_back({"embeddings.LayerNorm.bias", &model_.emb_ln_b, &grads_.emb_ln_b});
-      for (size_t l = 0; l < model_.layers.size(); ++l) {
-        BertLayer& L = model_.layers[l];
-        BertLayerGrads& G = grads_.layers[l];
-        const std::string p = "encoder.layer." + std::to_string(l) + ".";
-        out.push_back({p + "attention.self.qkv.weight", &L.qkv_w, &G.qkv_w});
-        out.push_back({p + "attention.self.qkv.bias", &L.qkv_b, &G.qkv_b});
-        out.push_back({p + "attention.output.dense.weight", &L.ao_w, &G.ao_w});
-        out.push_back({p + "attention.output.dense.bias", &L.ao_b, &G.ao_b});
-        out.push_back({p + "attention.output.LayerNorm.weight", &L.ln1_g, &G.ln1_g});
-        out.push_back({p + "attention.output.LayerNorm.bias", &L.ln1_b, &G.ln1_b});
-        out.push_back({p + "intermediate.dense.weight", &L.i_w, &G.i_w});
-        out.push_back({p + "intermediate.dense.bias", &L.i_b, &G.i_b});
-        out.push_back({p + "output.dense.weight", &L.o_w, &G.o_w});
-        out.push_back({p + "output.dense.bias", &L.o_b, &G.o_b});
-        out.push_back({p + "output.LayerNorm.weight", &L.ln2_g, &G.ln2_g});
-        out.push_back({p + "output.LayerNorm.bias", &L.ln2_b, &G.ln2_b});
-      }
+      std::vector<Tensor*> gs;
+      for_each_weight(grads_, [&](const std::string&, Tensor& g) { gs.push_back(&g); });
+      for_each_weight(model_, [&](const std::string& n, Tensor& w) { out.push_back({n, &w, gs[out.size()]}); });
       return out;
     }
     for (auto& a : lora_.adapters) {
@@ -213,32 +194,15 @@ class BertKdModel : public KdModel {
                     &L.ln2_g, &L.ln2_b},
                    {}});
     }
-    if (defer_) {  // each unit read from the checkpoint when the wrapper asks (names as BertModel::from_weights)
+    if (defer_) {  // each unit read from the checkpoint when the wrapper asks
       auto ws = std::make_shared<const WeightStore>(WeightStore::open_dir(dir_));
       const std::string pre = ws->has("bert.embeddings.word_embeddings.weight") ? "bert." : "";
-      u[0].load = checkpoint_loader(ws, u[0].tensors,
-                                    {{pre + "embeddings.word_embeddings.weight"},
-                                     {pre + "embeddings.position_embeddings.weight"},
-                                     {pre + "embeddings.token_type_embeddings.weight"},
-                                     {pre + "embeddings.LayerNorm.weight"},
-                                     {pre + "embeddings.LayerNorm.bias"}});
-      for (size_t l = 0; l < m.layers.size(); ++l) {
-        const std::string p = pre + "encoder.layer." + std::to_string(l) + ".";
-        const std::string a = p + "attention.self.";
-        u[1 + l].load = checkpoint_loader(
-            ws, u[1 + l].tensors,
-            {{a + "query.weight", a + "key.weight", a + "value.weight"},
-             {a + "query.bias", a + "key.bias", a + "value.bias"},
-             {p + "attention.output.dense.weight"},
-             {p + "attention.output.dense.bias"},
-             {p + "attention.output.LayerNorm.weight"},
-             {p + "attention.output.LayerNorm.bias"},
-             {p + "intermediate.dense.weight"},
-             {p + "intermediate.dense.bias"},
-             {p + "output.dense.weight"},
-             {p + "output.dense.bias"},
-             {p + "output.LayerNorm.weight"},
-             {p + "output.LayerNorm.bias"}});
+      std::map<const Tensor*, std::string> names;
+      for_each_weight(m, [&](const std::string& n, Tensor& t) { names[&t] = n; });
+      for (WeightUnit& w : u) {
+        std::vector<std::vector<std::string>> src;
+        for (const Tensor* t : w.tensors) src.push_back(checkpoint_names(names.at(t), pre));
+        w.load = checkpoint_loader(ws, w.tensors, std::move(src));
       }
     }
     return u;
@@ -278,6 +242,42 @@ class BertKdModel : public KdModel {
   UnitAccess* units_ = nullptr;  // set by a sharding wrapper (frozen_units)
 
   void save_merged_full(const std::string& dir) const;
+
+  // fn(name, tensor) for every weight, named as Hugging Face's BertModel does (no "bert." prefix) but for the
+  // fused attention projection, "encoder.layer.N.attention.self.qkv.weight" / ".bias" (see the top). The same
+  // walk over the model and over its gradients (BertGrads), whose fields carry the same names.
+  template <typename M, typename F>
+  static void for_each_weight(M& m, F fn) {
+    fn("embeddings.word_embeddings.weight", m.word_emb);
+    fn("embeddings.position_embeddings.weight", m.pos_emb);
+    fn("embeddings.token_type_embeddings.weight", m.type_emb);
+    fn("embeddings.LayerNorm.weight", m.emb_ln_g);
+    fn("embeddings.LayerNorm.bias", m.emb_ln_b);
+    for (size_t l = 0; l < m.layers.size(); ++l) {
+      auto& L = m.layers[l];
+      const std::string p = "encoder.layer." + std::to_string(l) + ".";
+      fn(p + "attention.self.qkv.weight", L.qkv_w);
+      fn(p + "attention.self.qkv.bias", L.qkv_b);
+      fn(p + "attention.output.dense.weight", L.ao_w);
+      fn(p + "attention.output.dense.bias", L.ao_b);
+      fn(p + "attention.output.LayerNorm.weight", L.ln1_g);
+      fn(p + "attention.output.LayerNorm.bias", L.ln1_b);
+      fn(p + "intermediate.dense.weight", L.i_w);
+      fn(p + "intermediate.dense.bias", L.i_b);
+      fn(p + "output.dense.weight", L.o_w);
+      fn(p + "output.dense.bias", L.o_b);
+      fn(p + "output.LayerNorm.weight", L.ln2_g);
+      fn(p + "output.LayerNorm.bias", L.ln2_b);
+    }
+  }
+  // The checkpoint tensors (with the checkpoint's prefix `pre`) a weight of for_each_weight is made of: itself,
+  // or query/key/value for the fused projection.
+  static std::vector<std::string> checkpoint_names(const std::string& name, const std::string& pre) {
+    const size_t q = name.find("attention.self.qkv.");
+    if (q == std::string::npos) return {pre + name};
+    const std::string stem = pre + name.substr(0, q) + "attention.self.", kind = name.substr(name.rfind('.'));
+    return {stem + "query" + kind, stem + "key" + kind, stem + "value" + kind};
+  }
 
   // Token rows of a pair (the corpus's pre-tokenised ids when it has them); `i` numbers it in messages.
   std::shared_ptr<const PreparedInputs> prepare_one(const TrainPair& pair, size_t i) const {
@@ -336,35 +336,20 @@ void BertKdModel::save_merged(const std::string& out) const {
 void BertKdModel::save_merged_full(const std::string& out) const {
   const WeightStore ws = WeightStore::open_dir(dir_);
   const std::string pre = ws.has("bert.embeddings.word_embeddings.weight") ? "bert." : "";
-  const int64_t C = model_.cfg.hidden_size;
   std::map<std::string, Tensor> cur;  // checkpoint name -> current f32 value
-  cur[pre + "embeddings.word_embeddings.weight"] = model_.word_emb;
-  cur[pre + "embeddings.position_embeddings.weight"] = model_.pos_emb;
-  cur[pre + "embeddings.token_type_embeddings.weight"] = model_.type_emb;
-  cur[pre + "embeddings.LayerNorm.weight"] = model_.emb_ln_g;
-  cur[pre + "embeddings.LayerNorm.bias"] = model_.emb_ln_b;
-  for (size_t l = 0; l < model_.layers.size(); ++l) {
-    const BertLayer& L = model_.layers[l];
-    const std::string p = pre + "encoder.layer." + std::to_string(l) + ".";
-    const char* qkv[3] = {"query", "key", "value"};
-    for (int64_t k = 0; k < 3; ++k) {
-      Tensor w({C, C}), b({C});
-      std::copy(L.qkv_w.data.begin() + k * C * C, L.qkv_w.data.begin() + (k + 1) * C * C, w.data.begin());
-      std::copy(L.qkv_b.data.begin() + k * C, L.qkv_b.data.begin() + (k + 1) * C, b.data.begin());
-      cur[p + "attention.self." + qkv[k] + ".weight"] = std::move(w);
-      cur[p + "attention.self." + qkv[k] + ".bias"] = std::move(b);
+  for_each_weight(model_, [&](const std::string& name, const Tensor& w) {
+    const std::vector<std::string> parts = checkpoint_names(name, pre);
+    if (parts.size() == 1) {
+      cur[parts[0]] = w;
+      return;
     }
-    cur[p + "attention.output.dense.weight"] = L.ao_w;
-    cur[p + "attention.output.dense.bias"] = L.ao_b;
-    cur[p + "attention.output.LayerNorm.weight"] = L.ln1_g;
-    cur[p + "attention.output.LayerNorm.bias"] = L.ln1_b;
-    cur[p + "intermediate.dense.weight"] = L.i_w;
-    cur[p + "intermediate.dense.bias"] = L.i_b;
-    cur[p + "output.dense.weight"] = L.o_w;
-    cur[p + "output.dense.bias"] = L.o_b;
-    cur[p + "output.LayerNorm.weight"] = L.ln2_g;
-    cur[p + "output.LayerNorm.bias"] = L.ln2_b;
-  }
+    const int64_t rows = w.dim(0) / 3, cols = w.ndim() == 2 ? w.dim(1) : 1;  // fused q/k/v back into three
+    for (int64_t k = 0; k < 3; ++k) {
+      Tensor t = w.ndim() == 2 ? Tensor({rows, cols}) : Tensor({rows});
+      std::copy(w.data.begin() + k * rows * cols, w.data.begin() + (k + 1) * rows * cols, t.data.begin());
+      cur[parts[size_t(k)]] = std::move(t);
+    }
+  });
   save_model_with_weights(dir_, out, cur, kMergedRequired, kMergedOptional, true);
 }
 
