@@ -18,9 +18,9 @@
 
 #include "core/error.h"
 #include "core/file_util.h"
-#include "core/image.h"
-#include "core/kd_model.h"
-#include "core/optimizer.h"
+#include "image/image.h"
+#include "models/kd/kd_model.h"
+#include "train/schedule.h"
 #include "data/corpus.h"
 #include "data/corpus_stream.h"
 #include "kernels/cpu/blas_core.h"

@@ -8,7 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "core/embedder.h"
+#include "models/embedder.h"
 #include "core/error.h"
 #include "core/file_util.h"
 #include "kernels/cpu/blas_core.h"

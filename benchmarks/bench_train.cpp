@@ -12,8 +12,8 @@
 
 #include "core/error.h"
 #include "core/file_util.h"
-#include "core/kd_model.h"
-#include "core/optimizer.h"
+#include "models/kd/kd_model.h"
+#include "train/schedule.h"
 #include "kernels/cpu/blas_core.h"
 #include "kernels/cpu/runtime.h"
 #include "kernels/ops.h"

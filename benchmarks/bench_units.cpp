@@ -20,10 +20,10 @@
 #include <string>
 #include <vector>
 
-#include "core/bert_model.h"
+#include "models/bert.h"
 #include "core/error.h"
 #include "core/file_util.h"
-#include "core/optimizer.h"
+#include "train/schedule.h"
 #include "kernels/cpu/runtime.h"
 #include "kernels/ops.h"
 

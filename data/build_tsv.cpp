@@ -4,7 +4,7 @@
 #include <fstream>
 
 #include "core/error.h"
-#include "core/tokenizer_unicode.h"
+#include "tokenizer/unicode.h"
 #include "data/builders.h"
 #include "data/pair_assembler.h"
 #include "data/text_clean.h"

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "core/error.h"
-#include "core/image.h"
+#include "image/image.h"
 #include "data/builders.h"
 #include "data/pair_assembler.h"
 #include "data/text_clean.h"

@@ -8,10 +8,10 @@
 
 #include "core/error.h"
 #include "core/file_util.h"
-#include "core/image.h"
-#include "core/tokenizer.h"
-#include "core/tokenizer_unicode.h"
-#include "core/train_data.h"
+#include "image/image.h"
+#include "tokenizer/tokenizer.h"
+#include "tokenizer/unicode.h"
+#include "data/train_data.h"
 #include "data/hdf5_file.h"
 
 namespace xv {

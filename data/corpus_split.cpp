@@ -7,7 +7,7 @@
 #include <unordered_set>
 
 #include "core/error.h"
-#include "core/train_data.h"
+#include "data/train_data.h"
 
 namespace xv {
 

@@ -19,8 +19,8 @@
 #include <string>
 #include <vector>
 
-#include "core/kd_model.h"
-#include "core/train_data.h"
+#include "core/train_pair.h"
+#include "data/train_data.h"
 
 namespace xv {
 
@@ -45,7 +45,7 @@ struct SourceOptions {
   std::string tokenizer_json;       // corpus: attach /tokens when made by this tokenizer ("" = never)
 };
 
-// A corpus file (docs/corpus-format.md) or a JSONL of pairs (core/train_data.h), chosen by content: an HDF5
+// A corpus file (docs/corpus-format.md) or a JSONL of pairs (data/train_data.h), chosen by content: an HDF5
 // file is a corpus. Texts, the pair table and token ids are held in memory; images and teacher rows are read
 // per pair.
 std::unique_ptr<PairSource> open_pair_source(const std::string& path, const SourceOptions& opt = {});

@@ -7,7 +7,7 @@
 #include <sstream>
 
 #include "core/error.h"
-#include "core/tokenizer_unicode.h"
+#include "tokenizer/unicode.h"
 
 namespace xv {
 

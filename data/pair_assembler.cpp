@@ -3,7 +3,7 @@
 #include <algorithm>
 
 #include "core/error.h"
-#include "core/tokenizer_unicode.h"
+#include "tokenizer/unicode.h"
 #include "data/text_clean.h"
 
 namespace xv {

@@ -5,7 +5,7 @@
 #include <initializer_list>
 #include <utility>
 
-#include "core/tokenizer_unicode.h"
+#include "tokenizer/unicode.h"
 
 namespace xv {
 

@@ -39,7 +39,7 @@ std::string clean_ui_text(std::string_view s);
 // Returns its length in bytes.
 size_t trailing_run_size(std::string_view s);
 
-// The trailing rule (DESIGN.md §2: the embedding is pooled at the last token, so both sides must end the
+// The trailing rule (docs/design.md §2: the embedding is pooled at the last token, so both sides must end the
 // same way): `xx` without its own trailing run, followed by the trailing run of `en`.
 //   apply_trailing_rule("Save file?\n", "Salvare il file ?") == "Salvare il file?\n"
 std::string apply_trailing_rule(std::string_view en, std::string_view xx);

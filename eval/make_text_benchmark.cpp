@@ -14,7 +14,7 @@
 #include <unordered_map>
 
 #include "core/error.h"
-#include "core/train_data.h"  // fnv1a64, splitmix64
+#include "data/train_data.h"  // fnv1a64, splitmix64
 
 namespace xv {
 

@@ -10,10 +10,10 @@
 
 #include <unistd.h>
 
-#include "core/embedder.h"
+#include "models/embedder.h"
 #include "core/error.h"
 #include "core/model_config.h"
-#include "core/train_config.h"  // default_lora_targets
+#include "models/backbones.h"
 
 namespace xv {
 
@@ -209,7 +209,7 @@ EvalResults evaluate(const std::string& model_dir, const std::string& adapter_di
                      const EvalRunOptions& opt) {
   XV_CHECK(fs::is_directory(model_dir), "{}: model folder does not exist", model_dir);
   XV_CHECK(adapter_dir.empty() || fs::is_directory(adapter_dir), "{}: adapter folder does not exist", adapter_dir);
-  // Both sides run the inference pipeline (core/embedder.h: what `xvlm2vec embed` and a deployment run,
+  // Both sides run the inference pipeline (models/embedder.h: what `xvlm2vec embed` and a deployment run,
   // batches in parallel); the student is the model with the adapter merged in, in a temporary folder.
   const auto teacher_model = Embedder::load(model_dir);
   std::unique_ptr<Embedder> student_model;

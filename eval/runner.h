@@ -1,7 +1,7 @@
 // Runs a benchmark on a model: "before" is the teacher (the base model, adapters off), "after" the student
 // (the base with the adapter loaded). Every distinct text of the benchmark is embedded once per model
 // (candidate pools overlap across queries and tasks), L2-normalised, and candidates are scored by dot
-// product with the query (DESIGN.md §2).
+// product with the query (docs/design.md §2).
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "core/kd_model.h"
+#include "models/kd/kd_model.h"
 #include "eval/benchmark.h"
 #include "eval/metrics.h"
 

@@ -122,4 +122,11 @@ void embedding_backward(const int32_t* ids, const float* dout, float* dtable, in
 // (ds may be null).
 double mse_loss(const float* s, const float* t, float* ds, int64_t n, float weight);
 
+// torch.optim.AdamW's update (single-tensor path, f32) of n elements, update number t >= 1.
+struct AdamWParams {
+  float lr = 1e-5f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.0f;
+};
+void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, float lr, int64_t t,
+                  const AdamWParams& cfg);
+
 }  // namespace xv::ops

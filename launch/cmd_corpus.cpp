@@ -10,11 +10,12 @@
 #include <cstdio>
 #include <filesystem>
 
-#include "core/kd_model.h"
+#include "models/backbones.h"
+#include "models/kd/kd_model.h"
 #include "core/model_config.h"
-#include "core/teacher_cache.h"
-#include "core/train_config.h"
-#include "core/train_data.h"
+#include "train/teacher_cache.h"
+#include "train/train_config.h"
+#include "data/train_data.h"
 #include "data/corpus.h"
 #include "data/corpus_split.h"
 #include "data/corpus_stream.h"

@@ -9,7 +9,7 @@
 #include <memory>
 
 #include "core/error.h"
-#include "core/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 #include "data/builders.h"
 #include "data/corpus.h"
 #include "launch/commands.h"

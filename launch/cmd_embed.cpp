@@ -9,7 +9,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "core/embedder.h"
+#include "models/embedder.h"
 #include "core/error.h"
 #include "core/file_util.h"
 #include "core/npy.h"

@@ -2,9 +2,9 @@
 #include <cstdio>
 #include <filesystem>
 
-#include "core/checkpoint.h"
-#include "core/kd_model.h"
-#include "core/train_config.h"
+#include "train/checkpoint.h"
+#include "models/kd/kd_model.h"
+#include "train/train_config.h"
 #include "launch/commands.h"
 
 namespace xv::cli {

@@ -1,7 +1,7 @@
 // xvlm2vec init-model: a randomly initialised model folder in the Hugging Face layout.
 #include <cstdio>
 
-#include "core/model_init.h"
+#include "models/init.h"
 #include "launch/commands.h"
 
 namespace xv::cli {

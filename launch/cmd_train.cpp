@@ -4,8 +4,8 @@
 #include <cstdio>
 
 #include "core/error.h"
-#include "core/train_config.h"
-#include "core/trainer.h"
+#include "train/train_config.h"
+#include "train/trainer.h"
 #include "launch/commands.h"
 #include "parallel/launch_env.h"
 #ifdef XV_HAVE_MPI

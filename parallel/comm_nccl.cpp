@@ -38,7 +38,7 @@ struct Shared {
   int rank = 0, size = 0;
 };
 
-// ncclCheck / cudaCheck of DESIGN.md section 9, throwing: the call, where, and the library's message.
+// ncclCheck / cudaCheck of docs/design.md section 9, throwing: the call, where, and the library's message.
 #define XV_NCCL_CHECK(call, where)                                                                            \
   do {                                                                                                        \
     ncclResult_t r_ = (call);                                                                                 \

@@ -107,7 +107,7 @@ void FrozenShards::release(int ui) {
 
 // ---- TrainableShards ----
 
-TrainableShards::TrainableShards(std::vector<TrainableTensor> tensors, AdamWConfig cfg, TrainableOptions o)
+TrainableShards::TrainableShards(std::vector<TrainableTensor> tensors, ops::AdamWParams cfg, TrainableOptions o)
     : tensors_(std::move(tensors)), cfg_(cfg), o_(o) {
   XV_CHECK(o_.world && o_.grad_accum >= 1, "trainable shards: no world communicator");
   const int64_t W = o_.world->size();
@@ -218,7 +218,7 @@ double TrainableShards::step(float lr, double max_norm) {
   // AdamW on this rank's elements, in place in the model's tensors (the padding has none: its moments stay 0).
   for_segments(own_begin_, own_end_, [&](size_t i, int64_t k, int64_t f, int64_t n) {
     const int64_t o = f - own_begin_;
-    adamw_update(tensors_[i].value->ptr() + k, gown.data() + o, m_.data() + o, v_.data() + o, n, lr, t_, cfg_);
+    ops::adamw_update(tensors_[i].value->ptr() + k, gown.data() + o, m_.data() + o, v_.data() + o, n, lr, t_, cfg_);
   });
   if (o_.group && o_.group->size() > 1) {  // every rank's updated elements to every rank
     std::vector<float> mine(static_cast<size_t>(owned), 0.0f), all(static_cast<size_t>(padded_));

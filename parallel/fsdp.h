@@ -1,4 +1,4 @@
-// FSDP-style sharding from outside the model (DESIGN.md section 6, docs/distributed.md).
+// FSDP-style sharding from outside the model (docs/design.md section 6, docs/distributed.md).
 //
 // FrozenShards: each unit of frozen base weights (KdModel::frozen_units) becomes one flat f32 buffer,
 // zero-padded to a multiple of n, of which this rank keeps 1/n. acquire(u) all-gathers the unit into its
@@ -25,9 +25,8 @@
 #include <string>
 #include <vector>
 
-#include "core/kd_model.h"
-#include "core/optimizer.h"
-#include "core/weight_units.h"
+#include "core/units.h"
+#include "kernels/ops.h"
 #include "parallel/comm.h"
 
 namespace xv::par {
@@ -76,7 +75,7 @@ struct TrainableOptions {
 class TrainableShards {
  public:
   static constexpr int64_t kNormChunk = 4096;
-  TrainableShards(std::vector<TrainableTensor> tensors, AdamWConfig cfg, TrainableOptions o);
+  TrainableShards(std::vector<TrainableTensor> tensors, ops::AdamWParams cfg, TrainableOptions o);
 
   // Deterministic mode: after micro-batch m of this step, moves the model's gradients aside (and zeroes them).
   void take_micro_batch(int64_t m);
@@ -110,7 +109,7 @@ class TrainableShards {
 
   std::vector<TrainableTensor> tensors_;
   std::vector<int64_t> offsets_;
-  AdamWConfig cfg_;
+  ops::AdamWParams cfg_;
   TrainableOptions o_;
   int64_t total_ = 0, padded_ = 0, own_begin_ = 0, own_end_ = 0;
   std::vector<float> m_, v_;              // (owned) Adam moments

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/atomic_dir.h"
+#include "core/checkpoint_dir.h"
 #include "core/error.h"
 #include "core/file_util.h"
 #include "core/safetensors.h"
@@ -30,10 +31,11 @@ std::string share_string(Communicator& c, std::string s) {
 
 }  // namespace
 
-std::string save_sharded_checkpoint(Communicator& world, const std::string& output_dir, const TrainState& st,
-                                    TrainableShards& ts, const std::string& config_yaml, int64_t keep) {
+std::string save_sharded_checkpoint(Communicator& world, const std::string& output_dir, int64_t step,
+                                    TrainableShards& ts, const std::map<std::string, std::string>& files,
+                                    int64_t keep) {
   const fs::path root = fs::path(output_dir) / "checkpoints";
-  const std::string dst = (root / ("step-" + std::to_string(st.step))).string();
+  const std::string dst = (root / ("step-" + std::to_string(step))).string();
   const int64_t W = world.size(), r = world.rank();
   // Who writes which range: the first rank owning each distinct range.
   int64_t mine[2] = {ts.own_begin(), ts.own_end()};
@@ -62,7 +64,7 @@ std::string save_sharded_checkpoint(Communicator& world, const std::string& outp
   }
   world.barrier();  // every shard is written and flushed
   if (r == 0) {
-    json man = {{"format", "xvlm2vec sharded optimizer"}, {"version", 1}, {"world", W}};
+    json man = {{"format", "xvlm2vec sharded optimizer"}, {"version", 1}, {"world", W}, {"adamw_step", ts.adamw_steps()}};
     man["flat"] = {{"size", ts.size()}, {"padded", ts.padded()}};
     json tensors = json::array();
     const auto& off = ts.offsets();
@@ -80,8 +82,10 @@ std::string save_sharded_checkpoint(Communicator& world, const std::string& outp
     for (const auto& t : ts.tensors()) values.push_back({t.name, t.value});
     write_safetensors(stage->file("trainable.safetensors"), values, xv::DType::F32, {{"format", "pt"}});
     write_file_atomic(stage->file("manifest.json"), man.dump(1) + "\n");
-    write_file_atomic(stage->file("config.yaml"), config_yaml);
-    write_file_atomic(stage->file("state.json"), checkpoint_state_json(st, ts.adamw_steps()));
+    // state.json last: a folder with it is a complete checkpoint (core/checkpoint_dir.h).
+    for (const auto& [name, text] : files)
+      if (name != "state.json") write_file_atomic(stage->file(name), text);
+    if (files.count("state.json")) write_file_atomic(stage->file("state.json"), files.at("state.json"));
     stage->commit();
     prune_checkpoints(output_dir, keep);
   }
@@ -128,7 +132,19 @@ void load_sharded_optimizer(const std::string& dir, TrainableShards& ts) {
   }
   XV_CHECK(covered == std::max<int64_t>(0, e - b), "{}: the shards cover {} of the {} elements [{}, {}) this rank needs",
            mfile, covered, e - b, b, e);
-  ts.set_adamw_steps(read_checkpoint_adamw_steps(dir));
+  // The AdamW update count: in the manifest (and, as checkpoints before it had it, in state.json).
+  int64_t t = -1;
+  if (man.contains("adamw_step") && man["adamw_step"].is_number_integer()) {
+    t = man["adamw_step"].get<int64_t>();
+  } else {
+    const std::string sfile = (fs::path(dir) / "state.json").string();
+    const json st = json::parse(read_file(sfile), nullptr, false);
+    XV_CHECK(st.is_object() && st.contains("adamw_step") && st["adamw_step"].is_number_integer(),
+             "{}: field 'adamw_step' must be an integer", sfile);
+    t = st["adamw_step"].get<int64_t>();
+  }
+  XV_CHECK(t >= 0, "{}: field 'adamw_step' must be >= 0, found {}", mfile, t);
+  ts.set_adamw_steps(t);
 }
 
 }  // namespace xv::par

@@ -5,7 +5,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-#include "core/embedder.h"
+#include "models/embedder.h"
 #include "core/file_util.h"
 #include "core/safetensors.h"
 

@@ -17,7 +17,7 @@
 
 #include "core/error.h"
 #include "core/file_util.h"
-#include "core/train_data.h"
+#include "data/train_data.h"
 #include "data/corpus.h"
 #include "data/hdf5_file.h"
 #include "tests/corpus_samples.h"

@@ -11,13 +11,14 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "models/backbones.h"
 #include "core/error.h"
 #include "core/file_util.h"
-#include "core/teacher_cache.h"
-#include "core/tokenizer.h"
-#include "core/train_config.h"
-#include "core/train_data.h"
-#include "core/trainer.h"
+#include "train/teacher_cache.h"
+#include "tokenizer/tokenizer.h"
+#include "train/train_config.h"
+#include "data/train_data.h"
+#include "train/trainer.h"
 #include "data/corpus.h"
 #include "data/corpus_stream.h"
 

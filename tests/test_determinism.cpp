@@ -4,7 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/embedder.h"
+#include "models/embedder.h"
 #include "core/file_util.h"
 #include "kernels/ops.h"
 

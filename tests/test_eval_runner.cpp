@@ -22,12 +22,13 @@
 #include <set>
 #include <sstream>
 
-#include "core/embedder.h"
+#include "models/backbones.h"
+#include "models/embedder.h"
 #include "core/error.h"
 #include "core/file_util.h"
-#include "core/kd_model.h"
+#include "models/kd/kd_model.h"
 #include "core/npy.h"
-#include "core/train_config.h"
+#include "train/train_config.h"
 #include "eval/benchmark.h"
 #include "eval/report.h"
 #include "eval/runner.h"

@@ -1,12 +1,12 @@
 // parallel/fsdp.h on one rank (the self communicator): the units round-trip, and the flat sharded optimizer step
-// equals AdamW + clip_grad_norm of core/optimizer.h (checked against torch in test_train_golden). More ranks:
+// equals AdamW + clip_grad_norm of train/schedule.h (checked against torch in test_train_golden). More ranks:
 // tests/mpi_train_test.sh.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <random>
 
-#include "core/optimizer.h"
+#include "train/schedule.h"
 #include "parallel/comm.h"
 #include "parallel/fsdp.h"
 

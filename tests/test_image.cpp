@@ -20,9 +20,9 @@
 
 #include "core/error.h"
 #include "core/file_util.h"
-#include "core/image.h"
+#include "image/image.h"
 #include "core/npy.h"
-#include "core/phi3v_image_processor.h"
+#include "image/phi3v_processor.h"
 
 namespace {
 

@@ -1,4 +1,4 @@
-// The KD step's unit brackets (core/weight_units.h), for both backbones: with a UnitAccess that fills every
+// The KD step's unit brackets (core/units.h), for both backbones: with a UnitAccess that fills every
 // released unit with NaN and puts the weights back on acquire, a step must give the same losses and gradients,
 // bit for bit, as without one (a weight read outside its bracket would turn them NaN). Also: each unit is
 // acquired once per forward (the teacher and both students share it), the decoder/encoder layers once more in
@@ -12,7 +12,7 @@
 #include <map>
 #include <set>
 
-#include "core/kd_model.h"
+#include "models/kd/kd_model.h"
 #include "parallel/comm.h"
 #include "parallel/fsdp.h"
 

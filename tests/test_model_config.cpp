@@ -6,8 +6,8 @@
 
 #include "core/file_util.h"
 #include "core/model_config.h"
-#include "core/phi3v_model.h"
-#include "core/tokenizer.h"
+#include "models/phi3v.h"
+#include "tokenizer/tokenizer.h"
 
 namespace {
 

@@ -8,12 +8,12 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "core/embedder.h"
+#include "models/embedder.h"
 #include "core/file_util.h"
-#include "core/image.h"
+#include "image/image.h"
 #include "core/npy.h"
-#include "core/phi3v_model.h"
-#include "core/tokenizer.h"
+#include "models/phi3v.h"
+#include "tokenizer/tokenizer.h"
 
 namespace {
 

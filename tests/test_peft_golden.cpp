@@ -10,9 +10,9 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-#include "core/embedder.h"
+#include "models/embedder.h"
 #include "core/file_util.h"
-#include "core/kd_model.h"
+#include "models/kd/kd_model.h"
 #include "core/npy.h"
 #include "core/safetensors.h"
 

@@ -169,7 +169,7 @@ TEST(SafeTensors, IntegerTensorIsNotAWeight) {
 }  // namespace
 
 // set_shapes_only: tensors keep their checked shapes without data (Tensor::shape_only), reshape and concat_rows
-// keep them so; the values are read later (core/weight_units.cpp) and release_pages leaves them readable.
+// keep them so; the values are read later (core/units.cpp) and release_pages leaves them readable.
 TEST(SafeTensors, ShapesOnlyAndReleasedPages) {
   const std::string d = tmpdir("shapes");
   xv::Tensor a({2048, 3}), b({2, 3});  // a: 12 KiB in bf16, whole pages to release

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "core/error.h"
-#include "core/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 namespace {
 

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "core/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 namespace {
 

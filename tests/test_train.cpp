@@ -5,7 +5,7 @@
 
 #include <cmath>
 
-#include "core/kd_model.h"
+#include "models/kd/kd_model.h"
 
 namespace {
 
@@ -124,7 +124,7 @@ TEST(Train, GradientMatchesDirectionalFiniteDifference) {
 
 #include <filesystem>
 
-#include "core/embedder.h"
+#include "models/embedder.h"
 
 namespace {
 

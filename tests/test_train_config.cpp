@@ -3,8 +3,9 @@
 // (the key and the expected type), an invalid value, a missing required key.
 #include <gtest/gtest.h>
 
+#include "models/backbones.h"
 #include "core/error.h"
-#include "core/train_config.h"
+#include "train/train_config.h"
 
 namespace {
 
@@ -52,6 +53,19 @@ TEST(TrainConfig, TinyBertConfigLoads) {
   EXPECT_EQ(c.model, "tests/fixtures/models/tiny_bert");
   EXPECT_EQ(c.output_dir, "/tmp/x");
   EXPECT_EQ(c.lora.r, 4);
+}
+
+// Every config the repository ships parses, and the Phi-3.5-vision one carries the released recipe.
+TEST(TrainConfig, EveryShippedConfigParses) {
+  for (const char* name : {"quickstart", "tiny-bert", "tiny-phi3v", "phi35v-lora"})
+    EXPECT_NO_THROW(xv::load_train_config(kSrc + "/configs/" + name + ".yaml", {})) << name;
+  const xv::TrainConfig c = xv::load_train_config(kSrc + "/configs/phi35v-lora.yaml", {});
+  EXPECT_EQ(c.lora.r, 8);
+  EXPECT_DOUBLE_EQ(c.lora.alpha, 64.0);
+  EXPECT_DOUBLE_EQ(c.train.lr, 1e-5);
+  EXPECT_DOUBLE_EQ(c.train.max_grad_norm, 0.3);
+  EXPECT_EQ(c.train.batch_size, 8);
+  EXPECT_EQ(c.train.grad_accum, 4);
 }
 
 TEST(TrainConfig, SetOverridesUseDottedKeysAndYamlValues) {

@@ -9,9 +9,9 @@
 #include <cmath>
 #include <filesystem>
 
-#include "core/embedder.h"
-#include "core/kd_model.h"
-#include "core/optimizer.h"
+#include "models/embedder.h"
+#include "models/kd/kd_model.h"
+#include "train/schedule.h"
 #include "core/safetensors.h"
 
 namespace {

@@ -8,8 +8,8 @@
 #include <nlohmann/json.hpp>
 
 #include "core/file_util.h"
-#include "core/kd_model.h"
-#include "core/optimizer.h"
+#include "models/kd/kd_model.h"
+#include "train/schedule.h"
 #include "core/safetensors.h"
 
 namespace {

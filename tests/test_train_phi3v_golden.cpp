@@ -10,10 +10,10 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "core/embedder.h"
+#include "models/embedder.h"
 #include "core/file_util.h"
-#include "core/kd_model.h"
-#include "core/optimizer.h"
+#include "models/kd/kd_model.h"
+#include "train/schedule.h"
 #include "core/safetensors.h"
 
 namespace {

@@ -10,14 +10,15 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "core/checkpoint.h"
+#include "models/backbones.h"
+#include "train/checkpoint.h"
 #include "core/error.h"
 #include "core/file_util.h"
-#include "core/kd_model.h"
-#include "core/teacher_cache.h"
-#include "core/train_config.h"
-#include "core/train_data.h"
-#include "core/trainer.h"
+#include "models/kd/kd_model.h"
+#include "train/teacher_cache.h"
+#include "train/train_config.h"
+#include "data/train_data.h"
+#include "train/trainer.h"
 #include "kernels/ops.h"
 
 namespace {

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Golden fixtures for image decoding (core/image_decode.cpp) and the Phi-3-vision image processor
-(core/phi3v_image_processor.cpp), made with PIL, torchvision and torch.
+"""Golden fixtures for image decoding (image/decode.cpp) and the Phi-3-vision image processor
+(image/phi3v_processor.cpp), made with PIL, torchvision and torch.
 
 Regenerate (from the repository root, with a Python that has numpy, Pillow, torch and torchvision):
 

@@ -9,7 +9,7 @@ What it does, and where it follows our trainer (docs/config.md):
   - The config is read as `xvlm2vec train` reads it (same defaults; `--set` takes the same dotted keys and YAML
     values). Only `trainable: lora` on a bert (sentence-transformers) model is supported.
   - The model folder is loaded with SentenceTransformer. Training uses the pipeline's embedding before its
-    Normalize module (mean pooling of the last hidden state, as core/bert_kd.cpp does); evaluation
+    Normalize module (mean pooling of the last hidden state, as models/kd/bert_kd.cpp does); evaluation
     L2-normalises.
   - The transformer is wrapped with PEFT LoRA with the config's r, alpha, dropout, targets, init and rslora.
     Only the LoRA dropout is active during training: our trainer applies no dropout inside the frozen base.

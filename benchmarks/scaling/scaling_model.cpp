@@ -44,7 +44,7 @@ void finish(ModelDesc& m) {
 
 // ---------------------------------------------------------------------------------------------------------
 // Phi-3.5-vision. Shapes from its config.json (decoder) and CLIP ViT-L/14-336 (vision tower); the trainer's
-// layout from core/phi3v_model.h and core/clip_vision.h.
+// layout from models/phi3v.h and models/clip_vision.h.
 ModelDesc phi35v_model(const Workload& w) {
   // Phi-3 decoder: vocab V, hidden C, MLP I, L layers; no biases; two RMSNorms per layer.
   const double V = 32064, C = 3072, I = 8192;

@@ -41,7 +41,7 @@ struct Hardware {
   double workspace_GB = 1.0;             // CUDA context, cuBLAS workspace, NCCL buffers, allocator slack
 };
 
-// What one rank runs per optimizer step (DESIGN.md section 2, reference hyper-parameters).
+// What one rank runs per optimizer step (docs/design.md section 2, reference hyper-parameters).
 struct Workload {
   int64_t pairs_per_rank = 8;        // B: pairs per rank per micro-batch
   int64_t grad_accum = 4;            // micro-batches per optimizer step

@@ -225,4 +225,24 @@ void l2_normalize(float* x, int64_t rows, int64_t C) {
   }
 }
 
+void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, float lr, int64_t t,
+                  const AdamWParams& cfg) {
+  // torch.optim.AdamW (single-tensor path), in f32: decay first, then the moments, then the update.
+  // The bias corrections are Python floats (double) there, as here.
+  const float b1 = cfg.beta1, b2 = cfg.beta2;
+  const double bc1 = 1.0 - std::pow(double(b1), double(t));
+  const double bc2 = 1.0 - std::pow(double(b2), double(t));
+  const float step_size = float(double(lr) / bc1);
+  const float bc2_sqrt = float(std::sqrt(bc2));
+  const float decay = 1.0f - lr * cfg.weight_decay, eps = cfg.eps;
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    p[i] *= decay;
+    m[i] = m[i] + (g[i] - m[i]) * (1.0f - b1);  // torch: exp_avg.lerp_(grad, 1 - beta1)
+    v[i] = v[i] * b2 + (1.0f - b2) * g[i] * g[i];
+    const float denom = std::sqrt(v[i]) / bc2_sqrt + eps;
+    p[i] += -step_size * (m[i] / denom);
+  }
+}
+
 }  // namespace xv::ops

@@ -1,0 +1,81 @@
+// The student/teacher pair the self-knowledge-distillation trainer drives, one implementation per backbone
+// (bert: models/kd/bert_kd.cpp; phi3_v: models/kd/phi3v_kd.cpp). The teacher is the student with its adapters off,
+// over the same frozen base weights: no second copy of the model exists.
+//
+//   L = 1/2 [ MSE(S(x_en), T(x_en)) + MSE(S(x_xx), T(x_en)) ]         (MSE: mean over batch and dimension)
+//   image-prefix variant (phi3_v, images present): the same two terms on the mean-pooled prefix (every
+//   position up to and including the last <s>) are added and the four terms averaged.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "models/lora.h"
+#include "core/tensor.h"
+#include "core/train_pair.h"
+#include "core/units.h"
+
+namespace xv {
+
+struct KdLossTerms {
+  double loss = 0;     // what is minimised
+  double loss_en = 0;  // MSE(S(x_en), T(x_en)): English preservation
+  double loss_xx = 0;  // MSE(S(x_xx), T(x_en)): alignment
+  double prefix_en = 0, prefix_xx = 0;  // image-prefix terms (0 unless that variant is on)
+};
+
+struct KdStepOptions {
+  float loss_scale = 1.0f;         // multiplies the gradients (1 / gradient-accumulation steps)
+  uint64_t dropout_seed = 0;       // LoRA dropout mask seed for this micro-batch (0: no dropout)
+  bool checkpointing = false;      // keep layer inputs only; recompute in backward
+  bool image_prefix_loss = false;  // phi3_v
+  const Tensor* teacher_en = nullptr;  // (B, D) teacher targets from a teacher cache; null: computed
+  // phi3_v with a UnitAccess: walk the vision tower's units (acquire, release) even when this micro-batch has
+  // no images, so that every rank of a shard group gathers the same units in the same order. Set it when the
+  // corpus has images (any rank's micro-batch may then have some).
+  bool vision_units = false;
+};
+
+class KdModel {
+ public:
+  virtual ~KdModel() = default;
+  // Loads the base model from a Hugging Face folder; `trainable` is "lora" or "full".
+  // defer_frozen (trainable 'lora'; ignored for 'full'): the frozen base is laid out shape-only and its units
+  // come with WeightUnit::load, so a sharding wrapper reads it unit by unit and never holds it whole. Until
+  // then only forward_backward under that wrapper may run.
+  static std::unique_ptr<KdModel> load(const std::string& model_dir, const std::string& trainable,
+                                       const LoraConfig& lora, uint64_t seed, bool defer_frozen = false);
+  virtual const std::string& arch() const = 0;
+  virtual int64_t dim() const = 0;
+  virtual std::vector<TrainableTensor> trainable() = 0;
+  // The frozen base weights as units (core/units.h), in the order a step uses them; empty when nothing
+  // is frozen (trainable 'full'). forward_backward brackets their use with `access` once it is set; the
+  // teacher pass and the student passes share one acquire of each unit. Only forward_backward honours it.
+  // The grouping chosen here is the one forward_backward brackets.
+  virtual std::vector<WeightUnit> frozen_units(const UnitOptions& o) {
+    (void)o;
+    return {};
+  }
+  virtual void set_unit_access(UnitAccess* access) { (void)access; }
+  virtual void zero_grad() = 0;
+  // The per-pair work of a step that needs no weights (tokenizing, decoding and preprocessing the image),
+  // done ahead by the data reader's worker threads. Thread-safe (const); may throw xv::Error.
+  virtual std::shared_ptr<const PreparedInputs> prepare(const TrainPair& pair) const = 0;
+  // Forward and backward of the loss on one micro-batch; gradients accumulate into trainable().
+  virtual KdLossTerms forward_backward(const std::vector<TrainPair>& batch, const KdStepOptions& opt) = 0;
+  // Teacher embeddings of the English side (B, D), for a teacher cache.
+  virtual Tensor teacher_embed(const std::vector<TrainPair>& batch) = 0;
+  // Student embeddings of texts (normalised or not), for evaluation during or after training.
+  virtual Tensor student_embed(const std::vector<std::string>& texts, bool normalize) = 0;
+
+  // A PEFT adapter folder (adapter_model.safetensors + adapter_config.json) that
+  // peft.PeftModel.from_pretrained loads onto the transformers model; and back.
+  virtual void save_adapter(const std::string& dir) const = 0;
+  virtual void load_adapter(const std::string& dir) = 0;
+  // The student with its adapters merged into the base weights (W + scaling B A), as a Hugging Face model
+  // folder that `xvlm2vec embed` reads.
+  virtual void save_merged(const std::string& dir) const = 0;
+};
+
+}  // namespace xv

@@ -1,0 +1,87 @@
+#include "train/checkpoint.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "core/atomic_dir.h"
+#include "core/error.h"
+#include "core/file_util.h"
+#include "core/safetensors.h"
+
+namespace xv {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+int64_t get_int(const json& j, const char* key, const std::string& file) {
+  XV_CHECK(j.contains(key) && j[key].is_number_integer(), "{}: field '{}' must be an integer", file, key);
+  return j[key].get<int64_t>();
+}
+
+}  // namespace
+
+std::string checkpoint_state_json(const TrainState& st, int64_t adamw_steps) {
+  json s = {{"format", "xvlm2vec checkpoint"},
+            {"version", 2},
+            {"step", st.step},
+            {"adamw_step", adamw_steps},
+            {"epoch", st.epoch},
+            {"index", st.index},
+            {"total_steps", st.total_steps},
+            {"num_pairs", st.num_pairs},
+            {"world", st.world},
+            {"grad_accum", st.grad_accum},
+            {"data_fingerprint", st.data_fingerprint},
+            // No generator state to save: every draw is a function of the seed and the position.
+            {"rng", {{"seed", st.seed},
+                     {"permutation", "splitmix64 Fisher-Yates of (seed, epoch)"},
+                     {"dropout", "splitmix64 of (seed, step, global micro-batch)"}}}};
+  return s.dump(1) + "\n";
+}
+
+TrainState read_checkpoint_state(const std::string& dir) {
+  const std::string file = (fs::path(dir) / "state.json").string();
+  XV_CHECK(fs::is_regular_file(file), "{}: not a checkpoint folder (no state.json)", dir);
+  json j = json::parse(read_file(file), nullptr, false);
+  XV_CHECK(j.is_object() && j.value("format", "") == "xvlm2vec checkpoint", "{}: not a checkpoint state file", file);
+  TrainState st;
+  st.step = get_int(j, "step", file);
+  st.epoch = get_int(j, "epoch", file);
+  st.index = get_int(j, "index", file);
+  st.total_steps = get_int(j, "total_steps", file);
+  st.num_pairs = get_int(j, "num_pairs", file);
+  if (j.contains("world")) st.world = get_int(j, "world", file);
+  if (j.contains("grad_accum")) st.grad_accum = get_int(j, "grad_accum", file);
+  XV_CHECK(st.world >= 1 && st.grad_accum >= 0, "{}: fields 'world' and 'grad_accum' must be >= 1 and >= 0", file);
+  XV_CHECK(j.contains("rng") && j["rng"].is_object() && j["rng"].contains("seed") &&
+               j["rng"]["seed"].is_number_unsigned(),
+           "{}: field 'rng.seed' must be a non-negative integer", file);
+  st.seed = j["rng"]["seed"].get<uint64_t>();
+  XV_CHECK(j.contains("data_fingerprint") && j["data_fingerprint"].is_string(), "{}: field 'data_fingerprint' must be a string",
+           file);
+  st.data_fingerprint = j["data_fingerprint"].get<std::string>();
+  XV_CHECK(st.step >= 0 && st.epoch >= 0 && st.index >= 0 && st.index <= st.num_pairs,
+           "{}: inconsistent data position (epoch {}, index {} of {})", file, st.epoch, st.index, st.num_pairs);
+  return st;
+}
+
+std::string read_checkpoint_config(const std::string& dir) { return read_file((fs::path(dir) / "config.yaml").string()); }
+
+void load_trainable(const std::string& path, const std::vector<TrainableTensor>& trainable) {
+  auto ws = WeightStore::open_file(path);
+  for (const auto& t : trainable) {
+    XV_CHECK(ws.has(t.name), "{}: tensor '{}' is missing", path, t.name);
+    *t.value = ws.get(t.name, t.value->shape);
+  }
+  XV_CHECK(ws.names().size() == trainable.size(), "{}: holds {} tensors, the model has {} trainable ones", path,
+           ws.names().size(), trainable.size());
+}
+
+void load_checkpoint(const std::string& dir, const std::vector<TrainableTensor>& trainable) {
+  load_trainable((fs::path(dir) / "trainable.safetensors").string(), trainable);
+}
+
+}  // namespace xv
