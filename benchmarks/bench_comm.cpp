@@ -116,10 +116,10 @@ int run(int argc, char** argv) {
       const int reps = reps_for(bytes), ic = static_cast<int>(count);
       std::function<void()> ours, peer;
       if (which == 0) {
-        ours = [&] { comm->all_gather(small.data(), big.data(), count, DType::f32); };
+        ours = [&] { comm->all_gather(small.data(), big.data(), count, DType::F32); };
         peer = [&] { MPI_Allgather(small.data(), ic, MPI_FLOAT, big.data(), ic, MPI_FLOAT, raw); };
       } else {
-        ours = [&] { comm->reduce_scatter(big.data(), small.data(), count, DType::f32); };
+        ours = [&] { comm->reduce_scatter(big.data(), small.data(), count, DType::F32); };
         peer = [&] { MPI_Reduce_scatter_block(big.data(), small.data(), ic, MPI_FLOAT, MPI_SUM, raw); };
       }
       ours();  // warm-up: connections, buffers registered, pages touched
@@ -131,7 +131,7 @@ int run(int argc, char** argv) {
         t_peer_thread = std::min(t_peer_thread, time_per_call_on_thread(peer, reps));
       }
       if (which == 0) {  // a spot check: block r holds rank r's value
-        comm->all_gather(small.data(), big.data(), count, DType::f32);
+        comm->all_gather(small.data(), big.data(), count, DType::F32);
         for (int r = 0; r < n; ++r)
           XV_CHECK(big[r * count + count - 1] == static_cast<float>(r + 1), "bench_comm: wrong all-gather result");
       }

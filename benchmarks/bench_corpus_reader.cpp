@@ -26,6 +26,8 @@
 #include "kernels/cpu/blas_core.h"
 #include "kernels/cpu/runtime.h"
 #include "kernels/ops.h"
+#include "parallel/comm.h"
+#include "parallel/fsdp.h"
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
@@ -64,8 +66,8 @@ static std::string with_images(const std::string& corpus, const std::string& dir
 }
 
 int main(int argc, char** argv) {
-  xv::ops::select_blas_core(argc, argv);
-  xv::ops::tune_allocator();
+  xv::cpu::select_blas_core(argc, argv);
+  xv::cpu::tune_allocator();
   if (argc < 3) {
     std::fprintf(stderr, "usage: bench_corpus_reader MODEL_DIR CORPUS.h5 [--threads N] [--batch-size B] [--steps S] "
                          "[--pairs P] [--workers 1,2] [--with-images DIR]\n");
@@ -122,16 +124,17 @@ int main(int argc, char** argv) {
         batches.push_back(std::move(b));
       }
     }
-    std::vector<std::pair<xv::Tensor*, xv::Tensor*>> params;
-    for (auto& t : model->trainable()) params.push_back({t.value, t.grad});
-    xv::AdamW opt(params, xv::AdamWConfig{});
+    auto comm = xv::par::make_self_communicator();
+    xv::par::TrainableOptions to;
+    to.world = comm.get();
+    xv::par::TrainableShards opt(model->trainable(), xv::ops::AdamWParams{}, to);
     auto step = [&](const std::vector<xv::TrainPair>& b, uint64_t seed) {
       model->zero_grad();
       xv::KdStepOptions ko;
       ko.dropout_seed = seed;
       ko.checkpointing = true;
       model->forward_backward(b, ko);
-      opt.step(1e-5f);
+      opt.step(1e-5f, 0.0);
     };
     step(batches[0], 1);  // warm-up
     const auto t0 = Clock::now();

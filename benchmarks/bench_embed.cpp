@@ -26,8 +26,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: bench_embed MODEL_DIR SENTENCES.json [--threads N] [--batch-size B] [--repeat R]\n");
     return 2;
   }
-  xv::ops::select_blas_core(argc, argv);
-  xv::ops::tune_allocator();
+  xv::cpu::select_blas_core(argc, argv);
+  xv::cpu::tune_allocator();
   int threads = 0, repeat = 3;
   int64_t batch = 32;
   for (int i = 3; i + 1 < argc; i += 2) {
@@ -55,7 +55,7 @@ int main(int argc, char** argv) {
     }
     std::printf("{\"impl\": \"xvlm2vec\", \"sentences\": %zu, \"threads\": %d, \"batch_size\": %lld, "
                 "\"blas_core\": \"%s\", \"best_s\": %.4f, \"sentences_per_s\": %.1f, \"peak_rss_mb\": %.0f}\n",
-                items.size(), xv::ops::num_threads(), static_cast<long long>(batch), xv::ops::blas_core_name(), best, double(items.size()) / best, peak_rss_mb());
+                items.size(), xv::ops::num_threads(), static_cast<long long>(batch), xv::cpu::blas_core_name(), best, double(items.size()) / best, peak_rss_mb());
   } catch (const xv::Error& e) {
     std::fprintf(stderr, "bench_embed: error: %s\n", e.what());
     return 1;

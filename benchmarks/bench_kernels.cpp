@@ -1,5 +1,5 @@
-// CPU kernel benchmarks (Google Benchmark): GEMM through OpenBLAS, attention, norms, at the shapes the
-// two backbones use. Run: build/benchmarks/bench_kernels [--benchmark_filter=...]
+// CPU kernel benchmarks (Google Benchmark) through the op set (kernels/ops.h, the cpu backend): GEMM through
+// OpenBLAS, attention, norms, at the shapes the two backbones use. Run: build/benchmarks/bench_kernels [--benchmark_filter=...]
 #include <benchmark/benchmark.h>
 
 #include <cmath>
@@ -19,14 +19,17 @@ std::vector<float> randv(size_t n) {
   return v;
 }
 
+// A tensor of normal values (fixed seed) on the host.
+xv::Tensor T(const xv::Shape& s) { return xv::Tensor::from_vector(s, randv(size_t(xv::shape_numel(s)))); }
+
 // y (M, N) = x (M, K) W^T: args M, K, N. MiniLM QKV (tokens x 384 -> 1152), Phi-3 qkv (3072 -> 9216).
 void BM_Linear(benchmark::State& st) {
   const int64_t M = st.range(0), K = st.range(1), N = st.range(2);
-  auto x = randv(size_t(M * K)), w = randv(size_t(N * K)), b = randv(size_t(N));
-  std::vector<float> y(size_t(M * N));
+  const xv::Tensor x = T({M, K}), w = T({N, K}), b = T({N});
+  xv::Tensor y({M, N});
   for (auto _ : st) {
-    xv::ops::linear(x.data(), w.data(), b.data(), y.data(), M, K, N);
-    benchmark::DoNotOptimize(y.data());
+    xv::ops::linear(x, w, b, y);
+    benchmark::DoNotOptimize(y.raw());
   }
   st.counters["GFLOP/s"] = benchmark::Counter(2.0 * M * N * K, benchmark::Counter::kIsIterationInvariantRate,
                                               benchmark::Counter::kIs1000);
@@ -35,21 +38,20 @@ BENCHMARK(BM_Linear)->Args({1024, 384, 1152})->Args({1024, 384, 1536})->Args({51
 
 // Attention: args B, T, H, D, causal.
 void BM_Attention(benchmark::State& st) {
-  const int64_t B = st.range(0), T = st.range(1), H = st.range(2), D = st.range(3);
-  auto qkv = randv(size_t(B * T * 3 * H * D));
-  std::vector<float> o(size_t(B * T * H * D)), mask(size_t(B * T), 1.0f);
+  const int64_t B = st.range(0), S = st.range(1), H = st.range(2), D = st.range(3);
+  const xv::Tensor qkv = T({B * S, 3 * H * D}), mask = xv::Tensor::filled({B, S}, 1.0f);
+  xv::Tensor o({B * S, H * D});
   xv::ops::AttentionParams p;
-  p.q = qkv.data(), p.k = qkv.data() + H * D, p.v = qkv.data() + 2 * H * D, p.o = o.data();
-  p.q_stride = p.k_stride = p.v_stride = 3 * H * D, p.o_stride = H * D;
-  p.B = B, p.T = T, p.Hq = H, p.Hkv = H, p.D = D;
-  p.key_mask = mask.data();
+  p.q = qkv.cols(0, H * D), p.k = qkv.cols(H * D, H * D), p.v = qkv.cols(2 * H * D, H * D), p.o = o;
+  p.B = B, p.T = S, p.Hq = H, p.Hkv = H, p.D = D;
+  p.key_mask = mask;
   p.causal = st.range(4) != 0;
   p.scale = 1.0f / std::sqrt(float(D));
   for (auto _ : st) {
     xv::ops::attention(p);
-    benchmark::DoNotOptimize(o.data());
+    benchmark::DoNotOptimize(o.raw());
   }
-  const double flops = 4.0 * B * H * T * T * D / (p.causal ? 2.0 : 1.0);
+  const double flops = 4.0 * B * H * S * S * D / (p.causal ? 2.0 : 1.0);
   st.counters["GFLOP/s"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate,
                                               benchmark::Counter::kIs1000);
 }
@@ -58,11 +60,11 @@ BENCHMARK(BM_Attention)->Args({32, 32, 12, 32, 0})->Args({5, 577, 16, 64, 0})->A
 // Norms: args rows, C.
 void BM_LayerNorm(benchmark::State& st) {
   const int64_t R = st.range(0), C = st.range(1);
-  auto x = randv(size_t(R * C)), g = randv(size_t(C)), b = randv(size_t(C));
-  std::vector<float> y(x.size());
+  const xv::Tensor x = T({R, C}), g = T({C}), b = T({C});
+  xv::Tensor y({R, C});
   for (auto _ : st) {
-    xv::ops::layernorm(x.data(), g.data(), b.data(), y.data(), R, C, 1e-12f);
-    benchmark::DoNotOptimize(y.data());
+    xv::ops::layernorm(x, g, b, y, 1e-12f);
+    benchmark::DoNotOptimize(y.raw());
   }
   st.SetBytesProcessed(int64_t(st.iterations()) * R * C * 8);
 }
@@ -70,11 +72,11 @@ BENCHMARK(BM_LayerNorm)->Args({1024, 384})->Args({2048, 1024});
 
 void BM_RmsNorm(benchmark::State& st) {
   const int64_t R = st.range(0), C = st.range(1);
-  auto x = randv(size_t(R * C)), g = randv(size_t(C));
-  std::vector<float> y(x.size());
+  const xv::Tensor x = T({R, C}), g = T({C});
+  xv::Tensor y({R, C});
   for (auto _ : st) {
-    xv::ops::rmsnorm(x.data(), g.data(), y.data(), R, C, 1e-5f);
-    benchmark::DoNotOptimize(y.data());
+    xv::ops::rmsnorm(x, g, y, 1e-5f);
+    benchmark::DoNotOptimize(y.raw());
   }
   st.SetBytesProcessed(int64_t(st.iterations()) * R * C * 8);
 }
@@ -83,8 +85,8 @@ BENCHMARK(BM_RmsNorm)->Args({1024, 3072});
 }  // namespace
 
 int main(int argc, char** argv) {
-  xv::ops::select_blas_core(argc, argv);
-  benchmark::AddCustomContext("blas_core", xv::ops::blas_core_name());
+  xv::cpu::select_blas_core(argc, argv);
+  benchmark::AddCustomContext("blas_core", xv::cpu::blas_core_name());
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

@@ -17,6 +17,8 @@
 #include "kernels/cpu/blas_core.h"
 #include "kernels/cpu/runtime.h"
 #include "kernels/ops.h"
+#include "parallel/comm.h"
+#include "parallel/fsdp.h"
 
 static double peak_rss_mb() {
   struct rusage ru {};
@@ -25,8 +27,8 @@ static double peak_rss_mb() {
 }
 
 int main(int argc, char** argv) {
-  xv::ops::select_blas_core(argc, argv);
-  xv::ops::tune_allocator();
+  xv::cpu::select_blas_core(argc, argv);
+  xv::cpu::tune_allocator();
   if (argc < 3) {
     std::fprintf(stderr, "usage: bench_train MODEL_DIR PAIRS.json [--threads N] [--batch-size B] [--steps S] [--r R] "
                          "[--checkpointing 0|1]\n");
@@ -52,12 +54,13 @@ int main(int argc, char** argv) {
     lc.targets = {"query", "key", "value", "dense", "qkv_proj", "o_proj", "gate_up_proj", "down_proj",
                   "q_proj", "k_proj", "v_proj", "out_proj"};
     auto model = xv::KdModel::load(argv[1], "lora", lc, 0);
-    std::vector<std::pair<xv::Tensor*, xv::Tensor*>> params;
-    std::vector<xv::Tensor*> grads;
-    for (auto& t : model->trainable()) params.push_back({t.value, t.grad}), grads.push_back(t.grad);
-    xv::AdamWConfig oc;
+    // The trainer's optimizer on one process: global-norm clipping and AdamW (parallel/fsdp.h).
+    xv::ops::AdamWParams oc;
     oc.lr = 1e-5f;
-    xv::AdamW opt(params, oc);
+    auto comm = xv::par::make_self_communicator();
+    xv::par::TrainableOptions to;
+    to.world = comm.get();
+    xv::par::TrainableShards opt(model->trainable(), oc, to);
     xv::KdStepOptions so;
     so.checkpointing = ckpt != 0;
     auto run = [&](int step) {
@@ -65,8 +68,7 @@ int main(int argc, char** argv) {
       for (int64_t i = 0; i < batch; ++i) b.push_back(pairs[size_t((step * batch + i) % int64_t(pairs.size()))]);
       model->zero_grad();
       model->forward_backward(b, so);
-      xv::clip_grad_norm(grads, 0.3);
-      opt.step(oc.lr);
+      opt.step(oc.lr, 0.3);
     };
     run(0);  // warm-up
     const auto t0 = std::chrono::steady_clock::now();
@@ -75,7 +77,7 @@ int main(int argc, char** argv) {
     std::printf("{\"impl\": \"xvlm2vec\", \"arch\": \"%s\", \"steps\": %d, \"batch_size\": %lld, \"threads\": %d, \"r\": %lld, "
                 "\"blas_core\": \"%s\", \"seconds\": %.3f, \"pairs_per_s\": %.1f, \"peak_rss_mb\": %.0f}\n",
                 model->arch().c_str(), steps, static_cast<long long>(batch), xv::ops::num_threads(), static_cast<long long>(r),
-                xv::ops::blas_core_name(), secs, double(steps * batch) / secs, peak_rss_mb());
+                xv::cpu::blas_core_name(), secs, double(steps * batch) / secs, peak_rss_mb());
   } catch (const xv::Error& e) {
     std::fprintf(stderr, "bench_train: error: %s\n", e.what());
     return 1;

@@ -21,6 +21,9 @@
 #include <vector>
 
 #include "models/bert.h"
+#include "models/pooling.h"
+#include "parallel/comm.h"
+#include "parallel/fsdp.h"
 #include "core/error.h"
 #include "core/file_util.h"
 #include "train/schedule.h"
@@ -87,18 +90,22 @@ int run(int argc, char** argv) {
                   "--threads, --reps, --out)", a);
   }
   XV_CHECK(!model_dir.empty(), "--model DIR (a bert model folder) is required");
-  xv::ops::tune_allocator();  // as the xvlm2vec command does: tensors stay on the heap between passes
+  xv::cpu::tune_allocator();  // as the xvlm2vec command does: tensors stay on the heap between passes
   xv::ops::set_num_threads(int(threads));
   const xv::BertModel m = xv::BertModel::load(model_dir);
   XV_CHECK(T <= m.cfg.max_seq_length, "--tokens {} is more than the model's {}", T, m.cfg.max_seq_length);
   xv::BertLora lora = xv::BertLora::create(m, lc, 1);
   // Adapters with B non-zero, as after the first update (B = 0 would not change the work, but keeps it honest).
-  for (auto& a : lora.adapters)
-    for (size_t k = 0; k < a.B.data.size(); ++k) a.B.data[k] = 1e-3f * float(int(k % 7) - 3);
+  for (auto& a : lora.adapters) {
+    std::vector<float> b(static_cast<size_t>(a.B.numel()));
+    for (size_t k = 0; k < b.size(); ++k) b[k] = 1e-3f * float(int(k % 7) - 3);
+    a.B = xv::Tensor::from_vector(a.B.shape(), b);
+  }
   const int64_t C = m.cfg.hidden_size, L = int64_t(m.layers.size()), V = m.cfg.vocab_size;
   std::vector<int32_t> ids(size_t(B * T));
   for (size_t k = 0; k < ids.size(); ++k) ids[k] = int32_t(1000 + (k * 7919) % size_t(V - 1000));
   const std::vector<float> mask(size_t(B * T), 1.0f);
+  const xv::Tensor ids_t = m.input_ids(ids, B, T), mask_t = m.input_mask(mask, B, T);
   const xv::LoraRun run{lc.dropout > 0.0f ? uint64_t{12345} : 0};  // dropout masks on when dropout > 0
 
   // As the KD step runs them: per layer the teacher pass and both student sides (the same weights, hot), then
@@ -107,14 +114,14 @@ int run(int argc, char** argv) {
   for (int64_t r = -1; r < reps; ++r) {  // r = -1: warm-up, not counted
     const bool count = r >= 0;
     auto t0 = Clock::now();
-    std::array<xv::Tensor, 2> x = {m.embed(ids, B, T), m.embed(ids, B, T)};
+    std::array<xv::Tensor, 2> x = {m.embed(ids_t, B, T), m.embed(ids_t, B, T)};
     if (count) t_emb += seconds_since(t0) / 2;
     xv::Tensor xt = x[0];
     std::array<xv::BertActs, 2> acts;
     for (auto& a : acts) m.begin_acts(a, ids, mask, B, T);
     for (int64_t l = 0; l < L; ++l) {
       t0 = Clock::now();
-      m.layer_forward(l, xt, mask, B, T, nullptr, {}, nullptr);
+      m.layer_forward(l, xt, mask_t, B, T, nullptr, {}, nullptr);
       if (count) t_teacher += seconds_since(t0);
       for (int side = 0; side < 2; ++side) {
         t0 = Clock::now();
@@ -125,13 +132,13 @@ int run(int argc, char** argv) {
     // Outside the units, per micro-batch: pooling of the teacher and both student sides, both loss terms and
     // their gradients back through the pooling.
     t0 = Clock::now();
-    const xv::Tensor t_pool = xv::mean_pool(xt, mask, B, T);
+    const xv::Tensor t_pool = xv::mean_pool(xt, mask_t, B, T);
     std::array<xv::Tensor, 2> dx;
     for (int side = 0; side < 2; ++side) {
-      const xv::Tensor s_pool = xv::mean_pool(x[size_t(side)], mask, B, T);
-      xv::Tensor d(s_pool.shape);
-      xv::ops::mse_loss(s_pool.ptr(), t_pool.ptr(), d.ptr(), B * C, 0.5f);
-      dx[size_t(side)] = xv::mean_pool_backward(d, mask, B, T);
+      const xv::Tensor s_pool = xv::mean_pool(x[size_t(side)], mask_t, B, T);
+      xv::Tensor d = s_pool.zeros_like();
+      xv::ops::mse_loss(s_pool, t_pool, d, 0.5f);
+      dx[size_t(side)] = xv::mean_pool_backward(d, mask_t, B, T);
       dx[size_t(side)].reshape({B * T, C});
     }
     if (count) t_over += seconds_since(t0);
@@ -142,23 +149,22 @@ int run(int argc, char** argv) {
         if (count) t_bwd += seconds_since(t0) / 2;
       }
   }
-  // AdamW + clipping over the adapters, as a step does it.
-  std::vector<std::pair<xv::Tensor*, xv::Tensor*>> params;
-  std::vector<xv::Tensor*> grads;
+  // AdamW + clipping over the adapters, as a step on one process does it (parallel/fsdp.h).
+  std::vector<xv::TrainableTensor> trainable;
   int64_t n_trainable = 0;
   for (auto& a : lora.adapters) {
-    params.push_back({&a.A, &a.dA});
-    params.push_back({&a.B, &a.dB});
-    grads.push_back(&a.dA);
-    grads.push_back(&a.dB);
+    trainable.push_back({a.a_name(), &a.A, &a.dA});
+    trainable.push_back({a.b_name(), &a.B, &a.dB});
     n_trainable += a.A.numel() + a.B.numel();
   }
-  xv::AdamW opt(params, xv::AdamWConfig{});
+  auto comm = xv::par::make_self_communicator();
+  xv::par::TrainableOptions to;
+  to.world = comm.get();
+  xv::par::TrainableShards opt(trainable, xv::ops::AdamWParams{}, to);
   double t_opt = 0;
   for (int64_t r = -1; r < reps; ++r) {
     const auto t0 = Clock::now();
-    xv::clip_grad_norm(grads, 1.0);
-    opt.step(1e-4f);
+    opt.step(1e-4f, 1.0);
     if (r >= 0) t_opt += seconds_since(t0);
   }
   const double n = double(reps);

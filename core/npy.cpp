@@ -94,7 +94,7 @@ Tensor read_npy(const std::string& path) {
   XV_CHECK(avail >= n * dtype_size(dt), "{}: .npy data is truncated ({} bytes, {} expected)", path, avail,
            n * dtype_size(dt));
   Tensor t(h.shape);
-  convert_to_f32(dt, src, t.ptr(), n);
+  convert_to_f32(dt, src, t.data<float>(), n);
   return t;
 }
 
@@ -130,8 +130,8 @@ std::vector<int64_t> read_npy_i64(const std::string& path, Shape* shape) {
 void write_npy(const std::string& path, const Tensor& t) {
   // As numpy spells it: "(2, 64)", "(5,)", "()".
   std::string shape = "(";
-  for (size_t i = 0; i < t.shape.size(); ++i) shape += (i ? ", " : "") + std::to_string(t.shape[i]);
-  if (t.shape.size() == 1) shape += ",";
+  for (size_t i = 0; i < t.shape().size(); ++i) shape += (i ? ", " : "") + std::to_string(t.shape()[i]);
+  if (t.shape().size() == 1) shape += ",";
   shape += ")";
   std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': " + shape + ", }";
   size_t total = 10 + header.size() + 1;
@@ -143,7 +143,8 @@ void write_npy(const std::string& path, const Tensor& t) {
   out += char(header.size() & 0xff);
   out += char((header.size() >> 8) & 0xff);
   out += header;
-  out.append(reinterpret_cast<const char*>(t.ptr()), size_t(t.numel()) * 4);
+  const std::vector<float> v = t.to_vector();  // f32 on the host, whatever the tensor's dtype and device
+  out.append(reinterpret_cast<const char*>(v.data()), v.size() * 4);
   write_file_atomic(path, out);
 }
 

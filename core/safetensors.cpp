@@ -172,21 +172,20 @@ const TensorInfo& WeightStore::info(const std::string& name) const {
   return *it->second;
 }
 
-Tensor WeightStore::get(const std::string& name, const Shape& expected) const {
+Tensor WeightStore::get(const std::string& name, const Shape& expected, DType as) const {
   const TensorInfo& ti = info(name);
   XV_CHECK(ti.shape == expected, "{}: tensor '{}' has shape {} but config.json implies {}", *ti.file, name,
            shape_str(ti.shape), shape_str(expected));
   XV_CHECK(ti.dtype == DType::F32 || ti.dtype == DType::BF16 || ti.dtype == DType::F16 || ti.dtype == DType::F64,
            "{}: tensor '{}' has dtype {}; a floating-point dtype (F32, BF16, F16) is expected", *ti.file, name,
            dtype_name(ti.dtype));
-  if (shapes_only_) {
-    Tensor t;
-    t.shape = ti.shape;
-    return t;
-  }
+  XV_CHECK(as == DType::F32 || as == DType::BF16 || as == DType::F16, "{}: tensor '{}' cannot be held as {}", *ti.file,
+           name, dtype_name(as));
+  if (shapes_only_) return Tensor::shape_only(ti.shape, as);
+  if (ti.dtype == as) return Tensor::from_bytes(ti.shape, as, ti.data, ti.nbytes);
   Tensor t(ti.shape);
-  convert_to_f32(ti.dtype, ti.data, t.ptr(), size_t(t.numel()));
-  return t;
+  convert_to_f32(ti.dtype, ti.data, t.data<float>(), size_t(t.numel()));
+  return as == DType::F32 ? t : t.to_dtype(as);
 }
 
 void WeightStore::release_pages(const std::string& name) const {
@@ -253,15 +252,22 @@ void SafeTensorsWriter::write_bytes(const void* p, size_t n) {
 void SafeTensorsWriter::append(const Tensor& t) {
   XV_CHECK(next_ < layout_.size(), "{}: more tensors appended than the layout lists", path_);
   const auto& [name, shape] = layout_[next_++];
-  XV_CHECK(t.shape == shape, "{}: tensor '{}' appended with shape {}, the layout says {}", path_, name,
-           shape_str(t.shape), shape_str(shape));
+  XV_CHECK(t.shape() == shape, "{}: tensor '{}' appended with shape {}, the layout says {}", path_, name,
+           shape_str(t.shape()), shape_str(shape));
   const size_t n = size_t(t.numel());
+  if (n == 0) return;
+  if (t.dtype() == dtype_) {  // its bytes as they are (from the device when it lives there)
+    const Tensor host = t.to(Device::cpu());
+    write_bytes(host.raw(), host.nbytes());
+    return;
+  }
+  const std::vector<float> v = t.to_vector();
   if (dtype_ == DType::F32) {
-    write_bytes(t.ptr(), n * 4);
+    write_bytes(v.data(), n * 4);
     return;
   }
   std::vector<uint16_t> h16(n);
-  for (size_t i = 0; i < n; ++i) h16[i] = dtype_ == DType::BF16 ? f32_to_bf16(t.data[i]) : f32_to_f16(t.data[i]);
+  for (size_t i = 0; i < n; ++i) h16[i] = dtype_ == DType::BF16 ? f32_to_bf16(v[i]) : f32_to_f16(v[i]);
   write_bytes(h16.data(), n * 2);
 }
 
@@ -282,10 +288,69 @@ void write_safetensors(const std::string& path, const std::vector<NamedTensor>& 
   std::vector<NamedTensor> sorted = tensors;
   std::sort(sorted.begin(), sorted.end(), [](const NamedTensor& a, const NamedTensor& b) { return a.name < b.name; });
   std::vector<std::pair<std::string, Shape>> layout;
-  for (const auto& nt : sorted) layout.emplace_back(nt.name, nt.tensor->shape);
+  for (const auto& nt : sorted) layout.emplace_back(nt.name, nt.tensor->shape());
   SafeTensorsWriter w(path, layout, dtype, metadata);
   for (const auto& nt : sorted) w.append(*nt.tensor);
   w.finish();
+}
+
+void write_safetensors_like(const std::string& path, const WeightStore& ws, const TensorReplacer& replace) {
+  const std::vector<std::string> names = ws.names();
+  json h = json::object();
+  h["__metadata__"] = {{"format", "pt"}};
+  size_t off = 0;
+  for (const auto& n : names) {
+    const TensorInfo& ti = ws.info(n);
+    h[n] = {{"dtype", std::string(dtype_name(ti.dtype))}, {"shape", ti.shape}, {"data_offsets", {off, off + ti.nbytes}}};
+    off += ti.nbytes;
+  }
+  std::string hs = h.dump();
+  hs.append((8 - hs.size() % 8) % 8, ' ');
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  XV_CHECK(fd >= 0, "{}: cannot create file: {}", path, std::strerror(errno));
+  struct Fd {
+    int fd;
+    ~Fd() { ::close(fd); }
+  } guard{fd};
+  auto put = [&](const void* p, size_t n) {
+    const char* c = static_cast<const char*>(p);
+    while (n > 0) {
+      const ssize_t w = ::write(fd, c, n);
+      XV_CHECK(w > 0, "{}: write failed: {}", path, std::strerror(errno));
+      c += w;
+      n -= size_t(w);
+    }
+  };
+  uint8_t len[8];
+  for (int i = 0; i < 8; ++i) len[i] = uint8_t((uint64_t(hs.size()) >> (8 * i)) & 0xff);
+  put(len, 8);
+  put(hs.data(), hs.size());
+  Tensor t;
+  for (const auto& n : names) {  // one tensor at a time: nothing beyond it is held in memory
+    const TensorInfo& ti = ws.info(n);
+    if (!replace(n, &t)) {
+      put(ti.data, ti.nbytes);
+      continue;
+    }
+    XV_CHECK(t.shape() == ti.shape, "{}: the new '{}' has shape {}, the checkpoint's {}", ws.where(), n,
+             shape_str(t.shape()), shape_str(ti.shape));
+    XV_CHECK(ti.dtype == DType::F32 || ti.dtype == DType::BF16 || ti.dtype == DType::F16,
+             "{}: cannot write a new '{}' as dtype {}", ws.where(), n, dtype_name(ti.dtype));
+    if (t.dtype() == ti.dtype) {  // its bytes as they are
+      const Tensor host = t.to(Device::cpu());
+      put(host.raw(), ti.nbytes);
+      continue;
+    }
+    const std::vector<float> v = t.to_vector();
+    if (ti.dtype == DType::F32) {
+      put(v.data(), ti.nbytes);
+    } else {
+      std::vector<uint16_t> h16(v.size());
+      for (size_t i = 0; i < h16.size(); ++i) h16[i] = ti.dtype == DType::BF16 ? f32_to_bf16(v[i]) : f32_to_f16(v[i]);
+      put(h16.data(), h16.size() * 2);
+    }
+  }
+  XV_CHECK(::fsync(fd) == 0, "{}: flush failed: {}", path, std::strerror(errno));
 }
 
 }  // namespace xv

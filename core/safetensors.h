@@ -7,6 +7,7 @@
 // tensors overlapping, and no bytes of the buffer left unindexed.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -53,10 +54,11 @@ class WeightStore {
 
   bool has(const std::string& name) const { return index_.count(name) != 0; }
   const TensorInfo& info(const std::string& name) const;  // throws naming the folder and tensor
-  // Loads a tensor as f32, checking that its shape equals `expected` (the shape config.json implies). With
+  // Loads a tensor on the host as `as` (F32, BF16 or F16; converted from the file's dtype, rounding to nearest
+  // even), checking that its shape equals `expected` (the shape config.json implies). With
   // set_shapes_only(true), only checks and returns a shape-only tensor (Tensor::shape_only): a model laid out
   // without its weights, which are read later unit by unit (KdModel::load's defer_frozen).
-  Tensor get(const std::string& name, const Shape& expected) const;
+  Tensor get(const std::string& name, const Shape& expected, DType as = DType::F32) const;
   void set_shapes_only(bool on) { shapes_only_ = on; }
   // Drops the mapped file pages of a tensor from this process's memory (they are read again if used): after
   // converting it, so that reading a checkpoint unit by unit does not leave the whole file resident.
@@ -94,7 +96,15 @@ class SafeTensorsWriter {
   void write_bytes(const void* p, size_t n);
 };
 
-// Writes f32 tensors as `dtype` (F32, BF16 or F16), sorted by name, atomically.
+// Gives the new value of a tensor (same shape, any floating dtype, any device) and returns true, or returns false
+// to keep the original.
+using TensorReplacer = std::function<bool(const std::string& name, Tensor* out)>;
+// A safetensors file like the checkpoint `ws`: every tensor under its name and dtype, the replaced ones
+// converted to that dtype, written one tensor at a time (a merged or fine-tuned model from its base).
+void write_safetensors_like(const std::string& path, const WeightStore& ws, const TensorReplacer& replace);
+
+// Writes tensors (of any floating dtype, on any device) as `dtype` (F32, BF16 or F16), sorted by name,
+// atomically.
 void write_safetensors(const std::string& path, const std::vector<NamedTensor>& tensors, DType dtype,
                        const std::map<std::string, std::string>& metadata = {});
 

@@ -3,6 +3,7 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "core/error.h"
 #include "core/safetensors.h"
@@ -15,18 +16,21 @@ std::function<void()> checkpoint_loader(std::shared_ptr<const WeightStore> ws, s
   return [ws = std::move(ws), tensors = std::move(tensors), sources = std::move(sources)] {
     for (size_t i = 0; i < tensors.size(); ++i) {
       Tensor& t = *tensors[i];
-      const int64_t n = shape_numel(t.shape);
+      const int64_t n = t.numel();
       int64_t total = 0;
       for (const std::string& name : sources[i]) total += shape_numel(ws->info(name).shape);
       XV_CHECK(total == n, "{}: {} hold {} elements, the model's tensor {} needs {}", ws->where(),
-               fmt::format("{}", fmt::join(sources[i], " + ")), total, shape_str(t.shape), n);
-      t.data.assign(size_t(n), 0.0f);
-      float* dst = t.data.data();
+               fmt::format("{}", fmt::join(sources[i], " + ")), total, shape_str(t.shape()), n);
+      // The parts in the tensor's dtype, one after the other, on the host; then onto the tensor's device.
+      Tensor whole(t.shape(), t.dtype());
+      char* dst = static_cast<char*>(whole.raw());
       for (const std::string& name : sources[i]) {
-        const Tensor part = ws->get(name, ws->info(name).shape);  // checks the dtype, converts to f32
-        dst = std::copy(part.data.begin(), part.data.end(), dst);
+        const Tensor part = ws->get(name, ws->info(name).shape, t.dtype());  // checks the dtype, converts
+        std::memcpy(dst, part.raw(), part.nbytes());
+        dst += part.nbytes();
         ws->release_pages(name);
       }
+      t = whole.to(t.device());
     }
   };
 }

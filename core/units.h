@@ -3,8 +3,10 @@
 // of a unit's tensors with UnitAccess::acquire / release and says which unit it will use next, so the wrapper
 // can fetch that one while this one computes. Without a UnitAccess the tensors simply stay where they are.
 //
-// Between release(u) and the next acquire(u) the wrapper may empty the unit's tensors (their data vectors);
-// their shapes stay.
+// Between release(u) and the next acquire(u) the wrapper may release the unit's tensors (Tensor::release:
+// their layouts stay) or swap them for copies in another dtype: the frozen base may be stored in bf16 and
+// widened to f32 for the unit in use on the CPU (models/unit_store.h, parallel/fsdp.h). Within an acquire, the
+// tensors are whole and on the model's device.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -58,7 +60,8 @@ inline void unit_release(UnitAccess* a, int u) {
 class WeightStore;
 
 // A WeightUnit::load: tensor i becomes the concatenation, flattened and in order, of the checkpoint tensors
-// sources[i] (one name, or e.g. q/k/v fused), converted to f32; each source's file pages are released after.
+// sources[i] (one name, or e.g. q/k/v fused), in its dtype (converted from the file's) and on its device; each
+// source's file pages are released after.
 std::function<void()> checkpoint_loader(std::shared_ptr<const WeightStore> ws, std::vector<Tensor*> tensors,
                                         std::vector<std::vector<std::string>> sources);
 

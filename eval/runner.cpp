@@ -66,7 +66,7 @@ TextIndex index_texts(const Benchmark& b) {
 void normalize_rows(Tensor& e) {
   const int64_t N = e.dim(0), D = e.dim(1);
   for (int64_t i = 0; i < N; ++i) {
-    float* r = e.ptr() + i * D;
+    float* r = e.data<float>() + i * D;
     double s = 0;
     for (int64_t d = 0; d < D; ++d) s += double(r[d]) * r[d];
     if (s <= 0) continue;
@@ -107,9 +107,9 @@ Tensor embed_all(const TextIndex& ix, const EmbedFn& fn, int64_t dim, int64_t ba
       throw;
     }
     XV_CHECK(e.ndim() == 2 && e.dim(0) == n && e.dim(1) == dim, "{}: embeddings of shape {}, expected ({}, {})", who,
-             shape_str(e.shape), n, dim);
+             shape_str(e.shape()), n, dim);
     for (int64_t i = 0; i < n; ++i)
-      std::copy(e.ptr() + i * dim, e.ptr() + (i + 1) * dim, out.ptr() + order[size_t(s + i)] * dim);
+      std::copy(e.data<float>() + i * dim, e.data<float>() + (i + 1) * dim, out.data<float>() + order[size_t(s + i)] * dim);
     if (opt.progress) opt.progress(who, s + n, N);
   }
   normalize_rows(out);
@@ -123,10 +123,10 @@ std::vector<int64_t> task_ranks(const std::vector<std::vector<int32_t>>& rows, c
 #pragma omp parallel for schedule(dynamic, 4)
   for (int64_t q = 0; q < int64_t(rows.size()); ++q) {
     const auto& row = rows[size_t(q)];
-    const float* qv = E.ptr() + int64_t(row[0]) * D;
+    const float* qv = E.data<float>() + int64_t(row[0]) * D;
     std::vector<double> scores(row.size() - 1);
     for (size_t c = 1; c < row.size(); ++c) {
-      const float* cv = E.ptr() + int64_t(row[c]) * D;
+      const float* cv = E.data<float>() + int64_t(row[c]) * D;
       double s = 0;
       for (int64_t d = 0; d < D; ++d) s += double(qv[d]) * cv[d];
       scores[c - 1] = s;
@@ -185,7 +185,7 @@ EvalResults run_with(const EmbedFn& teacher, const EmbedFn* student, const std::
     double sum = 0;
     for (const int32_t i : ix.english) {
       double dot = 0;
-      for (int64_t d = 0; d < D; ++d) dot += double(T.ptr()[i * D + d]) * S.ptr()[i * D + d];
+      for (int64_t d = 0; d < D; ++d) dot += double(T.data<float>()[i * D + d]) * S.data<float>()[i * D + d];
       sum += dot;
     }
     r.english_cosine = sum / double(ix.english.size());

@@ -381,7 +381,7 @@ Phi3VImageInputs phi3v_preprocess(const Image& img, const Phi3VImageConfig& cfg)
   out.num_img_tokens = phi3v_num_img_tokens(H, W);
   out.pixel_values = Tensor({cfg.num_crops + 1, 3, kCrop, kCrop});  // zero crops past the last real one
   const size_t crop_elems = size_t(3) * kCrop * kCrop;
-  float* pv = out.pixel_values.ptr();
+  float* pv = out.pixel_values.data<float>();
   bicubic_resize(planes.data(), 3, H, W, kCrop, kCrop, pv);  // the global view, crop 0
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t q = 0; q < cols; ++q) {

@@ -1,132 +1,166 @@
-// The op set, declared once (ggml style). kernels/cpu implements it over f32 host buffers; kernels/cuda
-// implements the same ops over device buffers. Every fast kernel has this CPU version beside it as the
-// reference, and tests compare backends op by op.
+// The op set, declared once (ggml's pattern). Every op takes views of tensors (core/view.h), checks them
+// (shapes, one device for all operands, dtypes) and runs on the backend of that device (kernels/backend.h):
+// kernels/cpu for the host, kernels/cuda for a GPU. Model, KD and trainer code calls only these, so the same
+// code runs on either backend. The CPU backend is also the reference every other backend is tested against
+// (tests/test_backend_ops.cpp).
 //
-// Conventions: activations are row-major [rows, C] with rows = B*T; Linear weights use the PyTorch
-// layout W (N, K) so that y = x W^T + b. Shapes in comments.
+// Conventions. Activations are row-major views (rows, C) with rows = B*T; a view's rows may be `stride`
+// elements apart (a column block of a fused buffer). Linear weights use PyTorch's layout W (N, K): y = x W^T + b.
+// An optional operand is View{} (absent). Floating operands may be F32, BF16 or F16: the CPU backend widens
+// inputs to f32 and computes in f32 (its outputs must be F32), the CUDA backend computes in f32 and stores
+// outputs in their own dtype. Index operands are I32, masks F32 (1 keep, 0 drop).
+//
+// Backward: no autograd; each op has its explicit backward over the same operands. Gradients of inputs are
+// OVERWRITTEN (=); gradients of parameters are ACCUMULATED (+=, for accumulation over micro-batches); any
+// gradient may be absent (skipped). Reductions run in a fixed order on every backend, so results do not depend
+// on the thread count (and a deterministic backend gives the same bits run after run).
 #pragma once
 #include <cstdint>
+#include <vector>
+
+#include "core/tensor.h"
+#include "core/view.h"
 
 namespace xv::ops {
 
-// Number of threads the CPU ops use (OpenMP and OpenBLAS). 0 = library default.
+// Threads of the CPU backend (OpenMP and OpenBLAS). 0 = the library's default.
 void set_num_threads(int n);
 int num_threads();
 
-// C (M, N) = alpha * op(A) op(B) + beta * C, row-major, through OpenBLAS.
-void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-          const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+// ---- Memory --------------------------------------------------------------------------------------------
+// x = v everywhere.
+void fill(const View& x, float v);
+// dst = src element by element (same shape), converting the dtype (a cast); any strides.
+void copy(const View& src, const View& dst);
+// A new tensor of `t` on src's device holding src's values.
+Tensor cast(const Tensor& src, DType t);
 
-// y (M, N) = x (M, K) @ W^T (W is (N, K)) + b (N) (b may be null).
-void linear(const float* x, const float* W, const float* b, float* y, int64_t M, int64_t K, int64_t N);
+// ---- GEMM and Linear -------------------------------------------------------------------------------------
+// C (M, N) = alpha op(A) op(B) + beta C, op(X) = X or X^T (a view of (K, M) with trans_a gives op(A) (M, K)).
+// beta 0 ignores C's old values (NaN included).
+void gemm(const View& A, bool trans_a, const View& B, bool trans_b, const View& C, float alpha, float beta);
+// y (M, N) = x (M, K) W^T (W (N, K)) + b (N) (b may be absent).
+void linear(const View& x, const View& W, const View& b, const View& y);
+// dx (M, K) = dy (M, N) W;  dW (N, K) += dy^T x;  db (N) += sum over rows of dy (row blocks of 64 summed in
+// block order). dx, dW, db may each be absent (x may then be absent too, when dW is).
+void linear_backward(const View& x, const View& W, const View& dy, const View& dx, const View& dW, const View& db);
 
-// y (rows, C) = LayerNorm(x) * g + b, biased variance, eps inside the square root.
-void layernorm(const float* x, const float* g, const float* b, float* y, int64_t rows, int64_t C, float eps);
+// ---- Norms -----------------------------------------------------------------------------------------------
+// y (rows, C) = (x - mean) / sqrt(var + eps) * g + b (biased variance; b may be absent).
+void layernorm(const View& x, const View& g, const View& b, const View& y, float eps);
+// Recomputes mean and rstd from x: dx (rows, C) =, dg, db (C) +=.
+void layernorm_backward(const View& x, const View& g, const View& dy, const View& dx, const View& dg,
+                        const View& db, float eps);
 // y (rows, C) = x / sqrt(mean(x^2) + eps) * g.
-void rmsnorm(const float* x, const float* g, float* y, int64_t rows, int64_t C, float eps);
+void rmsnorm(const View& x, const View& g, const View& y, float eps);
+void rmsnorm_backward(const View& x, const View& g, const View& dy, const View& dx, const View& dg, float eps);
+// Each row scaled to unit L2 norm, in place: x / max(||x||, 1e-12) (rows of zeros stay zero).
+void l2_normalize(const View& x);
 
-// In place over n elements.
-void gelu_erf(float* x, int64_t n);    // x * 0.5 * (1 + erf(x / sqrt 2))
-void gelu_tanh(float* x, int64_t n);   // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
-void quick_gelu(float* x, int64_t n);  // x * sigmoid(1.702 x)
-void silu(float* x, int64_t n);        // x * sigmoid(x)
+// ---- Activations -----------------------------------------------------------------------------------------
+enum class Act {
+  gelu_erf,    // x * 0.5 * (1 + erf(x / sqrt 2))
+  gelu_tanh,   // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+  quick_gelu,  // x * sigmoid(1.702 x)
+  silu,        // x * sigmoid(x)
+};
+// In place.
+void activation(Act a, const View& x);
+// dx = dy * f'(x), x the forward's INPUT; dx may be dy itself.
+void activation_backward(Act a, const View& x, const View& dy, const View& dx);
+// out (rows, I) = silu(gate) * up, gate_up (rows, 2I) = [gate | up] (Phi-3's fused gate_up_proj).
+void swiglu(const View& gate_up, const View& out);
+// dgate_up (rows, 2I) = from dout (rows, I).
+void swiglu_backward(const View& gate_up, const View& dout, const View& dgate_up);
 
-// out (rows, I) = silu(gate) * up where gate_up (rows, 2I) holds [gate | up] (Phi-3's fused gate_up_proj).
-void swiglu(const float* gate_up, float* out, int64_t rows, int64_t I);
+// ---- Elementwise -------------------------------------------------------------------------------------------
+// y += x (same shape).
+void add(const View& y, const View& x);
+// x (rows, C): row r += src row (r mod src.rows): a bias (src of one row) or a position table (src of T rows
+// added to a (B*T, C) batch).
+void add_rows(const View& x, const View& src);
+// x *= alpha.
+void scale(const View& x, float alpha);
 
-// y (n) += x (n).
-void add_inplace(float* y, const float* x, int64_t n);
+// ---- Rows: gather, copy, scatter -------------------------------------------------------------------------
+// The row tables of embedding lookups, image-token placement, pooling at a position and the crops' HD layout.
+// out (n, C): row i = a row idx[i] when idx[i] >= 0, else b row -1 - idx[i] (b may be absent when no index
+// is negative). idx (n) I32.
+void gather_rows(const View& a, const View& b, const View& idx, const View& out);
+// dst row idx[i] = src row i (idx distinct; a negative idx[i] skips row i).
+void copy_rows(const View& src, const View& idx, const View& dst);
+// The adjoint of gather_rows: a row idx[i] += src row i when idx[i] >= 0, else b row -1 - idx[i] += src row i;
+// an absent a or b skips its rows. Rows are added in the order of i (deterministic).
+void scatter_add_rows(const View& src, const View& idx, const View& a, const View& b);
+// im2col for a patch-size-P convolution of stride P without bias (CLIP's patch embedding): pixels
+// (N, CH, S, S) as a view of N*CH*S rows of S -> cols (N * (S/P)^2, CH*P*P), in the conv weight's (c, ky, kx)
+// order, patches row-major.
+void im2col_patches(const View& pixels, int64_t N, int64_t CH, int64_t S, int64_t P, const View& cols);
 
-// out (n, C) = table[ids[i]] (vocab, C). Ids must be in [0, vocab): the caller validates.
-void embedding(const int32_t* ids, const float* table, float* out, int64_t n, int64_t C);
+// ---- Positions -----------------------------------------------------------------------------------------
+// cos/sin (T, rot_dim) for positions 0..T-1: inv_freq[i] = 1 / (ext[i] * base^(2i/rot_dim)), angle =
+// pos * inv_freq, duplicated across the two halves, times mscale. ext empty: all ones (plain RoPE); Phi-3.5's
+// su/longrope passes its short or long factors and attention factor.
+void rope_tables(double base, const std::vector<float>& ext, float mscale, const View& cos, const View& sin);
+// Rotary embedding in the rotate_half convention (GPT-NeoX / Llama / Phi-3), in place on x (B*T rows):
+// heads h = 0..H-1 at column h*D, the first rot_dim dims of each head rotate; cos/sin (T, rot_dim).
+void rope(const View& x, int64_t B, int64_t T, int64_t H, int64_t D, int64_t rot_dim, const View& cos,
+          const View& sin);
+// The adjoint, in place on the gradient (rotation by -angle: the exact transpose, mscale included).
+void rope_backward(const View& dx, int64_t B, int64_t T, int64_t H, int64_t D, int64_t rot_dim, const View& cos,
+                   const View& sin);
 
-// Rotary embedding in the rotate_half convention (GPT-NeoX / Llama / Phi-3), in place on x:
-// x rows are tokens of a (B, T) batch with row stride `row_stride` elements; heads h = 0..H-1 sit at
-// offset h*D; only the first `rot_dim` dims of each head rotate. cos/sin are (T, rot_dim).
-void rope(float* x, int64_t B, int64_t T, int64_t H, int64_t D, int64_t rot_dim, int64_t row_stride,
-          const float* cos, const float* sin);
-
-// cos/sin tables (T, rot_dim) for positions 0..T-1: inv_freq[i] = 1 / (ext[i] * base^(2i/rot_dim)),
-// angle = pos * inv_freq, duplicated across the two halves, multiplied by `mscale`. `ext` may be null
-// (all ones): plain RoPE. Phi-3.5's su/longrope passes short or long factors and its attention factor.
-void rope_tables(int64_t T, int64_t rot_dim, double base, const float* ext, float mscale, float* cos, float* sin);
-
-// Multi-head attention with explicit strides (flash-attention style params).
+// ---- Attention -------------------------------------------------------------------------------------------
+// Multi-head attention with explicit strides (flash-attention's params): q (B*T, Hq*D), k and v (B*T, Hkv*D),
+// o (B*T, Hq*D) as views (column blocks of a fused qkv buffer, say); query head h uses kv head h / (Hq/Hkv)
+// (GQA). Softmax in f32. A query row whose keys are all masked yields zeros (never NaN).
 struct AttentionParams {
-  const float* q = nullptr;  // (B, T, Hq, D) rows of q_stride elements; head h at offset h*D
-  const float* k = nullptr;  // (B, T, Hkv, D) rows of k_stride elements
-  const float* v = nullptr;  // (B, T, Hkv, D) rows of v_stride elements
-  float* o = nullptr;        // (B, T, Hq, D) rows of o_stride elements
-  int64_t q_stride = 0, k_stride = 0, v_stride = 0, o_stride = 0;
+  View q, k, v, o;
   int64_t B = 0, T = 0, Hq = 0, Hkv = 0, D = 0;
-  const float* key_mask = nullptr;  // (B, T): 1 keeps a key, 0 masks it (padding); null: all kept
+  View key_mask;  // (B, T) F32: 1 keeps a key, 0 masks it (padding); absent: all kept
   bool causal = false;
   float scale = 1.0f;  // usually 1/sqrt(D)
 };
-// Softmax in f32. A query row whose keys are all masked yields zeros (never NaN).
 void attention(const AttentionParams& p);
-
-// Each row (rows, C) scaled to unit L2 norm (rows of zeros stay zero).
-void l2_normalize(float* x, int64_t rows, int64_t C);
-
-// ---------------------------------------------------------------------------------------------------------
-// Backward. No autograd: each op has its explicit backward over the same buffers (kernels/cpu/
-// ops_backward_cpu.cpp). Gradients of inputs are OVERWRITTEN (=); gradients of parameters are ACCUMULATED
-// (+=, for gradient accumulation over micro-batches). Any gradient pointer may be null: that gradient is
-// skipped. Reductions over rows run in a fixed order, so results do not depend on the thread count.
-// ---------------------------------------------------------------------------------------------------------
-
-// y = x W^T + b: dx (M, K) = dy (M, N) W (N, K); dW (N, K) += dy^T x; db (N) += sum_rows dy.
-void linear_backward(const float* x, const float* W, const float* dy, float* dx, float* dW, float* db,
-                     int64_t M, int64_t K, int64_t N);
-
-// Recompute mean/rstd from x (rows, C). dx (rows, C) =; dg, db (C) +=.
-void layernorm_backward(const float* x, const float* g, const float* dy, float* dx, float* dg, float* db,
-                        int64_t rows, int64_t C, float eps);
-void rmsnorm_backward(const float* x, const float* g, const float* dy, float* dx, float* dg,
-                      int64_t rows, int64_t C, float eps);
-
-// Activations over n elements: x is the forward INPUT; dx = dy * f'(x). dx may alias dy.
-void gelu_erf_backward(const float* x, const float* dy, float* dx, int64_t n);
-void gelu_tanh_backward(const float* x, const float* dy, float* dx, int64_t n);
-void quick_gelu_backward(const float* x, const float* dy, float* dx, int64_t n);
-void silu_backward(const float* x, const float* dy, float* dx, int64_t n);
-
-// out (rows, I) = silu(gate) * up over gate_up (rows, 2I) = [gate | up]: dgate_up (rows, 2I) = from dout (rows, I).
-void swiglu_backward(const float* gate_up, const float* dout, float* dgate_up, int64_t rows, int64_t I);
-
-// The adjoint of rope() with the same arguments, in place on the gradient dx (rotation by -angle; the exact
-// transpose, so it holds for tables scaled by mscale too).
-void rope_backward(float* dx, int64_t B, int64_t T, int64_t H, int64_t D, int64_t rot_dim, int64_t row_stride,
-                   const float* cos, const float* sin);
-
-// Attention backward: recomputes the softmax from q, k (same params as the forward; fwd.o unused).
-// dout (B, T, Hq, D) rows of dout_stride; dq (B, T, Hq, D), dk, dv (B, T, Hkv, D) rows of dq_stride/dk_stride/
-// dv_stride (they may interleave in one dqkv buffer as q, k, v do). dk, dv of a kv head sum over the Hq/Hkv
-// query heads that share it. dq, dk, dv are overwritten. Fully masked query rows get zero gradients.
+// Recomputes the softmax from q, k (fwd.o unused). dout (B*T, Hq*D); dq (B*T, Hq*D), dk, dv (B*T, Hkv*D)
+// (they may be column blocks of one dqkv buffer); dk, dv of a kv head sum over its query heads. Overwritten;
+// any may be absent; fully masked query rows get zero gradients.
 struct AttentionBackwardParams {
   AttentionParams fwd;
-  const float* dout = nullptr;
-  int64_t dout_stride = 0;
-  float* dq = nullptr;
-  float* dk = nullptr;
-  float* dv = nullptr;
-  int64_t dq_stride = 0, dk_stride = 0, dv_stride = 0;
+  View dout, dq, dk, dv;
 };
 void attention_backward(const AttentionBackwardParams& p);
 
-// dtable (vocab, C) += scatter of dout (n, C) at ids (repeated ids accumulate).
-void embedding_backward(const int32_t* ids, const float* dout, float* dtable, int64_t n, int64_t C);
+// ---- Pooling ---------------------------------------------------------------------------------------------
+// out (B, C) = mean of x's rows (B*T, C) where mask (B, T) is non-zero, weighted by the mask, over positions in
+// order; the count clamped at 1e-9 (sentence-transformers' mean pooling; the image-prefix pooling).
+void masked_mean_rows(const View& x, const View& mask, int64_t B, int64_t T, const View& out);
+// dx (B*T, C) = its adjoint from dout (B, C) (zero rows where the mask is 0).
+void masked_mean_rows_backward(const View& dout, const View& mask, int64_t B, int64_t T, const View& dx);
 
-// Returns weight * mean((s - t)^2) over n elements, accumulated in double; ds (n) += weight * 2 (s - t) / n
-// (ds may be null).
-double mse_loss(const float* s, const float* t, float* ds, int64_t n, float weight);
+// ---- LoRA dropout ------------------------------------------------------------------------------------------
+// out = keep(i) ? x / (1 - p) : 0 over the n = rows*cols elements of contiguous x, where keep(i) is a pure
+// function of (seed, i) (a splitmix64 hash against p): the same mask on every backend and thread count,
+// recomputed rather than stored for backward.
+void dropout(const View& x, uint64_t seed, float p, const View& out);
+// dx += keep(i) ? din / (1 - p) : 0 (the same mask).
+void dropout_backward_add(const View& din, uint64_t seed, float p, const View& dx);
 
-// torch.optim.AdamW's update (single-tensor path, f32) of n elements, update number t >= 1.
+// ---- Losses and the optimizer ----------------------------------------------------------------------------
+// Returns weight * mean((s - t)^2) over s's elements, accumulated in f64 in blocks of 4096 summed in block
+// order; ds += weight * 2 (s - t) / n (ds may be absent).
+double mse_loss(const View& s, const View& t, const View& ds, float weight);
+
 struct AdamWParams {
   float lr = 1e-5f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.0f;
 };
-void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, float lr, int64_t t,
+// torch.optim.AdamW's update (single-tensor path, f32) of update number t >= 1 on p, with gradient g and
+// moments m, v (all F32, same shape): p *= 1 - lr wd; m = lerp(m, g, 1 - b1); v = b2 v + (1 - b2) g^2;
+// p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps), the bias corrections in f64.
+void adamw_update(const View& p, const View& g, const View& m, const View& v, float lr, int64_t t,
                   const AdamWParams& cfg);
+// Sums of squares (f64) of x's elements in chunks of `chunk` (the last one may be short), each chunk summed in
+// order: the gradient-norm pieces that stay the same at every world size.
+std::vector<double> sum_squares_chunks(const View& x, int64_t chunk);
 
 }  // namespace xv::ops

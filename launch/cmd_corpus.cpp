@@ -95,7 +95,8 @@ int run_cache_teacher(const CacheTeacherArgs& a) {
     } catch (const Error& err) {
       fail("{} to pair {}: {}", src->where(s), e - 1, err.what());
     }
-    std::copy(emb.data.begin(), emb.data.end(), t.embeddings.begin() + s * D);
+    const std::vector<float> v = emb.to_vector();
+    std::copy(v.begin(), v.end(), t.embeddings.begin() + s * D);
     progress(e, P);
   }
   write_corpus_teacher(a.corpus, t);

@@ -87,10 +87,11 @@ std::vector<EmbedItem> collect_items(const EmbedArgs& a) {
 // Cosine similarities between all items, rows labelled with the start of each text.
 void print_similarity(const std::vector<EmbedItem>& items, const Tensor& e) {
   const int64_t N = e.dim(0), C = e.dim(1);
+  const std::vector<float> ev = e.to_vector();
   std::vector<double> norm(static_cast<size_t>(N));
   for (int64_t i = 0; i < N; ++i) {
     double s = 0;
-    for (int64_t c = 0; c < C; ++c) s += double(e.data[size_t(i * C + c)]) * e.data[size_t(i * C + c)];
+    for (int64_t c = 0; c < C; ++c) s += double(ev[size_t(i * C + c)]) * ev[size_t(i * C + c)];
     norm[size_t(i)] = std::sqrt(std::max(s, 1e-24));
   }
   std::printf("%-34s", "cosine similarity");
@@ -105,7 +106,7 @@ void print_similarity(const std::vector<EmbedItem>& items, const Tensor& e) {
     std::printf("%2lld %-31s", static_cast<long long>(i + 1), (label.substr(0, cut) + (cut < label.size() ? "..." : "")).c_str());
     for (int64_t j = 0; j < N; ++j) {
       double d = 0;
-      for (int64_t c = 0; c < C; ++c) d += double(e.data[size_t(i * C + c)]) * e.data[size_t(j * C + c)];
+      for (int64_t c = 0; c < C; ++c) d += double(ev[size_t(i * C + c)]) * ev[size_t(j * C + c)];
       std::printf(" %6.3f", d / (norm[size_t(i)] * norm[size_t(j)]));
     }
     std::printf("\n");
@@ -150,7 +151,7 @@ Runner add_embed(CLI::App& app) {
       for (size_t i = 0; i < items.size(); ++i) {
         nlohmann::json j = {{"index", i}, {"text", items[i].text}};
         if (!items[i].image.empty()) j["image"] = items[i].image;
-        j["embedding"] = std::vector<float>(e.ptr() + int64_t(i) * e.dim(1), e.ptr() + int64_t(i + 1) * e.dim(1));
+        j["embedding"] = std::vector<float>(e.data<float>() + int64_t(i) * e.dim(1), e.data<float>() + int64_t(i + 1) * e.dim(1));
         s += j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
       }
       write_file_atomic(a->jsonl, s);

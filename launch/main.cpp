@@ -11,8 +11,8 @@
 #include "launch/commands.h"
 
 int main(int argc, char** argv) {
-  xv::ops::select_blas_core(argc, argv);
-  xv::ops::tune_allocator();
+  xv::cpu::select_blas_core(argc, argv);
+  xv::cpu::tune_allocator();
   CLI::App app{"xvlm2vec: adapt LVLM-based embedding models to new languages by self-knowledge distillation,\n"
                "and embed text and images with them."};
   app.require_subcommand(1);

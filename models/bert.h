@@ -6,9 +6,10 @@
 #include <string>
 #include <vector>
 
-#include "models/lora.h"
 #include "core/model_config.h"
 #include "core/tensor.h"
+#include "models/load_options.h"
+#include "models/lora.h"
 
 namespace xv {
 
@@ -38,7 +39,7 @@ struct BertLora {
   std::vector<LoraAdapter> adapters;
   std::vector<std::array<int, kBertSlots>> slot;
 
-  static BertLora create(const BertModel& m, const LoraConfig& cfg, uint64_t seed);
+  static BertLora create(const BertModel& m, const LoraConfig& cfg, uint64_t seed);  // on the model's device
   // nullptr where the layer is not adapted (or there are no adapters at all: an empty BertLora).
   const LoraAdapter* at(int64_t layer, int s) const {
     if (size_t(layer) >= slot.size()) return nullptr;
@@ -69,8 +70,8 @@ struct BertLayerActs {
 struct BertActs {
   bool checkpointing = false;  // set before forward: keep only each layer's input, recompute in backward
   int64_t B = 0, T = 0;
-  std::vector<int32_t> ids;  // (B, T): the embeddings' backward (full fine-tuning) recomputes from them
-  std::vector<float> mask;  // (B, T)
+  Tensor ids;   // (B*T) I32: the embeddings' backward (full fine-tuning) recomputes from them
+  Tensor mask;  // (B, T) F32
   std::vector<BertLayerActs> layers;
 };
 
@@ -82,21 +83,21 @@ struct BertGrads {
   Tensor word_emb, pos_emb, type_emb, emb_ln_g, emb_ln_b;
   std::vector<BertLayerGrads> layers;
 
-  static BertGrads zeros_like(const BertModel& m);
+  static BertGrads zeros_like(const BertModel& m);  // F32 on the model's device
   void zero();
 };
 
 struct BertModel {
   BertConfig cfg;
+  Device device;     // where every tensor of the model and of its passes lives
   Tensor word_emb;   // (V, C)
   Tensor pos_emb;    // (P, C)
   Tensor type_emb;   // (types, C)
   Tensor emb_ln_g, emb_ln_b;  // (C)
   std::vector<BertLayer> layers;
 
-  // shapes_only: every weight shape-only (WeightStore::set_shapes_only), to be read later unit by unit.
-  static BertModel load(const std::string& model_dir, bool shapes_only = false);
-  static BertModel from_weights(const BertConfig& cfg, const WeightStore& ws);
+  static BertModel load(const std::string& model_dir, const LoadOptions& o = {});
+  static BertModel from_weights(const BertConfig& cfg, const WeightStore& ws, const LoadOptions& o = {});
 
   // Inference: ids (B, T) right-padded, mask (B, T) with 1 for real tokens -> last hidden state (B, T, C).
   // With `lora`, the adapters are applied (the student); without, the frozen model (the teacher).
@@ -113,24 +114,22 @@ struct BertModel {
   // Layer l on x (B*T, C) in place, keeping in `acts` what backward needs (only the input with checkpointing).
   void layer_forward_kept(int64_t l, Tensor& x, BertActs& acts, const BertLora* lora, const LoraRun& run) const;
 
-  // Embeddings + LayerNorm: (B*T, C).
-  Tensor embed(const std::vector<int32_t>& ids, int64_t B, int64_t T) const;
+  // The ids (B*T) as an I32 tensor on the model's device, each checked against the vocabulary; and the mask.
+  Tensor input_ids(const std::vector<int32_t>& ids, int64_t B, int64_t T) const;
+  Tensor input_mask(const std::vector<float>& mask, int64_t B, int64_t T) const;
+  // Embeddings + LayerNorm: (B*T, C), from input_ids.
+  Tensor embed(const Tensor& ids, int64_t B, int64_t T) const;
   // The LayerNorm input: word + token type 0 + position, (B*T, C).
-  Tensor embed_sum(const std::vector<int32_t>& ids, int64_t B, int64_t T) const;
+  Tensor embed_sum(const Tensor& ids, int64_t B, int64_t T) const;
   // Layer l's part of backward: dx (N, C), the gradient at its output, becomes the gradient at its input
   // (left as it was below layer 0 without `grads`: nothing there needs it). Gradients accumulate (+=).
   void layer_backward(int64_t l, BertActs& acts, Tensor& dx, BertLora& lora, const LoraRun& run,
                       BertGrads* grads) const;
   // dx (N, C) at the embedding LayerNorm's output -> the embeddings' gradients (full fine-tuning).
   void embeddings_backward(const BertActs& acts, const Tensor& dx, BertGrads& grads) const;
-  // Layer l on x (B*T, C), in place; fills `acts` when given.
-  void layer_forward(int64_t l, Tensor& x, const std::vector<float>& mask, int64_t B, int64_t T,
-                     const BertLora* lora, const LoraRun& run, BertLayerActs* acts) const;
+  // Layer l on x (B*T, C), in place, with the mask (B, T) of the pass; fills `acts` when given.
+  void layer_forward(int64_t l, Tensor& x, const Tensor& mask, int64_t B, int64_t T, const BertLora* lora,
+                     const LoraRun& run, BertLayerActs* acts) const;
 };
-
-// Mean over the positions where mask is 1: hidden (B, T, C), mask (B, T) -> (B, C).
-Tensor mean_pool(const Tensor& hidden, const std::vector<float>& mask, int64_t B, int64_t T);
-// Its adjoint: dpooled (B, C) -> dhidden (B, T, C).
-Tensor mean_pool_backward(const Tensor& dpooled, const std::vector<float>& mask, int64_t B, int64_t T);
 
 }  // namespace xv

@@ -10,9 +10,10 @@
 #include <string>
 #include <vector>
 
-#include "models/lora.h"
 #include "core/model_config.h"
 #include "core/tensor.h"
+#include "models/load_options.h"
+#include "models/lora.h"
 
 namespace xv {
 
@@ -74,12 +75,13 @@ struct ClipGrads {
   Tensor patch_w, class_emb, pos_emb, pre_ln_g, pre_ln_b;
   std::vector<ClipLayerGrads> layers;
 
-  static ClipGrads zeros_like(const ClipVision& m);
+  static ClipGrads zeros_like(const ClipVision& m);  // F32 on the tower's device
   void zero();
 };
 
 struct ClipVision {
   ClipVisionConfig cfg;
+  Device device;  // where every tensor of the tower and of its passes lives
   int layer_idx = -2;
   Tensor patch_w;    // (C, 3*P*P): Conv2d(3, C, P, stride P, bias=False) weight flattened
   Tensor class_emb;  // (C)
@@ -88,13 +90,13 @@ struct ClipVision {
   std::vector<ClipLayer> layers;  // only the layers that feed layer_idx are loaded
 
   static ClipVision from_weights(const ClipVisionConfig& cfg, int layer_idx, const WeightStore& ws,
-                                 const std::string& prefix);
-  // pixels (N, 3, S, S) -> hidden state `layer_idx` without the CLS token: (N, num_patches, C).
-  Tensor forward_patches(const float* pixels, int64_t N) const;
+                                 const std::string& prefix, const LoadOptions& o = {});
+  // pixels (N, 3, S, S) on the tower's device -> hidden state `layer_idx` without the CLS token:
+  // (N, num_patches, C).
+  Tensor forward_patches(const Tensor& pixels) const;
   // The same with LoRA (`lora` null: the frozen tower); with `acts`, what backward needs is kept. `run`
   // carries the LoRA dropout seed of this pass.
-  Tensor forward_patches(const float* pixels, int64_t N, const ClipLora* lora, ClipActs* acts,
-                         const LoraRun& run) const;
+  Tensor forward_patches(const Tensor& pixels, const ClipLora* lora, ClipActs* acts, const LoraRun& run) const;
   // dpatches (N, num_patches, C) at the output -> LoRA gradients accumulated into the adapters of `lora`.
   // `run` must be the forward's. With `grads` (full fine-tuning; the forward's acts must have had `full`
   // set), every weight's gradient is accumulated there too, down into the embeddings; without, nothing
@@ -104,7 +106,7 @@ struct ClipVision {
 
   // Embeddings + pre-LayerNorm: (N * (1 + num_patches), C). With `cols` / `x_emb`, the im2col patches and
   // the pre_layrnorm input are kept there (for the embeddings' backward).
-  Tensor embed(const float* pixels, int64_t N, Tensor* cols = nullptr, Tensor* x_emb = nullptr) const;
+  Tensor embed(const Tensor& pixels, Tensor* cols = nullptr, Tensor* x_emb = nullptr) const;
   // Layer l on x (N*T, C), in place; fills `acts` when given.
   void layer_forward(int64_t l, Tensor& x, int64_t N, const ClipLora* lora, const LoraRun& run,
                      ClipLayerActs* acts) const;

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "models/bert.h"
+#include "models/pooling.h"
 #include "core/file_util.h"
 #include "image/image.h"
 #include "core/model_config.h"
@@ -35,6 +36,12 @@ void pad_batch(const std::vector<std::vector<int32_t>>& rows, int32_t pad, std::
       (*ids)[b * t + i] = rows[b][i];
       (*mask)[b * t + i] = 1.0f;
     }
+}
+
+// The rows of the output a batch's embeddings go to: its items' indices, as an I32 tensor on device d.
+Tensor item_rows(const std::vector<size_t>& idx, Device d) {
+  std::vector<int32_t> r(idx.begin(), idx.end());
+  return Tensor::from_vector({int64_t(r.size())}, r, d);
 }
 
 // Runs `fn` over batches of indices sorted by decreasing length (less padding), reporting progress.
@@ -120,8 +127,8 @@ StPipeline read_st_pipeline(const std::string& dir) {
 
 class BertEmbedder : public Embedder {
  public:
-  explicit BertEmbedder(const std::string& dir)
-      : model_(BertModel::load(dir)),
+  BertEmbedder(const std::string& dir, Device d)
+      : model_(BertModel::load(dir, LoadOptions{d, DType::F32, false})),
         tok_(Tokenizer::from_file((fs::path(dir) / "tokenizer.json").string())),
         st_(read_st_pipeline(dir)) {}
   const std::string& arch() const override { return arch_; }
@@ -144,7 +151,7 @@ class BertEmbedder : public Embedder {
       }
       lengths[i] = ids[i].size();
     }
-    Tensor out({int64_t(items.size()), C});
+    Tensor out({int64_t(items.size()), C}, DType::F32, model_.device);
     for_batches(lengths, opt, [&](const std::vector<size_t>& idx) {
       std::vector<std::vector<int32_t>> rows;
       for (size_t i : idx) rows.push_back(ids[i]);
@@ -154,17 +161,12 @@ class BertEmbedder : public Embedder {
       pad_batch(rows, int32_t(model_.cfg.pad_token_id), &flat, &mask, &T);
       const int64_t B = int64_t(idx.size());
       Tensor h = model_.forward(flat, mask, B, T);
-      if (st_.cls) {
-        for (int64_t b = 0; b < B; ++b)
-          std::copy(h.ptr() + b * T * C, h.ptr() + (b * T + 1) * C, out.ptr() + int64_t(idx[size_t(b)]) * C);
-        return;
-      }
-      Tensor pooled = mean_pool(h, mask, B, T);
-      for (int64_t b = 0; b < B; ++b)
-        std::copy(pooled.ptr() + b * C, pooled.ptr() + (b + 1) * C, out.ptr() + int64_t(idx[size_t(b)]) * C);
+      const Tensor pooled = st_.cls ? pool_at(h, std::vector<int64_t>(idx.size(), 0), T)
+                                    : mean_pool(h, model_.input_mask(mask, B, T), B, T);
+      ops::copy_rows(pooled, item_rows(idx, model_.device), out);
     });
-    if (opt.normalize || st_.normalize) ops::l2_normalize(out.ptr(), out.dim(0), C);
-    return out;
+    if (opt.normalize || st_.normalize) ops::l2_normalize(out);
+    return out.to(Device::cpu());
   }
 
  private:
@@ -176,8 +178,8 @@ class BertEmbedder : public Embedder {
 
 class Phi3VEmbedder : public Embedder {
  public:
-  explicit Phi3VEmbedder(const std::string& dir)
-      : model_(Phi3VModel::load(dir)), tok_(Tokenizer::from_file((fs::path(dir) / "tokenizer.json").string())) {
+  Phi3VEmbedder(const std::string& dir, Device d)
+      : model_(Phi3VModel::load(dir, LoadOptions{d, DType::F32, false})), tok_(Tokenizer::from_file((fs::path(dir) / "tokenizer.json").string())) {
     const std::string pp = (fs::path(dir) / "preprocessor_config.json").string();
     if (fs::exists(pp)) img_cfg_ = phi3v_image_config_from_json(pp);
   }
@@ -206,7 +208,7 @@ class Phi3VEmbedder : public Embedder {
                ids[i].size(), limit);
       lengths[i] = ids[i].size();
     }
-    Tensor out({int64_t(items.size()), C});
+    Tensor out({int64_t(items.size()), C}, DType::F32, model_.device);
     for_batches(lengths, opt, [&](const std::vector<size_t>& idx) {
       std::vector<std::vector<int32_t>> rows;
       std::vector<Phi3VImageInputs> imgs(idx.size());
@@ -224,14 +226,12 @@ class Phi3VEmbedder : public Embedder {
       pad_batch(rows, int32_t(model_.cfg.pad_token_id), &flat, &mask, &T);
       Tensor h = model_.forward(flat, mask, int64_t(idx.size()), T, batch_imgs);
       // Last non-pad token of each row (right padding).
-      for (size_t b = 0; b < idx.size(); ++b) {
-        const int64_t last = int64_t(rows[b].size()) - 1;
-        const float* src = h.ptr() + (int64_t(b) * T + last) * C;
-        std::copy(src, src + C, out.ptr() + int64_t(idx[b]) * C);
-      }
+      std::vector<int64_t> last;
+      for (const auto& r : rows) last.push_back(int64_t(r.size()) - 1);
+      ops::copy_rows(pool_at(h, last, T), item_rows(idx, model_.device), out);
     });
-    if (opt.normalize) ops::l2_normalize(out.ptr(), out.dim(0), C);
-    return out;
+    if (opt.normalize) ops::l2_normalize(out);
+    return out.to(Device::cpu());
   }
 
  private:
@@ -243,12 +243,12 @@ class Phi3VEmbedder : public Embedder {
 
 }  // namespace
 
-std::unique_ptr<Embedder> Embedder::load(const std::string& model_dir) {
+std::unique_ptr<Embedder> Embedder::load(const std::string& model_dir, Device device) {
   const std::string cfg = (fs::path(model_dir) / "config.json").string();
   XV_CHECK(fs::is_directory(model_dir), "{}: model folder does not exist", model_dir);
   const std::string mt = read_model_type(cfg);
-  if (mt == "bert") return std::make_unique<BertEmbedder>(model_dir);
-  if (mt == "phi3_v") return std::make_unique<Phi3VEmbedder>(model_dir);
+  if (mt == "bert") return std::make_unique<BertEmbedder>(model_dir, device);
+  if (mt == "phi3_v") return std::make_unique<Phi3VEmbedder>(model_dir, device);
   fail("{}: field 'model_type' is '{}', expected 'bert' or 'phi3_v'", cfg, mt);
 }
 

@@ -29,10 +29,11 @@ struct EmbedOptions {
 class Embedder {
  public:
   virtual ~Embedder() = default;
-  static std::unique_ptr<Embedder> load(const std::string& model_dir);
+  // The model resident on `device` (its embeddings come back on the host).
+  static std::unique_ptr<Embedder> load(const std::string& model_dir, Device device = Device::cpu());
   virtual const std::string& arch() const = 0;
   virtual int64_t dim() const = 0;
-  // (N, dim) embeddings in the order of `items`.
+  // (N, dim) f32 embeddings on the host, in the order of `items`.
   virtual Tensor embed(const std::vector<EmbedItem>& items, const EmbedOptions& opt) const = 0;
 };
 

@@ -62,13 +62,13 @@ struct Builder {
     int64_t written = 0;
     int reported = 0;
     for (const auto& sp : specs) {
-      Tensor t(sp.shape, sp.value);
+      std::vector<float> v(static_cast<size_t>(shape_numel(sp.shape)), sp.value);
       if (sp.std > 0.0f) {
-        const int64_t n = t.numel();
-        float* d = t.ptr();
+        const int64_t n = int64_t(v.size());
 #pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < n; ++i) d[i] = rng.normal(uint64_t(written + i)) * sp.std;
+        for (int64_t i = 0; i < n; ++i) v[size_t(i)] = rng.normal(uint64_t(written + i)) * sp.std;
       }
+      const Tensor t = Tensor::from_vector(sp.shape, v);
       w.append(t);
       written += t.numel();
       const int pct = int(100 * written / std::max<int64_t>(params, 1));

@@ -38,7 +38,9 @@ struct LoraAdapter {
   void zero_grad();
 };
 
-LoraAdapter make_lora(const std::string& module, int64_t in, int64_t out, const LoraConfig& cfg, uint64_t seed);
+// On device d: A initialised as PEFT does (a splitmix64 stream from `seed`), B and the gradients zero.
+LoraAdapter make_lora(const std::string& module, int64_t in, int64_t out, const LoraConfig& cfg, uint64_t seed,
+                      Device d = Device::cpu());
 
 // The dropout seed of one forward pass; each adapter derives its own mask stream from it. seed 0: no
 // dropout (evaluation, the teacher). Masks are a pure function of (seed, adapter, element): deterministic
@@ -48,13 +50,13 @@ struct LoraRun {
   uint64_t for_adapter(int64_t index) const { return seed ? seed * 0x9e3779b97f4a7c15ull + uint64_t(index) + 1 : 0; }
 };
 
-// y (M, out; rows y_stride apart) += scaling * (dropout(x) A^T) B^T for x (M, in). Keeps xa (M, r) and,
-// when dropout is on, xd = dropout(x) (M, in) for the backward pass.
-void lora_forward(const LoraAdapter& a, const float* x, int64_t M, float* y, int64_t y_stride, uint64_t dropout_seed,
-                  Tensor* xa, Tensor* xd);
-// Given dy (M, out; rows dy_stride apart): dA, dB accumulate; dx (M, in) += the input gradient (through the
-// same dropout mask). xd: as the forward kept it (empty without dropout).
-void lora_backward(LoraAdapter& a, const float* x, const float* xa, const Tensor& xd, uint64_t dropout_seed,
-                   const float* dy, int64_t dy_stride, int64_t M, float* dx);
+// y (M, out; a view, e.g. a column block of a fused qkv output) += scaling * (dropout(x) A^T) B^T for x
+// (M, in). Keeps xa (M, r) and, when dropout is on, xd = dropout(x) (M, in) for the backward pass (both on
+// x's device).
+void lora_forward(const LoraAdapter& a, const View& x, const View& y, uint64_t dropout_seed, Tensor* xa, Tensor* xd);
+// Given dy (M, out; a view): dA, dB accumulate; dx (M, in) += the input gradient through the same dropout
+// mask (absent: not needed). xa, xd: as the forward kept them (xd empty without dropout).
+void lora_backward(LoraAdapter& a, const View& x, const Tensor& xa, const Tensor& xd, uint64_t dropout_seed,
+                   const View& dy, const View& dx);
 
 }  // namespace xv

@@ -13,6 +13,7 @@
 #include <set>
 
 #include "core/atomic_dir.h"
+#include "kernels/ops.h"
 #include "core/file_util.h"
 
 namespace xv {
@@ -137,67 +138,13 @@ void load_peft_tensors(const std::string& w_path, std::vector<LoraAdapter>& adap
       }
     XV_CHECK(ws.has(pa), "{}: tensor '{}' is missing (target_modules match {})", w_path, pa, a.module);
     XV_CHECK(ws.has(pb), "{}: tensor '{}' is missing (target_modules match {})", w_path, pb, a.module);
-    a.A = ws.get(pa, {a.r, a.in});
-    a.B = ws.get(pb, {a.out, a.r});
+    a.A = ws.get(pa, {a.r, a.in}).to(a.dA.device());
+    a.B = ws.get(pb, {a.out, a.r}).to(a.dB.device());
     used.insert(pa);
     used.insert(pb);
   }
   for (const auto& n : ws.names())
     XV_CHECK(used.count(n), "{}: tensor '{}' belongs to no module that target_modules selects in this model", w_path, n);
-}
-
-void write_safetensors_like(const std::string& path, const WeightStore& ws, const TensorReplacer& replace) {
-  const std::vector<std::string> names = ws.names();
-  json h = json::object();
-  h["__metadata__"] = {{"format", "pt"}};
-  size_t off = 0;
-  for (const auto& n : names) {
-    const TensorInfo& ti = ws.info(n);
-    h[n] = {{"dtype", std::string(dtype_name(ti.dtype))}, {"shape", ti.shape}, {"data_offsets", {off, off + ti.nbytes}}};
-    off += ti.nbytes;
-  }
-  std::string hs = h.dump();
-  hs.append((8 - hs.size() % 8) % 8, ' ');
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  XV_CHECK(fd >= 0, "{}: cannot create file: {}", path, std::strerror(errno));
-  struct Fd {
-    int fd;
-    ~Fd() { ::close(fd); }
-  } guard{fd};
-  auto put = [&](const void* p, size_t n) {
-    const char* c = static_cast<const char*>(p);
-    while (n > 0) {
-      const ssize_t w = ::write(fd, c, n);
-      XV_CHECK(w > 0, "{}: write failed: {}", path, std::strerror(errno));
-      c += w;
-      n -= size_t(w);
-    }
-  };
-  uint8_t len[8];
-  for (int i = 0; i < 8; ++i) len[i] = uint8_t((uint64_t(hs.size()) >> (8 * i)) & 0xff);
-  put(len, 8);
-  put(hs.data(), hs.size());
-  Tensor t;
-  for (const auto& n : names) {  // one tensor at a time: nothing beyond it is held in memory
-    const TensorInfo& ti = ws.info(n);
-    if (!replace(n, &t)) {
-      put(ti.data, ti.nbytes);
-      continue;
-    }
-    XV_CHECK(t.shape == ti.shape, "{}: the new '{}' has shape {}, the checkpoint's {}", ws.where(), n,
-             shape_str(t.shape), shape_str(ti.shape));
-    XV_CHECK(ti.dtype == DType::F32 || ti.dtype == DType::BF16 || ti.dtype == DType::F16,
-             "{}: cannot write a new '{}' as dtype {}", ws.where(), n, dtype_name(ti.dtype));
-    if (ti.dtype == DType::F32) {
-      put(t.ptr(), ti.nbytes);
-    } else {
-      std::vector<uint16_t> h16(t.data.size());
-      for (size_t i = 0; i < h16.size(); ++i)
-        h16[i] = ti.dtype == DType::BF16 ? f32_to_bf16(t.data[i]) : f32_to_f16(t.data[i]);
-      put(h16.data(), h16.size() * 2);
-    }
-  }
-  XV_CHECK(::fsync(fd) == 0, "{}: flush failed: {}", path, std::strerror(errno));
 }
 
 void save_model_like(const std::string& src_dir, const std::string& out, const TensorReplacer& replace,
@@ -249,15 +196,14 @@ void save_merged_model(const std::string& src_dir, const std::string& out,
   auto merge = [&](const std::string& name, Tensor* t) {
     auto it = adapted.find(name);
     if (it == adapted.end()) return false;
-    *t = ws.get(name, ws.info(name).shape);
-    // W (out, in) += scaling * B (out, r) A (r, in), as PEFT's merge: the product first, then scaled, then added.
+    // W (out, in) += scaling * B (out, r) A (r, in), as PEFT's merge: the product first, then scaled, then
+    // added; in f32 on the adapter's device, written back in the checkpoint's dtype.
     const LoraAdapter& a = *it->second;
-    for (int64_t o = 0; o < a.out; ++o)
-      for (int64_t i = 0; i < a.in; ++i) {
-        float d = 0.0f;
-        for (int64_t k = 0; k < a.r; ++k) d += a.B.data[size_t(o * a.r + k)] * a.A.data[size_t(k * a.in + i)];
-        t->data[size_t(o * a.in + i)] += d * a.scaling;
-      }
+    *t = ws.get(name, ws.info(name).shape).to(a.A.device());
+    Tensor delta({a.out, a.in}, DType::F32, a.A.device());
+    ops::gemm(a.B, false, a.A, false, delta, 1.0f, 0.0f);
+    ops::scale(delta, a.scaling);
+    ops::add(*t, delta);
     return true;
   };
   save_model_like(src_dir, out, merge, required_files, optional_files, copy_module_folders);

@@ -22,12 +22,7 @@ LoraConfig read_peft_adapter_config(const std::string& dir, std::string* weights
 // extra_prefixes: other places the modules may sit ("bert." in a task model).
 void load_peft_tensors(const std::string& weights_path, std::vector<LoraAdapter>& adapters,
                        const std::vector<std::string>& extra_prefixes = {});
-// Gives the new f32 value of a tensor (same shape) and returns true, or returns false to keep the original.
-using TensorReplacer = std::function<bool(const std::string& name, Tensor* out)>;
-// A safetensors file like the checkpoint `ws`: every tensor under its name and dtype, the replaced ones
-// converted to that dtype, written one tensor at a time.
-void write_safetensors_like(const std::string& path, const WeightStore& ws, const TensorReplacer& replace);
-// A model folder like `src_dir`, written atomically: model.safetensors as above, plus the listed files of the
+// A model folder like `src_dir`, written atomically: model.safetensors as write_safetensors_like writes it, plus the listed files of the
 // base folder (and sentence-transformers' module folders, 1_Pooling ..., when asked).
 void save_model_like(const std::string& src_dir, const std::string& out, const TensorReplacer& replace,
                      const std::vector<std::string>& required_files, const std::vector<std::string>& optional_files,

@@ -8,60 +8,63 @@
 
 namespace xv {
 
-Phi3Decoder Phi3Decoder::from_weights(const Phi3VConfig& cfg, const WeightStore& ws) {
+Phi3Decoder Phi3Decoder::from_weights(const Phi3VConfig& cfg, const WeightStore& ws, const LoadOptions& o) {
   Phi3Decoder m;
   m.cfg = cfg;
+  m.device = o.device;
+  // Read on the host in the storage dtype, then onto the device (a shape-only tensor just takes the device).
+  auto get = [&](const std::string& n, const Shape& s) { return ws.get(n, s, o.weight_dtype).to(o.device); };
   const int64_t C = cfg.hidden_size, I = cfg.intermediate_size, D = cfg.head_dim();
   const int64_t Hq = cfg.num_attention_heads, Hkv = cfg.num_key_value_heads;
-  m.embed = ws.get("model.embed_tokens.weight", {cfg.vocab_size, C});
+  m.embed = get("model.embed_tokens.weight", {cfg.vocab_size, C});
   for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     Phi3Layer L;
-    L.in_ln = ws.get(p + "input_layernorm.weight", {C});
-    L.qkv_w = ws.get(p + "self_attn.qkv_proj.weight", {(Hq + 2 * Hkv) * D, C});
-    L.o_w = ws.get(p + "self_attn.o_proj.weight", {C, Hq * D});
-    L.post_ln = ws.get(p + "post_attention_layernorm.weight", {C});
-    L.gate_up_w = ws.get(p + "mlp.gate_up_proj.weight", {2 * I, C});
-    L.down_w = ws.get(p + "mlp.down_proj.weight", {C, I});
+    L.in_ln = get(p + "input_layernorm.weight", {C});
+    L.qkv_w = get(p + "self_attn.qkv_proj.weight", {(Hq + 2 * Hkv) * D, C});
+    L.o_w = get(p + "self_attn.o_proj.weight", {C, Hq * D});
+    L.post_ln = get(p + "post_attention_layernorm.weight", {C});
+    L.gate_up_w = get(p + "mlp.gate_up_proj.weight", {2 * I, C});
+    L.down_w = get(p + "mlp.down_proj.weight", {C, I});
     m.layers.push_back(std::move(L));
   }
-  m.norm = ws.get("model.norm.weight", {C});
+  m.norm = get("model.norm.weight", {C});
   return m;
 }
 
 Phi3Grads Phi3Grads::zeros_like(const Phi3Decoder& m) {
   Phi3Grads g;
-  g.embed = Tensor(m.embed.shape);
+  auto z = [&](const Tensor& w) { return Tensor(w.shape(), DType::F32, m.device); };
+  g.embed = z(m.embed);
   for (const Phi3Layer& L : m.layers) {
     Phi3LayerGrads G;
-    G.in_ln = Tensor(L.in_ln.shape), G.qkv_w = Tensor(L.qkv_w.shape), G.o_w = Tensor(L.o_w.shape);
-    G.post_ln = Tensor(L.post_ln.shape), G.gate_up_w = Tensor(L.gate_up_w.shape), G.down_w = Tensor(L.down_w.shape);
+    G.in_ln = z(L.in_ln), G.qkv_w = z(L.qkv_w), G.o_w = z(L.o_w);
+    G.post_ln = z(L.post_ln), G.gate_up_w = z(L.gate_up_w), G.down_w = z(L.down_w);
     g.layers.push_back(std::move(G));
   }
-  g.norm = Tensor(m.norm.shape);
+  g.norm = z(m.norm);
   return g;
 }
 
 void Phi3Grads::zero() {
-  auto z = [](Tensor& t) { std::fill(t.data.begin(), t.data.end(), 0.0f); };
-  z(embed), z(norm);
+  ops::fill(embed, 0.0f), ops::fill(norm, 0.0f);
   for (Phi3LayerGrads& G : layers)
-    for (Tensor* t : {&G.in_ln, &G.qkv_w, &G.o_w, &G.post_ln, &G.gate_up_w, &G.down_w}) z(*t);
+    for (Tensor* t : {&G.in_ln, &G.qkv_w, &G.o_w, &G.post_ln, &G.gate_up_w, &G.down_w}) ops::fill(*t, 0.0f);
 }
 
 void Phi3Decoder::rope_tables(int64_t T, Tensor* cos, Tensor* sin) const {
   const int64_t D = cfg.head_dim();
-  *cos = Tensor({T, D});
-  *sin = Tensor({T, D});
-  const float* ext = nullptr;
+  *cos = Tensor({T, D}, DType::F32, device);
+  *sin = Tensor({T, D}, DType::F32, device);
+  std::vector<float> ext;  // empty: plain RoPE
   float mscale = 1.0f;
   if (!cfg.rope_type.empty()) {
-    ext = T > cfg.original_max_position_embeddings ? cfg.rope_long_factor.data() : cfg.rope_short_factor.data();
+    ext = T > cfg.original_max_position_embeddings ? cfg.rope_long_factor : cfg.rope_short_factor;
     const double scale = double(cfg.max_position_embeddings) / double(cfg.original_max_position_embeddings);
     if (scale > 1.0)
       mscale = float(std::sqrt(1.0 + std::log(scale) / std::log(double(cfg.original_max_position_embeddings))));
   }
-  ops::rope_tables(T, D, cfg.rope_theta, ext, mscale, cos->ptr(), sin->ptr());
+  ops::rope_tables(cfg.rope_theta, ext, mscale, *cos, *sin);
 }
 
 const char* phi3_slot_module(int slot) {
@@ -73,15 +76,13 @@ const char* phi3_slot_module(int slot) {
 namespace {
 
 // Causal attention over the fused qkv rows (q, k, v at column offsets 0, Hq D, (Hq + Hkv) D).
-ops::AttentionParams phi3_attention(const Phi3VConfig& cfg, const float* qkv, float* o, const std::vector<float>& mask,
+ops::AttentionParams phi3_attention(const Phi3VConfig& cfg, const Tensor& qkv, const View& o, const Tensor& mask,
                                     int64_t B, int64_t T) {
   const int64_t D = cfg.head_dim(), Hq = cfg.num_attention_heads, Hkv = cfg.num_key_value_heads;
-  const int64_t QKV = (Hq + 2 * Hkv) * D;
   ops::AttentionParams p;
-  p.q = qkv, p.k = qkv + Hq * D, p.v = qkv + (Hq + Hkv) * D, p.o = o;
-  p.q_stride = p.k_stride = p.v_stride = QKV, p.o_stride = Hq * D;
+  p.q = qkv.cols(0, Hq * D), p.k = qkv.cols(Hq * D, Hkv * D), p.v = qkv.cols((Hq + Hkv) * D, Hkv * D), p.o = o;
   p.B = B, p.T = T, p.Hq = Hq, p.Hkv = Hkv, p.D = D;
-  p.key_mask = mask.data();
+  p.key_mask = mask.view();
   p.causal = true;
   p.scale = 1.0f / std::sqrt(float(D));
   return p;
@@ -89,56 +90,57 @@ ops::AttentionParams phi3_attention(const Phi3VConfig& cfg, const float* qkv, fl
 
 }  // namespace
 
-void Phi3Decoder::layer_forward(int64_t l, Tensor& x, const std::vector<float>& mask, int64_t B, int64_t T,
-                                const Tensor& cos, const Tensor& sin, const Phi3DecoderLora* lora, const LoraRun& run,
+void Phi3Decoder::layer_forward(int64_t l, Tensor& x, const Tensor& mask, int64_t B, int64_t T, const Tensor& cos,
+                                const Tensor& sin, const Phi3DecoderLora* lora, const LoraRun& run,
                                 Phi3LayerActs* acts) const {
   const int64_t C = cfg.hidden_size, I = cfg.intermediate_size, D = cfg.head_dim();
   const int64_t Hq = cfg.num_attention_heads, Hkv = cfg.num_key_value_heads, N = B * T;
   const int64_t QKV = (Hq + 2 * Hkv) * D;
   const Phi3Layer& L = layers[size_t(l)];
+  auto act = [&](Shape s) { return Tensor(std::move(s), DType::F32, device); };
   Phi3LayerActs local;
   Phi3LayerActs& A = acts ? *acts : local;
   if (acts) A.x_in = x;
-  A.h1 = Tensor({N, C});
-  A.qkv = Tensor({N, QKV});
-  A.att = Tensor({N, Hq * D});
-  A.h2 = Tensor({N, C});
-  A.gu = Tensor({N, 2 * I});
-  A.act = Tensor({N, I});
-  Tensor tmp({N, C});
-  // y (rows y_stride apart) += LoRA of slot s on `in`.
-  auto adapt = [&](int s, const float* in, float* y, int64_t y_stride) {
+  A.h1 = act({N, C});
+  A.qkv = act({N, QKV});
+  A.att = act({N, Hq * D});
+  A.h2 = act({N, C});
+  A.gu = act({N, 2 * I});
+  A.act = act({N, I});
+  Tensor tmp = act({N, C});
+  // y (a view) += LoRA of slot s on `in`.
+  auto adapt = [&](int s, const Tensor& in, const View& y) {
     const LoraAdapter* a = lora ? lora->at[size_t(l)][size_t(s)] : nullptr;
-    if (a) lora_forward(*a, in, N, y, y_stride, run.for_adapter(l * kPhi3Slots + s), &A.xa[size_t(s)], &A.xd[size_t(s)]);
+    if (a) lora_forward(*a, in, y, run.for_adapter(l * kPhi3Slots + s), &A.xa[size_t(s)], &A.xd[size_t(s)]);
   };
-  ops::rmsnorm(x.ptr(), L.in_ln.ptr(), A.h1.ptr(), N, C, cfg.rms_norm_eps);
-  ops::linear(A.h1.ptr(), L.qkv_w.ptr(), nullptr, A.qkv.ptr(), N, C, QKV);
-  adapt(kPhi3Qkv, A.h1.ptr(), A.qkv.ptr(), QKV);
-  ops::rope(A.qkv.ptr(), B, T, Hq, D, D, QKV, cos.ptr(), sin.ptr());
-  ops::rope(A.qkv.ptr() + Hq * D, B, T, Hkv, D, D, QKV, cos.ptr(), sin.ptr());
-  ops::attention(phi3_attention(cfg, A.qkv.ptr(), A.att.ptr(), mask, B, T));
-  ops::linear(A.att.ptr(), L.o_w.ptr(), nullptr, tmp.ptr(), N, Hq * D, C);
-  adapt(kPhi3O, A.att.ptr(), tmp.ptr(), C);
-  ops::add_inplace(x.ptr(), tmp.ptr(), N * C);
+  ops::rmsnorm(x, L.in_ln, A.h1, cfg.rms_norm_eps);
+  ops::linear(A.h1, L.qkv_w, View{}, A.qkv);
+  adapt(kPhi3Qkv, A.h1, A.qkv);
+  ops::rope(A.qkv.cols(0, Hq * D), B, T, Hq, D, D, cos, sin);
+  ops::rope(A.qkv.cols(Hq * D, Hkv * D), B, T, Hkv, D, D, cos, sin);
+  ops::attention(phi3_attention(cfg, A.qkv, A.att, mask, B, T));
+  ops::linear(A.att, L.o_w, View{}, tmp);
+  adapt(kPhi3O, A.att, tmp);
+  ops::add(x, tmp);
   if (acts) A.x_mid = x;
-  ops::rmsnorm(x.ptr(), L.post_ln.ptr(), A.h2.ptr(), N, C, cfg.rms_norm_eps);
-  ops::linear(A.h2.ptr(), L.gate_up_w.ptr(), nullptr, A.gu.ptr(), N, C, 2 * I);
-  adapt(kPhi3GateUp, A.h2.ptr(), A.gu.ptr(), 2 * I);
-  ops::swiglu(A.gu.ptr(), A.act.ptr(), N, I);
-  ops::linear(A.act.ptr(), L.down_w.ptr(), nullptr, tmp.ptr(), N, I, C);
-  adapt(kPhi3Down, A.act.ptr(), tmp.ptr(), C);
-  ops::add_inplace(x.ptr(), tmp.ptr(), N * C);
+  ops::rmsnorm(x, L.post_ln, A.h2, cfg.rms_norm_eps);
+  ops::linear(A.h2, L.gate_up_w, View{}, A.gu);
+  adapt(kPhi3GateUp, A.h2, A.gu);
+  ops::swiglu(A.gu, A.act);
+  ops::linear(A.act, L.down_w, View{}, tmp);
+  adapt(kPhi3Down, A.act, tmp);
+  ops::add(x, tmp);
 }
 
-void Phi3Decoder::forward(Tensor& x, const std::vector<float>& mask, int64_t B, int64_t T) const {
+void Phi3Decoder::forward(Tensor& x, const Tensor& mask, int64_t B, int64_t T) const {
   forward(x, mask, B, T, nullptr, nullptr, LoraRun{});
 }
 
-void Phi3Decoder::forward(Tensor& x, const std::vector<float>& mask, int64_t B, int64_t T, const Phi3DecoderLora* lora,
+void Phi3Decoder::forward(Tensor& x, const Tensor& mask, int64_t B, int64_t T, const Phi3DecoderLora* lora,
                           Phi3Acts* acts, const LoraRun& run) const {
   const int64_t C = cfg.hidden_size, N = B * T;
   XV_CHECK(x.numel() == N * C, "phi3 forward: x must be (B, T, C) = ({}, {}, {})", B, T, C);
-  XV_CHECK(int64_t(mask.size()) == N, "phi3 forward: mask must hold B*T = {}", N);
+  XV_CHECK(mask.numel() == N, "phi3 forward: mask must hold B*T = {}", N);
   XV_CHECK(!lora || lora->at.size() == layers.size(), "phi3 forward: LoRA map has {} layers, the decoder {}",
            lora ? lora->at.size() : 0, layers.size());
   Phi3Acts local;
@@ -151,8 +153,7 @@ void Phi3Decoder::forward(Tensor& x, const std::vector<float>& mask, int64_t B, 
   final_norm(x, acts);
 }
 
-void Phi3Decoder::begin_acts(Phi3Acts& acts, const std::vector<float>& mask, int64_t B, int64_t T,
-                             bool training) const {
+void Phi3Decoder::begin_acts(Phi3Acts& acts, const Tensor& mask, int64_t B, int64_t T, bool training) const {
   rope_tables(T, &acts.cos, &acts.sin);
   acts.B = B, acts.T = T, acts.mask = mask;
   if (training) acts.layers.assign(layers.size(), {});
@@ -170,7 +171,9 @@ void Phi3Decoder::layer_forward_kept(int64_t l, Tensor& x, Phi3Acts& acts, const
 void Phi3Decoder::final_norm(Tensor& x, Phi3Acts* acts) const {
   const int64_t N = x.numel() / cfg.hidden_size;
   if (acts) acts->x_last = x;
-  ops::rmsnorm(x.ptr(), norm.ptr(), x.ptr(), N, cfg.hidden_size, cfg.rms_norm_eps);
+  XV_CHECK(x.numel() == N * cfg.hidden_size, "phi3: final norm of {} elements, not rows of {}", x.numel(),
+           cfg.hidden_size);
+  ops::rmsnorm(x, norm, x, cfg.rms_norm_eps);
 }
 
 Tensor Phi3Decoder::backward(Phi3Acts& acts, const Tensor& dhidden, const Phi3DecoderLora& lora, const LoraRun& run,
@@ -193,9 +196,8 @@ Tensor Phi3Decoder::backward_begin(const Phi3Acts& acts, const Tensor& dhidden, 
   XV_CHECK(!grads || grads->layers.size() == layers.size(),
            "phi3 backward: full gradients need Phi3Grads::zeros_like(decoder)");
   // dx: the gradient at the last layer's output (N, C), through the final norm.
-  Tensor dx({N, C});
-  ops::rmsnorm_backward(acts.x_last.ptr(), norm.ptr(), dhidden.ptr(), dx.ptr(), grads ? grads->norm.ptr() : nullptr,
-                        N, C, cfg.rms_norm_eps);
+  Tensor dx({N, C}, DType::F32, device);
+  ops::rmsnorm_backward(acts.x_last, norm, dhidden, dx, grads ? grads->norm.view() : View{}, cfg.rms_norm_eps);
   return dx;
 }
 
@@ -205,51 +207,46 @@ void Phi3Decoder::layer_backward(int64_t l, Phi3Acts& acts, Tensor& dx, const Ph
   const int64_t C = cfg.hidden_size, I = cfg.intermediate_size, D = cfg.head_dim();
   const int64_t Hq = cfg.num_attention_heads, Hkv = cfg.num_key_value_heads, QKV = (Hq + 2 * Hkv) * D;
   const float eps = cfg.rms_norm_eps;
-  Tensor dmid({N, C}), dh({N, C}), dact({N, I}), dgu({N, 2 * I}), datt({N, Hq * D}), dqkv({N, QKV});
+  auto act = [&](Shape s) { return Tensor(std::move(s), DType::F32, device); };
+  Tensor dmid = act({N, C}), dh = act({N, C}), dact = act({N, I}), dgu = act({N, 2 * I}), datt = act({N, Hq * D}),
+         dqkv = act({N, QKV});
   const Phi3Layer& L = layers[size_t(l)];
   Phi3LayerActs& A = acts.layers[size_t(l)];
   Phi3LayerGrads* G = grads ? &grads->layers[size_t(l)] : nullptr;
-  auto gp = [&](Tensor Phi3LayerGrads::*f) -> float* { return G ? (G->*f).ptr() : nullptr; };
+  auto gp = [&](Tensor Phi3LayerGrads::*f) -> View { return G ? (G->*f).view() : View{}; };
   if (acts.checkpointing) {  // recompute this layer from its kept input, with the same dropout masks
     Tensor x = A.x_in;
     layer_forward(l, x, acts.mask, B, T, acts.cos, acts.sin, &lora, run, &A);
   }
-  auto adapt_back = [&](int s, const Tensor& in, const float* dy, int64_t dy_stride, float* din) {
+  auto adapt_back = [&](int s, const Tensor& in, const View& dy, const View& din) {
     if (LoraAdapter* a = lora.at[size_t(l)][size_t(s)])
-      lora_backward(*a, in.ptr(), A.xa[size_t(s)].ptr(), A.xd[size_t(s)], run.for_adapter(l * kPhi3Slots + s), dy,
-                    dy_stride, N, din);
+      lora_backward(*a, in, A.xa[size_t(s)], A.xd[size_t(s)], run.for_adapter(l * kPhi3Slots + s), dy, din);
   };
   // x_out = x_mid + down(act), act = swiglu(gu), gu = gate_up(h2), h2 = post_ln(x_mid)
-  ops::linear_backward(A.act.ptr(), L.down_w.ptr(), dx.ptr(), dact.ptr(), gp(&Phi3LayerGrads::down_w), nullptr, N,
-                       I, C);
-  adapt_back(kPhi3Down, A.act, dx.ptr(), C, dact.ptr());
-  ops::swiglu_backward(A.gu.ptr(), dact.ptr(), dgu.ptr(), N, I);
-  ops::linear_backward(A.h2.ptr(), L.gate_up_w.ptr(), dgu.ptr(), dh.ptr(), gp(&Phi3LayerGrads::gate_up_w), nullptr,
-                       N, C, 2 * I);
-  adapt_back(kPhi3GateUp, A.h2, dgu.ptr(), 2 * I, dh.ptr());
-  ops::rmsnorm_backward(A.x_mid.ptr(), L.post_ln.ptr(), dh.ptr(), dmid.ptr(), gp(&Phi3LayerGrads::post_ln), N, C,
-                        eps);
-  ops::add_inplace(dmid.ptr(), dx.ptr(), N * C);
+  ops::linear_backward(A.act, L.down_w, dx, dact, gp(&Phi3LayerGrads::down_w), View{});
+  adapt_back(kPhi3Down, A.act, dx, dact);
+  ops::swiglu_backward(A.gu, dact, dgu);
+  ops::linear_backward(A.h2, L.gate_up_w, dgu, dh, gp(&Phi3LayerGrads::gate_up_w), View{});
+  adapt_back(kPhi3GateUp, A.h2, dgu, dh);
+  ops::rmsnorm_backward(A.x_mid, L.post_ln, dh, dmid, gp(&Phi3LayerGrads::post_ln), eps);
+  ops::add(dmid, dx);
   // x_mid = x_in + o_proj(att), att = attention(rope(q), rope(k), v), qkv = qkv_proj(h1), h1 = in_ln(x_in)
-  ops::linear_backward(A.att.ptr(), L.o_w.ptr(), dmid.ptr(), datt.ptr(), gp(&Phi3LayerGrads::o_w), nullptr, N,
-                       Hq * D, C);
-  adapt_back(kPhi3O, A.att, dmid.ptr(), C, datt.ptr());
+  ops::linear_backward(A.att, L.o_w, dmid, datt, gp(&Phi3LayerGrads::o_w), View{});
+  adapt_back(kPhi3O, A.att, dmid, datt);
   ops::AttentionBackwardParams bp;
-  bp.fwd = phi3_attention(cfg, A.qkv.ptr(), nullptr, acts.mask, B, T);
-  bp.dout = datt.ptr(), bp.dout_stride = Hq * D;
-  bp.dq = dqkv.ptr(), bp.dk = dqkv.ptr() + Hq * D, bp.dv = dqkv.ptr() + (Hq + Hkv) * D;
-  bp.dq_stride = bp.dk_stride = bp.dv_stride = QKV;
+  bp.fwd = phi3_attention(cfg, A.qkv, View{}, acts.mask, B, T);
+  bp.dout = datt;
+  bp.dq = dqkv.cols(0, Hq * D), bp.dk = dqkv.cols(Hq * D, Hkv * D), bp.dv = dqkv.cols((Hq + Hkv) * D, Hkv * D);
   ops::attention_backward(bp);
-  ops::rope_backward(dqkv.ptr(), B, T, Hq, D, D, QKV, acts.cos.ptr(), acts.sin.ptr());
-  ops::rope_backward(dqkv.ptr() + Hq * D, B, T, Hkv, D, D, QKV, acts.cos.ptr(), acts.sin.ptr());
+  ops::rope_backward(dqkv.cols(0, Hq * D), B, T, Hq, D, D, acts.cos, acts.sin);
+  ops::rope_backward(dqkv.cols(Hq * D, Hkv * D), B, T, Hkv, D, D, acts.cos, acts.sin);
   if (l == 0 && !need_dinput && !grads) {  // nothing below needs a gradient: only the adapter's own
-    adapt_back(kPhi3Qkv, A.h1, dqkv.ptr(), QKV, nullptr);
+    adapt_back(kPhi3Qkv, A.h1, dqkv, View{});
   } else {
-    ops::linear_backward(A.h1.ptr(), L.qkv_w.ptr(), dqkv.ptr(), dh.ptr(), gp(&Phi3LayerGrads::qkv_w), nullptr, N, C,
-                         QKV);
-    adapt_back(kPhi3Qkv, A.h1, dqkv.ptr(), QKV, dh.ptr());
-    ops::rmsnorm_backward(A.x_in.ptr(), L.in_ln.ptr(), dh.ptr(), dx.ptr(), gp(&Phi3LayerGrads::in_ln), N, C, eps);
-    ops::add_inplace(dx.ptr(), dmid.ptr(), N * C);
+    ops::linear_backward(A.h1, L.qkv_w, dqkv, dh, gp(&Phi3LayerGrads::qkv_w), View{});
+    adapt_back(kPhi3Qkv, A.h1, dqkv, dh);
+    ops::rmsnorm_backward(A.x_in, L.in_ln, dh, dx, gp(&Phi3LayerGrads::in_ln), eps);
+    ops::add(dx, dmid);
   }
   if (acts.checkpointing) A = Phi3LayerActs{};  // free the recomputed activations
 }

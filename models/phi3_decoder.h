@@ -8,9 +8,10 @@
 #include <string>
 #include <vector>
 
-#include "models/lora.h"
 #include "core/model_config.h"
 #include "core/tensor.h"
+#include "models/load_options.h"
+#include "models/lora.h"
 
 namespace xv {
 
@@ -53,8 +54,8 @@ struct Phi3LayerActs {
 struct Phi3Acts {
   bool checkpointing = false;  // set before forward: keep only each layer's input, recompute in backward
   int64_t B = 0, T = 0;
-  std::vector<float> mask;  // (B, T)
-  Tensor cos, sin;          // (T, D) the RoPE tables of this pass
+  Tensor mask;      // (B, T) F32
+  Tensor cos, sin;  // (T, D) the RoPE tables of this pass
   std::vector<Phi3LayerActs> layers;
   Tensor x_last;  // (N, C) the input of the final norm
 };
@@ -70,29 +71,31 @@ struct Phi3Grads {
   std::vector<Phi3LayerGrads> layers;
   Tensor norm;
 
-  static Phi3Grads zeros_like(const Phi3Decoder& m);
+  static Phi3Grads zeros_like(const Phi3Decoder& m);  // F32 on the decoder's device
   void zero();
 };
 
 struct Phi3Decoder {
   Phi3VConfig cfg;
+  Device device;  // where every tensor of the decoder and of its passes lives
   Tensor embed;  // (V, C) model.embed_tokens
   std::vector<Phi3Layer> layers;
   Tensor norm;   // (C) model.norm
 
-  static Phi3Decoder from_weights(const Phi3VConfig& cfg, const WeightStore& ws);
+  static Phi3Decoder from_weights(const Phi3VConfig& cfg, const WeightStore& ws, const LoadOptions& o = {});
 
   // RoPE cos/sin (T, D) for positions 0..T-1 as the reference picks them: su/longrope uses the long
   // factors when T > original_max_position_embeddings (T = max position + 1), else the short ones.
   void rope_tables(int64_t T, Tensor* cos, Tensor* sin) const;
 
   // x (B, T, C) input embeddings, in place -> final hidden states after model.norm.
-  // mask (B, T): 1 real token, 0 padding. Positions are 0..T-1 for every row (right padding).
-  void forward(Tensor& x, const std::vector<float>& mask, int64_t B, int64_t T) const;
+  // mask (B, T) F32 on the decoder's device: 1 real token, 0 padding. Positions are 0..T-1 for every row
+  // (right padding).
+  void forward(Tensor& x, const Tensor& mask, int64_t B, int64_t T) const;
   // The same with LoRA (`lora` null: the frozen model, the teacher); with `acts`, what backward needs is kept.
   // `run` carries the LoRA dropout seed of this pass.
-  void forward(Tensor& x, const std::vector<float>& mask, int64_t B, int64_t T, const Phi3DecoderLora* lora,
-               Phi3Acts* acts, const LoraRun& run) const;
+  void forward(Tensor& x, const Tensor& mask, int64_t B, int64_t T, const Phi3DecoderLora* lora, Phi3Acts* acts,
+               const LoraRun& run) const;
   // dhidden (B, T, C) at the final hidden states -> LoRA gradients accumulated into the adapters of `lora`.
   // Returns the gradient at the input embeddings (B, T, C) when `need_dinput`, else an empty tensor.
   // `run` must be the forward's. With `grads` (full fine-tuning), every layer weight's and the final norm's
@@ -101,7 +104,7 @@ struct Phi3Decoder {
                   bool need_dinput, Phi3Grads* grads = nullptr) const;
 
   // Layer l on x (B*T, C), in place, with the RoPE tables of the pass; fills `acts` when given.
-  void layer_forward(int64_t l, Tensor& x, const std::vector<float>& mask, int64_t B, int64_t T, const Tensor& cos,
+  void layer_forward(int64_t l, Tensor& x, const Tensor& mask, int64_t B, int64_t T, const Tensor& cos,
                      const Tensor& sin, const Phi3DecoderLora* lora, const LoraRun& run, Phi3LayerActs* acts) const;
 
   // The stages of forward (training) and backward, for a caller that runs the decoder layer by layer (the KD
@@ -110,7 +113,7 @@ struct Phi3Decoder {
   // down; dx (B*T, C) is then the gradient at the input embeddings.
   // Fills the pass's RoPE tables and mask; `training` sizes acts.layers for layer_forward_kept (a frozen pass
   // uses only cos/sin/mask with layer_forward).
-  void begin_acts(Phi3Acts& acts, const std::vector<float>& mask, int64_t B, int64_t T, bool training) const;
+  void begin_acts(Phi3Acts& acts, const Tensor& mask, int64_t B, int64_t T, bool training) const;
   // Layer l of a training pass: keeps all its activations in acts, or only its input with checkpointing.
   void layer_forward_kept(int64_t l, Tensor& x, Phi3Acts& acts, const Phi3DecoderLora* lora,
                           const LoraRun& run) const;

@@ -40,61 +40,27 @@ std::vector<int64_t> Phi3VImageEmbedding::hd_layout(int64_t h, int64_t w) const 
 
 namespace {
 
-// out (n, 4C) = the HD sequence: CLIP rows of `feats` (crops of one image, G*G rows each, C wide) or
-// separators, as `layout` says.
-void hd_gather(const float* feats, const std::vector<int64_t>& layout, const Tensor& sub_GN, const Tensor& glb_GN,
-               int64_t C, float* out) {
-  const int64_t n = int64_t(layout.size());
-#pragma omp parallel for schedule(static)
-  for (int64_t q = 0; q < n; ++q) {
-    const int64_t src = layout[size_t(q)];
-    const float* from = src >= 0 ? feats + src * C : (src == -1 ? sub_GN.ptr() : glb_GN.ptr()) + (q % 4) * C;
-    std::copy(from, from + C, out + q * C);
-  }
-}
-
-// The adjoint: dfeats rows += the blocks of dout (n, 4C) they were copied to; the separators' blocks go to
-// dsub / dglb (4C each) when given, else nowhere (frozen).
-void hd_scatter(const float* dout, const std::vector<int64_t>& layout, int64_t C, float* dfeats, float* dsub = nullptr,
-                float* dglb = nullptr) {
-  const int64_t n = int64_t(layout.size());
-  for (int64_t q = 0; q < n; ++q) {
-    const int64_t src = layout[size_t(q)];
-    float* dst = src >= 0 ? dfeats + src * C : (src == -1 ? dsub : dglb);
-    if (!dst) continue;
-    if (src < 0) dst += (q % 4) * C;
-    const float* d = dout + q * C;
-    for (int64_t c = 0; c < C; ++c) dst[c] += d[c];
-  }
-}
+Tensor index_tensor(const std::vector<int32_t>& idx, Device d) { return Tensor::from_vector({int64_t(idx.size())}, idx, d); }
 
 }  // namespace
 
-Tensor Phi3VImageEmbedding::hd_features(const Phi3VImageInputs& img) const {
-  const int64_t C = clip.cfg.hidden_size, C4 = 4 * C;
-  const int64_t h = img.height / kPhi3VCropSize, w = img.width / kPhi3VCropSize;
-  const int64_t n_crops = 1 + h * w;
-  XV_CHECK(img.pixel_values.dim(0) >= n_crops, "phi3_v: image of {}x{} needs {} crops, pixel_values has {}",
-           img.height, img.width, n_crops, img.pixel_values.dim(0));
-  // feats (n_crops, G*G, C): crop 0 is the global view, then the h x w sub-crops row-major.
-  Tensor feats = clip.forward_patches(img.pixel_values.ptr(), n_crops);
-  const std::vector<int64_t> layout = hd_layout(h, w);
-  Tensor out({int64_t(layout.size()) / 4, C4});
-  hd_gather(feats.ptr(), layout, sub_GN, glb_GN, C, out.ptr());
-  XV_CHECK(out.dim(0) == img.num_img_tokens, "phi3_v: HD features give {} tokens, the processor counted {}",
-           out.dim(0), img.num_img_tokens);
-  return out;
+std::vector<int32_t> Phi3VImageEmbedding::hd_index(const Phi3VCropBatch& cb) const {
+  const int64_t NPATCH = clip.cfg.num_patches();
+  std::vector<int32_t> idx(static_cast<size_t>(cb.n_tok * 4));
+  for (size_t i = 0; i < cb.crop0.size(); ++i) {
+    const std::vector<int64_t> layout = hd_layout(cb.h[i], cb.w[i]);
+    XV_CHECK(int64_t(layout.size()) / 4 == cb.ntok[i], "phi3_v: HD features give {} tokens, the processor counted {}",
+             layout.size() / 4, cb.ntok[i]);
+    int32_t* out = idx.data() + cb.tok0[i] * 4;
+    for (size_t q = 0; q < layout.size(); ++q) {
+      const int64_t src = layout[q];
+      out[q] = src >= 0 ? int32_t(cb.crop0[i] * NPATCH + src) : int32_t((src == -1 ? -1 : -5) - int64_t(q % 4));
+    }
+  }
+  return idx;
 }
 
-Tensor Phi3VImageEmbedding::forward(const Phi3VImageInputs& img) const {
-  Tensor f = hd_features(img);
-  const int64_t n = f.dim(0), C4 = f.dim(1), Hd = p0_w.dim(0);
-  Tensor y({n, Hd}), z({n, Hd});
-  ops::linear(f.ptr(), p0_w.ptr(), p0_b.ptr(), y.ptr(), n, C4, Hd);
-  ops::gelu_erf(y.ptr(), n * Hd);
-  ops::linear(y.ptr(), p2_w.ptr(), p2_b.ptr(), z.ptr(), n, Hd, Hd);
-  return z;
-}
+Tensor Phi3VImageEmbedding::forward(const Phi3VImageInputs& img) const { return forward_images({&img}, nullptr, nullptr, {}); }
 
 Phi3VCropBatch Phi3VImageEmbedding::stack_crops(const std::vector<const Phi3VImageInputs*>& imgs) const {
   const int64_t S = clip.cfg.image_size, CH = clip.cfg.num_channels;
@@ -102,50 +68,57 @@ Phi3VCropBatch Phi3VImageEmbedding::stack_crops(const std::vector<const Phi3VIma
   Phi3VCropBatch cb;
   for (const Phi3VImageInputs* img : imgs) {
     const int64_t h = img->height / kPhi3VCropSize, w = img->width / kPhi3VCropSize;
-    XV_CHECK(img->pixel_values.dim(0) >= 1 + h * w && img->pixel_values.numel() / img->pixel_values.dim(0) == crop_px,
+    XV_CHECK(img->pixel_values.ndim() >= 1 && img->pixel_values.dim(0) >= 1 + h * w &&
+                 img->pixel_values.numel() / img->pixel_values.dim(0) == crop_px,
              "phi3_v: image of {}x{} needs {} crops of {}x{}, pixel_values has shape {}", img->height, img->width,
-             1 + h * w, S, S, shape_str(img->pixel_values.shape));
+             1 + h * w, S, S, shape_str(img->pixel_values.shape()));
     cb.crop0.push_back(cb.n_crops), cb.tok0.push_back(cb.n_tok), cb.h.push_back(h), cb.w.push_back(w);
     cb.ntok.push_back(img->num_img_tokens);
     cb.n_crops += 1 + h * w;
     cb.n_tok += img->num_img_tokens;
   }
-  // The crops that run, of every image, in one stack: (n_crops, 3, S, S).
-  cb.pixels = Tensor({cb.n_crops, CH, S, S});
-  for (size_t i = 0; i < imgs.size(); ++i)
-    std::copy(imgs[i]->pixel_values.ptr(), imgs[i]->pixel_values.ptr() + (1 + cb.h[i] * cb.w[i]) * crop_px,
-              cb.pixels.ptr() + cb.crop0[i] * crop_px);
+  // The crops that run, of every image, in one stack (n_crops, 3, S, S), made on the host (where the processor
+  // left them) and moved to the model's device once.
+  Tensor stack({cb.n_crops, CH, S, S});
+  const int64_t rows_per_crop = CH * S;  // the stack's 2-D view: rows of S pixels
+  for (size_t i = 0; i < imgs.size(); ++i) {
+    const int64_t n = (1 + cb.h[i] * cb.w[i]) * rows_per_crop;
+    ops::copy(imgs[i]->pixel_values.rows(0, n), stack.rows(cb.crop0[i] * rows_per_crop, n));
+  }
+  cb.pixels = stack.to(clip.device);
   return cb;
 }
 
 Tensor Phi3VImageEmbedding::forward_images(const std::vector<const Phi3VImageInputs*>& imgs, const ClipLora* lora,
                                            Phi3VVisionActs* acts, const LoraRun& run) const {
   const Phi3VCropBatch cb = stack_crops(imgs);
-  const Tensor feats = clip.forward_patches(cb.pixels.ptr(), cb.n_crops, lora, acts ? &acts->clip : nullptr, run);
+  const Tensor feats = clip.forward_patches(cb.pixels, lora, acts ? &acts->clip : nullptr, run);
   return project(feats, cb, acts);
 }
 
 Tensor Phi3VImageEmbedding::project(const Tensor& feats, const Phi3VCropBatch& cb, Phi3VVisionActs* acts) const {
   const int64_t C = clip.cfg.hidden_size, C4 = 4 * C, Hd = p0_w.dim(0), NPATCH = clip.cfg.num_patches();
+  const Device dev = clip.device;
   XV_CHECK(feats.numel() == cb.n_crops * NPATCH * C, "phi3_v: CLIP features must be ({}, {}, {})", cb.n_crops, NPATCH,
            C);
-  Tensor f({cb.n_tok, C4});
-  for (size_t i = 0; i < cb.crop0.size(); ++i) {
-    const std::vector<int64_t> layout = hd_layout(cb.h[i], cb.w[i]);
-    XV_CHECK(int64_t(layout.size()) / 4 == cb.ntok[i], "phi3_v: HD features give {} tokens, the processor counted {}",
-             layout.size() / 4, cb.ntok[i]);
-    hd_gather(feats.ptr() + cb.crop0[i] * NPATCH * C, layout, sub_GN, glb_GN, C, f.ptr() + cb.tok0[i] * C4);
-  }
+  // The HD sequence f (n_tok, 4C'), as n_tok * 4 rows of C': CLIP rows, or separator blocks from a table of
+  // sub_GN's four blocks then glb_GN's.
+  const std::vector<int32_t> layout = hd_index(cb);
+  Tensor sep({8, C}, DType::F32, dev);
+  ops::copy(sub_GN.alias(0, {4, C}), sep.rows(0, 4));
+  ops::copy(glb_GN.alias(0, {4, C}), sep.rows(4, 4));
+  Tensor f({cb.n_tok, C4}, DType::F32, dev);
+  if (cb.n_tok) ops::gather_rows(feats, sep, index_tensor(layout, dev), f.alias(0, {cb.n_tok * 4, C}));
   // Projector: Linear(4C' -> Hd) - GELU - Linear(Hd -> Hd).
   const int64_t n_tok = cb.n_tok;
-  Tensor y_pre({n_tok, Hd}), z({n_tok, Hd});
-  ops::linear(f.ptr(), p0_w.ptr(), p0_b.ptr(), y_pre.ptr(), n_tok, C4, Hd);
+  Tensor y_pre({n_tok, Hd}, DType::F32, dev), z({n_tok, Hd}, DType::F32, dev);
+  ops::linear(f, p0_w, p0_b, y_pre);
   Tensor y = y_pre;
-  ops::gelu_erf(y.ptr(), n_tok * Hd);
-  ops::linear(y.ptr(), p2_w.ptr(), p2_b.ptr(), z.ptr(), n_tok, Hd, Hd);
+  ops::activation(ops::Act::gelu_erf, y);
+  ops::linear(y, p2_w, p2_b, z);
   if (acts && acts->clip.full) acts->f = std::move(f);
   if (acts) {
-    acts->crop0 = cb.crop0, acts->tok0 = cb.tok0, acts->h = cb.h, acts->w = cb.w;
+    acts->layout = layout;
     acts->y_pre = std::move(y_pre);
   }
   return z;
@@ -160,86 +133,108 @@ void Phi3VImageEmbedding::backward(Phi3VVisionActs& acts, const Tensor& dtokens,
 Tensor Phi3VImageEmbedding::project_backward(const Phi3VVisionActs& acts, const Tensor& dtokens,
                                              Phi3VVisionGrads* grads) const {
   const int64_t C = clip.cfg.hidden_size, C4 = 4 * C, Hd = p0_w.dim(0), NPATCH = clip.cfg.num_patches();
+  const Device dev = clip.device;
   const int64_t n_tok = acts.y_pre.dim(0);
   XV_CHECK(dtokens.numel() == n_tok * Hd, "phi3_v vision backward: dtokens must be ({}, {})", n_tok, Hd);
-  Tensor dy({n_tok, Hd}), df({n_tok, C4});
+  Tensor dy({n_tok, Hd}, DType::F32, dev), df({n_tok, C4}, DType::F32, dev);
   if (!grads) {  // through the frozen projector: dy = dz W2, GELU, df = dy W0
-    ops::linear_backward(nullptr, p2_w.ptr(), dtokens.ptr(), dy.ptr(), nullptr, nullptr, n_tok, Hd, Hd);
-    ops::gelu_erf_backward(acts.y_pre.ptr(), dy.ptr(), dy.ptr(), n_tok * Hd);
-    ops::linear_backward(nullptr, p0_w.ptr(), dy.ptr(), df.ptr(), nullptr, nullptr, n_tok, C4, Hd);
+    ops::linear_backward(View{}, p2_w, dtokens, dy, View{}, View{});
+    ops::activation_backward(ops::Act::gelu_erf, acts.y_pre, dy, dy);
+    ops::linear_backward(View{}, p0_w, dy, df, View{}, View{});
   } else {  // the same, with the projector's gradients (the GELU output recomputed from its input)
     XV_CHECK(acts.f.numel() == n_tok * C4, "phi3_v vision backward: full gradients need a forward with clip.full");
     Tensor y = acts.y_pre;
-    ops::gelu_erf(y.ptr(), n_tok * Hd);
-    ops::linear_backward(y.ptr(), p2_w.ptr(), dtokens.ptr(), dy.ptr(), grads->p2_w.ptr(), grads->p2_b.ptr(), n_tok, Hd,
-                         Hd);
-    ops::gelu_erf_backward(acts.y_pre.ptr(), dy.ptr(), dy.ptr(), n_tok * Hd);
-    ops::linear_backward(acts.f.ptr(), p0_w.ptr(), dy.ptr(), df.ptr(), grads->p0_w.ptr(), grads->p0_b.ptr(), n_tok,
-                         C4, Hd);
+    ops::activation(ops::Act::gelu_erf, y);
+    ops::linear_backward(y, p2_w, dtokens, dy, grads->p2_w, grads->p2_b);
+    ops::activation_backward(ops::Act::gelu_erf, acts.y_pre, dy, dy);
+    ops::linear_backward(acts.f, p0_w, dy, df, grads->p0_w, grads->p0_b);
   }
-  // Through the HD glue to the CLIP outputs (and the separators, when they train).
-  Tensor dfeats({acts.clip.N, NPATCH, C});
-  for (size_t i = 0; i < acts.crop0.size(); ++i)
-    hd_scatter(df.ptr() + acts.tok0[i] * C4, hd_layout(acts.h[i], acts.w[i]), C,
-               dfeats.ptr() + acts.crop0[i] * NPATCH * C, grads ? grads->sub_GN.ptr() : nullptr,
-               grads ? grads->glb_GN.ptr() : nullptr);
+  // Through the HD glue to the CLIP outputs and, when they train, the separators: each destination gets its
+  // rows in token order (three passes, one per destination table).
+  Tensor dfeats({acts.clip.N, NPATCH, C}, DType::F32, dev);
+  if (n_tok == 0) return dfeats;
+  const View df4 = df.alias(0, {n_tok * 4, C}).view();
+  ops::scatter_add_rows(df4, index_tensor(acts.layout, dev), dfeats, View{});
+  if (grads) {
+    std::vector<int32_t> sub(acts.layout.size()), glb(acts.layout.size());
+    for (size_t q = 0; q < acts.layout.size(); ++q) {
+      const int32_t k = acts.layout[q];
+      sub[q] = k < 0 && k >= -4 ? k : 0;      // 0: not a sub_GN block (there is no first table: skipped)
+      glb[q] = k <= -5 ? k + 4 : 0;           // glb_GN block -5 - j -> row j of its table
+    }
+    ops::scatter_add_rows(df4, index_tensor(sub, dev), View{}, grads->sub_GN.alias(0, {4, C}));
+    ops::scatter_add_rows(df4, index_tensor(glb, dev), View{}, grads->glb_GN.alias(0, {4, C}));
+  }
   return dfeats;
 }
 
-Phi3VModel Phi3VModel::load(const std::string& model_dir, bool shapes_only) {
+Phi3VModel Phi3VModel::load(const std::string& model_dir, const LoadOptions& o) {
   Phi3VModel m;
   m.cfg = load_phi3v_config(model_dir);
+  m.device = o.device;
   WeightStore ws = WeightStore::open_dir(model_dir);
-  ws.set_shapes_only(shapes_only);
-  m.decoder = Phi3Decoder::from_weights(m.cfg, ws);
+  ws.set_shapes_only(o.shapes_only);
+  m.decoder = Phi3Decoder::from_weights(m.cfg, ws, o);
   const std::string p = "model.vision_embed_tokens.";
   const int64_t C4 = 4 * m.cfg.image_dim_out, Hd = m.cfg.hidden_size;
+  auto get = [&](const std::string& n, const Shape& s) { return ws.get(n, s, o.weight_dtype).to(o.device); };
   Phi3VImageEmbedding& v = m.vision;
-  v.clip = ClipVision::from_weights(m.cfg.vision, m.cfg.layer_idx, ws, p + "img_processor.");
+  v.clip = ClipVision::from_weights(m.cfg.vision, m.cfg.layer_idx, ws, p + "img_processor.", o);
   v.order = m.cfg.hd_transform_order;
-  v.glb_GN = ws.get(p + "glb_GN", {1, 1, C4});
-  v.sub_GN = ws.get(p + "sub_GN", {1, 1, 1, C4});
-  v.p0_w = ws.get(p + "img_projection.0.weight", {Hd, C4});
-  v.p0_b = ws.get(p + "img_projection.0.bias", {Hd});
-  v.p2_w = ws.get(p + "img_projection.2.weight", {Hd, Hd});
-  v.p2_b = ws.get(p + "img_projection.2.bias", {Hd});
+  v.glb_GN = get(p + "glb_GN", {1, 1, C4});
+  v.sub_GN = get(p + "sub_GN", {1, 1, 1, C4});
+  v.p0_w = get(p + "img_projection.0.weight", {Hd, C4});
+  v.p0_b = get(p + "img_projection.0.bias", {Hd});
+  v.p2_w = get(p + "img_projection.2.weight", {Hd, Hd});
+  v.p2_b = get(p + "img_projection.2.bias", {Hd});
   return m;
 }
 
 Tensor Phi3VModel::forward(const std::vector<int32_t>& ids, const std::vector<float>& mask, int64_t B, int64_t T,
                            const std::vector<std::vector<const Phi3VImageInputs*>>& images) const {
-  const int64_t N = B * T;
+  const int64_t N = B * T, C = cfg.hidden_size;
   XV_CHECK(int64_t(ids.size()) == N && int64_t(mask.size()) == N, "phi3_v forward: ids/mask must hold B*T = {}", N);
   XV_CHECK(T <= cfg.max_position_embeddings, "phi3_v: sequence length {} exceeds max_position_embeddings {}", T,
            cfg.max_position_embeddings);
-  // Each image's projected tokens, then the scatter into the embeddings.
-  std::vector<std::vector<Tensor>> feats(static_cast<size_t>(B));
+  // Each image's projected tokens (one CLIP pass per image), stacked in order; then the scatter into the
+  // embeddings.
+  std::vector<Tensor> feats;
   std::vector<std::vector<ImageTokens>> toks(static_cast<size_t>(B));
+  int64_t n_tok = 0;
   for (int64_t b = 0; b < B && b < int64_t(images.size()); ++b)
     for (const Phi3VImageInputs* img : images[size_t(b)]) {
-      feats[size_t(b)].push_back(vision.forward(*img));
-      toks[size_t(b)].push_back({feats[size_t(b)].back().ptr(), feats[size_t(b)].back().dim(0)});
+      feats.push_back(vision.forward(*img));
+      toks[size_t(b)].push_back({n_tok, feats.back().dim(0)});
+      n_tok += feats.back().dim(0);
     }
-  Tensor x = embed_inputs(ids, B, T, toks);
-  decoder.forward(x, mask, B, T);
+  Tensor tokens;
+  if (n_tok) {
+    tokens = Tensor({n_tok, C}, DType::F32, device);
+    int64_t r = 0;
+    for (const Tensor& f : feats) {
+      ops::copy(f, tokens.rows(r, f.dim(0)));
+      r += f.dim(0);
+    }
+  }
+  Tensor x = embed_inputs(ids, B, T, tokens, toks);
+  decoder.forward(x, Tensor::from_vector({B, T}, mask, DType::F32, device), B, T);
   return x;
 }
 
-Tensor Phi3VModel::embed_inputs(const std::vector<int32_t>& ids, int64_t B, int64_t T,
-                                const std::vector<std::vector<ImageTokens>>& images) const {
-  const int64_t C = cfg.hidden_size;
+std::vector<int32_t> Phi3VModel::input_rows(const std::vector<int32_t>& ids, int64_t B, int64_t T,
+                                            const std::vector<std::vector<ImageTokens>>& images) const {
   XV_CHECK(int64_t(ids.size()) == B * T, "phi3_v forward: ids must hold B*T = {}", B * T);
-  Tensor x({B, T, C});
+  std::vector<int32_t> rows(ids.size());
   const std::vector<ImageTokens> none;
   for (int64_t b = 0; b < B; ++b) {
     const auto& imgs = b < int64_t(images.size()) ? images[size_t(b)] : none;
     std::vector<int64_t> used(imgs.size(), 0);
     for (int64_t t = 0; t < T; ++t) {
       const int32_t id = ids[size_t(b * T + t)];
-      float* dst = x.ptr() + (b * T + t) * C;
+      int32_t& out = rows[size_t(b * T + t)];
       if (id >= 0) {
         XV_CHECK(id < cfg.vocab_size, "phi3_v: token id {} outside the vocabulary [0, {})", id, cfg.vocab_size);
-        std::copy(decoder.embed.ptr() + int64_t(id) * C, decoder.embed.ptr() + (int64_t(id) + 1) * C, dst);
+        out = id;
         continue;
       }
       const size_t k = size_t(-int64_t(id) - 1);
@@ -247,49 +242,51 @@ Tensor Phi3VModel::embed_inputs(const std::vector<int32_t>& ids, int64_t B, int6
                imgs.size());
       XV_CHECK(used[k] < imgs[k].n, "phi3_v: row {} has more placeholders for image {} than its {} tokens", b, k + 1,
                imgs[k].n);
-      std::copy(imgs[k].p + used[k] * C, imgs[k].p + (used[k] + 1) * C, dst);
-      ++used[k];
+      out = int32_t(-1 - (imgs[k].row0 + used[k]++));
     }
     for (size_t k = 0; k < imgs.size(); ++k)
       XV_CHECK(used[k] == imgs[k].n, "phi3_v: row {} has {} placeholders for image {}, expected {}", b, used[k], k + 1,
                imgs[k].n);
   }
+  return rows;
+}
+
+Tensor Phi3VModel::embed_inputs(const std::vector<int32_t>& ids, int64_t B, int64_t T, const Tensor& tokens,
+                                const std::vector<std::vector<ImageTokens>>& images) const {
+  const int64_t C = cfg.hidden_size;
+  const std::vector<int32_t> rows = input_rows(ids, B, T, images);
+  Tensor x({B, T, C}, DType::F32, device);
+  ops::gather_rows(decoder.embed, tokens.empty() ? View{} : tokens.view(), index_tensor(rows, device), x);
   return x;
 }
 
 void Phi3VModel::embed_inputs_backward(const std::vector<int32_t>& ids, int64_t B, int64_t T, const Tensor& dx,
-                                       const std::vector<std::vector<float*>>& dimages, float* dembed) const {
+                                       const std::vector<std::vector<ImageTokens>>& images, Tensor* dtokens,
+                                       Tensor* dembed) const {
   const int64_t C = cfg.hidden_size;
-  XV_CHECK(int64_t(ids.size()) == B * T && dx.numel() == B * T * C,
-           "phi3_v backward: ids/dx must hold B*T = {} rows", B * T);
-  for (int64_t b = 0; b < B && (dembed || b < int64_t(dimages.size())); ++b) {
-    const bool has_img = b < int64_t(dimages.size());
-    std::vector<int64_t> used(has_img ? dimages[size_t(b)].size() : 0, 0);
-    for (int64_t t = 0; t < T; ++t) {
-      const int32_t id = ids[size_t(b * T + t)];
-      if (id >= 0) {
-        if (dembed) ops::embedding_backward(&id, dx.ptr() + (b * T + t) * C, dembed, 1, C);
-        continue;
-      }
-      if (!has_img) continue;
-      const size_t k = size_t(-int64_t(id) - 1);
-      XV_CHECK(k < used.size(), "phi3_v: row {} has a placeholder for image {} but only {} image(s)", b, k + 1,
-               used.size());
-      float* dst = dimages[size_t(b)][k] + used[k]++ * C;
-      const float* src = dx.ptr() + (b * T + t) * C;
-      for (int64_t c = 0; c < C; ++c) dst[c] += src[c];
-    }
+  XV_CHECK(dx.numel() == B * T * C, "phi3_v backward: dx must hold B*T = {} rows", B * T);
+  const bool to_images = dtokens && !dtokens->empty();
+  if (!to_images && !dembed) return;
+  std::vector<int32_t> rows;
+  if (to_images) {
+    rows = input_rows(ids, B, T, images);
+  } else {  // placeholders get no gradient: negative rows are skipped when there is no second table
+    rows = ids;
+    for (int32_t& r : rows) r = r < 0 ? -1 : r;
   }
+  ops::scatter_add_rows(dx, index_tensor(rows, device), dembed ? dembed->view() : View{},
+                        to_images ? dtokens->view() : View{});
 }
 
 Phi3VGrads Phi3VGrads::zeros_like(const Phi3VModel& m) {
   Phi3VGrads g;
   g.decoder = Phi3Grads::zeros_like(m.decoder);
   const Phi3VImageEmbedding& v = m.vision;
+  auto z = [&](const Tensor& w) { return Tensor(w.shape(), DType::F32, m.device); };
   g.vision.clip = ClipGrads::zeros_like(v.clip);
-  g.vision.glb_GN = Tensor(v.glb_GN.shape), g.vision.sub_GN = Tensor(v.sub_GN.shape);
-  g.vision.p0_w = Tensor(v.p0_w.shape), g.vision.p0_b = Tensor(v.p0_b.shape);
-  g.vision.p2_w = Tensor(v.p2_w.shape), g.vision.p2_b = Tensor(v.p2_b.shape);
+  g.vision.glb_GN = z(v.glb_GN), g.vision.sub_GN = z(v.sub_GN);
+  g.vision.p0_w = z(v.p0_w), g.vision.p0_b = z(v.p0_b);
+  g.vision.p2_w = z(v.p2_w), g.vision.p2_b = z(v.p2_b);
   return g;
 }
 
@@ -297,7 +294,7 @@ void Phi3VGrads::zero() {
   decoder.zero();
   vision.clip.zero();
   for (Tensor* t : {&vision.glb_GN, &vision.sub_GN, &vision.p0_w, &vision.p0_b, &vision.p2_w, &vision.p2_b})
-    std::fill(t->data.begin(), t->data.end(), 0.0f);
+    ops::fill(*t, 0.0f);
 }
 
 std::string phi3v_decoder_module(int64_t layer, int slot) {
@@ -314,7 +311,7 @@ Phi3VLora Phi3VLora::create(const Phi3VModel& m, const LoraConfig& cfg, uint64_t
   auto add = [&](const std::string& path, int64_t in, int64_t out) {
     if (!cfg.targets_module(path)) return -1;
     const int idx = int(l.adapters.size());
-    l.adapters.push_back(make_lora(path, in, out, cfg, seed + 1000003ull * uint64_t(idx)));
+    l.adapters.push_back(make_lora(path, in, out, cfg, seed + 1000003ull * uint64_t(idx), m.device));
     return idx;
   };
   // The tower first: Phi3VModel registers vision_embed_tokens before the decoder layers.

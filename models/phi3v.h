@@ -21,9 +21,7 @@ class Tokenizer;
 // What the vision backward needs from a forward over a batch of images.
 struct Phi3VVisionActs {
   ClipActs clip;                  // the one CLIP pass over every image's crops
-  std::vector<int64_t> crop0;     // per image: its first crop (the global view) in the CLIP pass
-  std::vector<int64_t> tok0;      // per image: its first row in the stacked tokens
-  std::vector<int64_t> h, w;      // per image: the HD crop grid
+  std::vector<int32_t> layout;    // (n * 4) the HD layout of the stacked tokens (Phi3VImageEmbedding::hd_index)
   Tensor y_pre;                   // (n, Hd) img_projection.0 output, the GELU input
   Tensor f;                       // (n, 4C') the projector's input, kept when clip.full is set
 };
@@ -37,7 +35,7 @@ struct Phi3VVisionGrads {
 
 // A batch of images' crops stacked for one CLIP pass, and where each image's crops and tokens lie.
 struct Phi3VCropBatch {
-  Tensor pixels;                  // (n_crops, 3, S, S)
+  Tensor pixels;                  // (n_crops, 3, S, S) on the model's device
   std::vector<int64_t> crop0;     // per image: its first crop (the global view)
   std::vector<int64_t> tok0;      // per image: its first row in the stacked tokens
   std::vector<int64_t> h, w;      // per image: the HD crop grid
@@ -55,8 +53,6 @@ struct Phi3VImageEmbedding {
   Tensor p2_w;    // (Hd, Hd) img_projection.2
   Tensor p2_b;    // (Hd)
 
-  // The HD feature sequence before projection: (num_img_tokens, 4C').
-  Tensor hd_features(const Phi3VImageInputs& img) const;
   // Projected image tokens: (num_img_tokens, Hd).
   Tensor forward(const Phi3VImageInputs& img) const;
 
@@ -64,6 +60,9 @@ struct Phi3VImageEmbedding {
   // [(dy, dx) = 00, 01, 10, 11] are rows crop * G*G + patch of the CLIP output (crops counted from the
   // image's global view), or all four are -1 for a sub_GN token, -2 for the glb_GN token. (n_tokens * 4).
   std::vector<int64_t> hd_layout(int64_t h, int64_t w) const;
+  // The layouts of a batch of images as gather indices into the stacked CLIP rows (n_crops * G*G, C'), a
+  // separator block q % 4 of sub_GN as -1 - q % 4 and of glb_GN as -5 - q % 4: (n_tok * 4).
+  std::vector<int32_t> hd_index(const Phi3VCropBatch& crops) const;
   // Projected tokens of several images stacked in order: (sum of num_img_tokens, Hd), with one CLIP pass
   // over all their crops. With `lora`, the tower's adapters apply; with `acts`, backward's needs are kept.
   Tensor forward_images(const std::vector<const Phi3VImageInputs*>& imgs, const ClipLora* lora,
@@ -86,9 +85,10 @@ struct Phi3VImageEmbedding {
   Tensor project_backward(const Phi3VVisionActs& acts, const Tensor& dtokens, Phi3VVisionGrads* grads) const;
 };
 
-// Rows of one image's projected tokens (n, C), for the scatter into the input embeddings.
+// One image's projected tokens within a stack of them (n_tok, C): rows [row0, row0 + n), for the scatter into
+// the input embeddings.
 struct ImageTokens {
-  const float* p = nullptr;
+  int64_t row0 = 0;
   int64_t n = 0;
 };
 
@@ -97,24 +97,29 @@ struct Phi3VModel {
   Phi3Decoder decoder;
   Phi3VImageEmbedding vision;
 
-  // shapes_only: every weight shape-only (WeightStore::set_shapes_only), to be read later unit by unit.
-  static Phi3VModel load(const std::string& model_dir, bool shapes_only = false);
+  Device device;  // where every tensor of the model and of its passes lives
 
-  // ids (B, T): token ids, or -k at the positions of image k of that row (k >= 1); mask (B, T).
-  // images[b][k-1] is image k of row b. Returns the final hidden states (B, T, C).
+  static Phi3VModel load(const std::string& model_dir, const LoadOptions& o = {});
+
+  // ids (B, T): token ids, or -k at the positions of image k of that row (k >= 1); mask (B, T) on the host.
+  // images[b][k-1] is image k of row b. Returns the final hidden states (B, T, C) on the model's device.
   Tensor forward(const std::vector<int32_t>& ids, const std::vector<float>& mask, int64_t B, int64_t T,
                  const std::vector<std::vector<const Phi3VImageInputs*>>& images) const;
 
-  // Input embeddings (B, T, C): embed_tokens rows, and at the placeholders -k of row b the rows of
-  // images[b][k-1] in order (their counts must match).
-  Tensor embed_inputs(const std::vector<int32_t>& ids, int64_t B, int64_t T,
+  // Input embeddings (B, T, C): embed_tokens rows, and at the placeholders -k of row b the rows
+  // images[b][k-1] of the stacked image tokens `tokens` (n_tok, C), in order (their counts must match).
+  Tensor embed_inputs(const std::vector<int32_t>& ids, int64_t B, int64_t T, const Tensor& tokens,
                       const std::vector<std::vector<ImageTokens>>& images) const;
-  // The adjoint on the image side: dimages[b][k-1] (n, C) += the rows of dx (B, T, C) at the placeholders
-  // -k of row b (rows b past dimages.size() have no image gradient). With `dembed` (full fine-tuning, the
-  // (V, C) gradient of embed_tokens), the token rows of dx are accumulated there too; without, embed_tokens
-  // is frozen.
+  // The adjoint: dtokens (n_tok, C) += the rows of dx (B, T, C) at the placeholders of images[b] (rows b past
+  // images.size(), or an empty dtokens, give no image gradient). With `dembed` (full fine-tuning, the (V, C)
+  // gradient of embed_tokens), the token rows of dx are accumulated there too; without, embed_tokens is
+  // frozen.
   void embed_inputs_backward(const std::vector<int32_t>& ids, int64_t B, int64_t T, const Tensor& dx,
-                             const std::vector<std::vector<float*>>& dimages, float* dembed = nullptr) const;
+                             const std::vector<std::vector<ImageTokens>>& images, Tensor* dtokens,
+                             Tensor* dembed = nullptr) const;
+  // The (B*T) gather indices of embed_inputs: a token id, or -1 - (its row in the stacked image tokens).
+  std::vector<int32_t> input_rows(const std::vector<int32_t>& ids, int64_t B, int64_t T,
+                                  const std::vector<std::vector<ImageTokens>>& images) const;
 };
 
 // Full fine-tuning: one gradient per weight the embedding path uses.
@@ -122,7 +127,7 @@ struct Phi3VGrads {
   Phi3Grads decoder;
   Phi3VVisionGrads vision;
 
-  static Phi3VGrads zeros_like(const Phi3VModel& m);
+  static Phi3VGrads zeros_like(const Phi3VModel& m);  // F32 on the model's device
   void zero();
 };
 

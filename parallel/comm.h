@@ -23,11 +23,14 @@
 #include <memory>
 #include <string>
 
+#include "core/device.h"
+#include "core/dtype.h"
+
 namespace xv::par {
 
-enum class DType { f32, f64, i64, u8 };
-size_t dtype_size(DType t);
-const char* dtype_name(DType t);  // "f32", "f64", "i64", "u8" (for messages)
+// The project's one element-type enum (core/dtype.h). Every communicator moves any dtype; reductions take F32,
+// F64 and I64 everywhere and BF16/F16 on NCCL.
+using xv::DType;
 enum class ReduceOp { sum, max };
 enum class Collective { all_gather, reduce_scatter, all_reduce, all_to_all, broadcast };
 const char* collective_name(Collective c);  // "all_gather", ... (for messages)
@@ -57,6 +60,8 @@ class Communicator {
   virtual int rank() const = 0;
   virtual int size() const = 0;
   virtual std::string backend() const = 0;  // "self", "mpi", "nccl"
+  // The memory its collectives read and write: the host (self, MPI) or a GPU's (NCCL).
+  virtual DeviceKind buffers() const { return DeviceKind::cpu; }
 
   virtual RequestPtr iall_gather(const void* send, void* recv, size_t count, DType t) = 0;
   virtual RequestPtr ireduce_scatter(const void* send, void* recv, size_t count, DType t, ReduceOp op) = 0;

@@ -172,14 +172,26 @@ void run_sync(ProgressThread& pt, std::string what, std::function<MpiResult()> f
 // ---------------------------------------------------------------------------------------------------------
 // Types, ops, pieces.
 
+// Element types for moving data; bf16/f16 move as 16-bit words (MPI has no reduction for them).
 MPI_Datatype mpi_type(DType t) {
   switch (t) {
-    case DType::f32: return MPI_FLOAT;
-    case DType::f64: return MPI_DOUBLE;
-    case DType::i64: return MPI_INT64_T;
-    case DType::u8: return MPI_UINT8_T;
+    case DType::F32: return MPI_FLOAT;
+    case DType::F64: return MPI_DOUBLE;
+    case DType::I64: return MPI_INT64_T;
+    case DType::I32: return MPI_INT32_T;
+    case DType::U8: return MPI_UINT8_T;
+    case DType::BF16:
+    case DType::F16: return MPI_UINT16_T;
+    default: break;
   }
-  fail("MPI: unknown DType {}", static_cast<int>(t));
+  fail("MPI: no MPI type for {}", dtype_name(t));
+}
+
+// Reductions: F32, F64, I64, I32 and U8 (bf16/f16 sums need the device path, NCCL).
+void check_reducible(DType t, const char* what) {
+  XV_CHECK(t == DType::F32 || t == DType::F64 || t == DType::I64 || t == DType::I32 || t == DType::U8,
+           "MPI {}: cannot reduce {} (F32, F64, I64, I32, U8; BF16 and F16 reduce on device buffers with NCCL)", what,
+           dtype_name(t));
 }
 
 MPI_Op mpi_op(ReduceOp op) { return op == ReduceOp::max ? MPI_MAX : MPI_SUM; }
@@ -304,6 +316,7 @@ class MpiCommunicator final : public Communicator {
   // recv (count) <- block `rank` of the reduction of send (size * count) over the ranks
   RequestPtr ireduce_scatter(const void* send, void* recv, size_t count, DType t, ReduceOp op) override {
     check_collective_args(*this, Collective::reduce_scatter, send, recv, count, t);
+    check_reducible(t, "reduce_scatter");
     count_call(Collective::reduce_scatter, count, t);
     const size_t es = dtype_size(t), maxc = mpi_max_count();
     const bool in_place = same_address(recv, send, rank_ * count * es);
@@ -344,6 +357,7 @@ class MpiCommunicator final : public Communicator {
   // buf (count) <- reduction of buf over the ranks
   RequestPtr iall_reduce(void* buf, size_t count, DType t, ReduceOp op) override {
     check_collective_args(*this, Collective::all_reduce, buf, buf, count, t);
+    check_reducible(t, "all_reduce");
     count_call(Collective::all_reduce, count, t);
     const size_t es = dtype_size(t), maxc = mpi_max_count();
     MPI_Comm c = comm_;

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "kernels/cuda/cuda_check.h"
 
 namespace xv::par {
 
@@ -19,12 +20,16 @@ namespace {
 
 ncclDataType_t nccl_type(DType t) {
   switch (t) {
-    case DType::f32: return ncclFloat32;
-    case DType::f64: return ncclFloat64;
-    case DType::i64: return ncclInt64;
-    case DType::u8: return ncclUint8;
+    case DType::F32: return ncclFloat32;
+    case DType::F64: return ncclFloat64;
+    case DType::I64: return ncclInt64;
+    case DType::I32: return ncclInt32;
+    case DType::U8: return ncclUint8;
+    case DType::BF16: return ncclBfloat16;
+    case DType::F16: return ncclFloat16;
+    default: break;
   }
-  fail("NCCL: unknown DType {}", static_cast<int>(t));
+  fail("NCCL: no NCCL type for {}", dtype_name(t));
 }
 
 ncclRedOp_t nccl_op(ReduceOp op) { return op == ReduceOp::max ? ncclMax : ncclSum; }
@@ -38,21 +43,14 @@ struct Shared {
   int rank = 0, size = 0;
 };
 
-// ncclCheck / cudaCheck of docs/design.md section 9, throwing: the call, where, and the library's message.
+// ncclCheck of docs/design.md section 9, throwing: the call, where, and the library's message (CUDA calls go
+// through the project's one CUDA policy, kernels/cuda/cuda_check.h).
 #define XV_NCCL_CHECK(call, where)                                                                            \
   do {                                                                                                        \
     ncclResult_t r_ = (call);                                                                                 \
     if (r_ != ncclSuccess && r_ != ncclInProgress)                                                            \
       ::xv::fail("NCCL {} failed ({}) at {}:{}: {}", #call, where, __FILE__, __LINE__, ncclGetErrorString(r_)); \
   } while (0)
-#define XV_CUDA_CHECK(call, where)                                                                            \
-  do {                                                                                                        \
-    cudaError_t e_ = (call);                                                                                  \
-    if (e_ != cudaSuccess)                                                                                    \
-      ::xv::fail("CUDA {} failed ({}) at {}:{}: {} ({})", #call, where, __FILE__, __LINE__,                  \
-                 cudaGetErrorString(e_), cudaGetErrorName(e_));                                               \
-  } while (0)
-
 class NcclRequest final : public Request {
  public:
   NcclRequest(cudaEvent_t done, std::shared_ptr<Shared> shared, std::string what)
@@ -105,10 +103,10 @@ class NcclCommunicator final : public Communicator {
     try {
       XV_NCCL_CHECK(ncclCommUserRank(comm_, &rank_), "communicator set-up");
       XV_NCCL_CHECK(ncclCommCount(comm_, &size_), "communicator set-up");
-      XV_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "communicator set-up");
-      XV_CUDA_CHECK(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming), "communicator set-up");
-      XV_CUDA_CHECK(cudaMalloc(&barrier_buf_, sizeof(int32_t)), "communicator set-up");
-      XV_CUDA_CHECK(cudaMemset(barrier_buf_, 0, sizeof(int32_t)), "communicator set-up");
+      XV_CUDA_CHECK_AT(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "communicator set-up");
+      XV_CUDA_CHECK_AT(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming), "communicator set-up");
+      XV_CUDA_CHECK_AT(cudaMalloc(&barrier_buf_, sizeof(int32_t)), "communicator set-up");
+      XV_CUDA_CHECK_AT(cudaMemset(barrier_buf_, 0, sizeof(int32_t)), "communicator set-up");
     } catch (...) {
       release();
       throw;
@@ -125,6 +123,7 @@ class NcclCommunicator final : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   std::string backend() const override { return "nccl"; }
+  DeviceKind buffers() const override { return DeviceKind::cuda; }
 
   // recv (size * count) <- send (count) of every rank
   RequestPtr iall_gather(const void* send, void* recv, size_t count, DType t) override {
@@ -169,8 +168,8 @@ class NcclCommunicator final : public Communicator {
     const size_t block = count * dtype_size(t);
     void* tmp = nullptr;
     if (send == recv && count > 0) {
-      XV_CUDA_CHECK(cudaMallocAsync(&tmp, size_ * block, stream_), where());
-      XV_CUDA_CHECK(cudaMemcpyAsync(tmp, send, size_ * block, cudaMemcpyDeviceToDevice, stream_), where());
+      XV_CUDA_CHECK_AT(cudaMallocAsync(&tmp, size_ * block, stream_), where());
+      XV_CUDA_CHECK_AT(cudaMemcpyAsync(tmp, send, size_ * block, cudaMemcpyDeviceToDevice, stream_), where());
       send = tmp;
     }
     XV_NCCL_CHECK(ncclGroupStart(), where());
@@ -181,7 +180,7 @@ class NcclCommunicator final : public Communicator {
       XV_NCCL_CHECK(ncclRecv(d, count, nccl_type(t), peer, comm_, stream_), where());
     }
     XV_NCCL_CHECK(ncclGroupEnd(), where());
-    if (tmp) XV_CUDA_CHECK(cudaFreeAsync(tmp, stream_), where());
+    if (tmp) XV_CUDA_CHECK_AT(cudaFreeAsync(tmp, stream_), where());
     return end(Collective::all_to_all, count, t);
   }
 
@@ -246,8 +245,8 @@ class NcclCommunicator final : public Communicator {
 
   // The stream waits for what the compute stream has queued so far.
   void begin() {
-    XV_CUDA_CHECK(cudaEventRecord(ready_, compute_), where());
-    XV_CUDA_CHECK(cudaStreamWaitEvent(stream_, ready_, 0), where());
+    XV_CUDA_CHECK_AT(cudaEventRecord(ready_, compute_), where());
+    XV_CUDA_CHECK_AT(cudaStreamWaitEvent(stream_, ready_, 0), where());
   }
 
   RequestPtr end(Collective c, size_t count, DType t) {
@@ -255,11 +254,11 @@ class NcclCommunicator final : public Communicator {
   }
   RequestPtr record(std::string what) {
     cudaEvent_t done = nullptr;
-    XV_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), where());
+    XV_CUDA_CHECK_AT(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), where());
     cudaError_t e = cudaEventRecord(done, stream_);
     if (e != cudaSuccess) {
       cudaEventDestroy(done);
-      XV_CUDA_CHECK(e, where());
+      XV_CUDA_CHECK_AT(e, where());
     }
     return std::make_unique<NcclRequest>(done, shared_, std::move(what));
   }
@@ -284,7 +283,7 @@ NcclCommunicator& as_nccl(Communicator& comm, const char* fn) {
 
 std::unique_ptr<Communicator> make_nccl_communicator(Communicator& mpi, int device) {
   const std::string where = fmt::format("rank {} of {}, device {}", mpi.rank(), mpi.size(), device);
-  XV_CUDA_CHECK(cudaSetDevice(device), where);
+  XV_CUDA_CHECK_AT(cudaSetDevice(device), where);
   // Rank 0 makes the id; a failure there is broadcast too, so that every rank throws instead of hanging.
   struct {
     int32_t ok;
@@ -296,7 +295,7 @@ std::unique_ptr<Communicator> make_nccl_communicator(Communicator& mpi, int devi
     hello.ok = r == ncclSuccess;
     if (!hello.ok) id_error = ncclGetErrorString(r);
   }
-  mpi.broadcast(&hello, sizeof(hello), DType::u8, 0);
+  mpi.broadcast(&hello, sizeof(hello), DType::U8, 0);
   XV_CHECK(hello.ok, "NCCL ncclGetUniqueId failed on rank 0{}{}", id_error.empty() ? "" : ": ", id_error);
   ncclComm_t comm = nullptr;
   XV_NCCL_CHECK(ncclCommInitRank(&comm, mpi.size(), hello.id, mpi.rank()), where);

@@ -1,5 +1,5 @@
-// The world of one rank (no MPI), plus what every communicator shares: dtype sizes and names, the argument
-// checks and the byte accounting of CommStats.
+// The world of one rank (no MPI), plus what every communicator shares: the argument checks and the byte
+// accounting of CommStats.
 #include <cstdint>
 #include <cstring>
 
@@ -7,26 +7,6 @@
 #include "parallel/comm.h"
 
 namespace xv::par {
-
-size_t dtype_size(DType t) {
-  switch (t) {
-    case DType::f32: return 4;
-    case DType::f64: return 8;
-    case DType::i64: return 8;
-    case DType::u8: return 1;
-  }
-  fail("dtype_size: unknown DType {}", static_cast<int>(t));
-}
-
-const char* dtype_name(DType t) {
-  switch (t) {
-    case DType::f32: return "f32";
-    case DType::f64: return "f64";
-    case DType::i64: return "i64";
-    case DType::u8: return "u8";
-  }
-  return "unknown dtype";
-}
 
 const char* collective_name(Collective c) {
   switch (c) {

@@ -1,11 +1,17 @@
 // FSDP-style sharding from outside the model (docs/design.md section 6, docs/distributed.md).
 //
-// FrozenShards: each unit of frozen base weights (KdModel::frozen_units) becomes one flat f32 buffer,
-// zero-padded to a multiple of n, of which this rank keeps 1/n. acquire(u) all-gathers the unit into its
-// tensors (waiting for the prefetch started at the previous acquire, if any, and starting the next unit's);
-// release(u) empties them again.
+// Every buffer lives where the model's tensors live (a backend's memory: the host, or a GPU), and the
+// communicator must move that kind of memory (MPI for host buffers, NCCL for device buffers:
+// parallel/comm_select.h): nothing is staged through the host on the device path.
 //
-// TrainableShards: the trainable tensors as one flat f32 buffer, zero-padded to a multiple of
+// FrozenShards: each unit of frozen base weights (KdModel::frozen_units) becomes one flat buffer in the
+// weights' storage dtype (f32, or bf16 when model.weight_dtype halves it), zero-padded to a multiple of n, of
+// which this rank keeps 1/n. acquire(u) all-gathers the unit (waiting for the prefetch started at the previous
+// acquire, if any, and starting the next unit's) and points the unit's tensors into the gathered buffer (no
+// copy); on the CPU a bf16 unit is widened to f32 once per acquire (the CPU computes in f32). release(u) makes
+// them shape-only again.
+//
+// TrainableShards: the trainable tensors (f32) as one flat buffer, zero-padded to a multiple of
 // world * kNormChunk. Per optimizer step:
 //   gradients    reduce-scatter (sharded), or all-reduce (replicated); hybrid: reduce-scatter in the node,
 //                then all-reduce the shard across nodes.
@@ -33,8 +39,8 @@ namespace xv::par {
 
 class FrozenShards : public UnitAccess {
  public:
-  // Takes this rank's shard of every unit and empties the units' tensors; a unit with WeightUnit::load is read
-  // from the checkpoint first, one unit at a time.
+  // Takes this rank's shard of every unit and releases the units' tensors; a unit with WeightUnit::load is read
+  // from the checkpoint first, one unit at a time. The tensors of a unit share one dtype and one device.
   FrozenShards(Communicator& comm, std::vector<WeightUnit> units, bool prefetch);
   ~FrozenShards() override;
   void acquire(int u, int next) override;
@@ -50,11 +56,15 @@ class FrozenShards : public UnitAccess {
  private:
   struct Unit {
     WeightUnit w;
+    std::vector<Shape> shapes;  // of w.tensors
+    DType dtype = DType::F32;   // the storage dtype of every tensor of the unit
+    Device device;
     int64_t total = 0, shard = 0;
-    std::vector<float> mine;  // (shard) this rank's part of the flat buffer
-    std::vector<float> full;  // (n * shard) while gathering
+    Tensor mine;  // (shard) this rank's part of the flat buffer
+    Tensor full;  // (n * shard) while gathering
     RequestPtr req;
     bool held = false;
+    int64_t held_bytes = 0;  // of the buffer the tensors point into while held
   };
   void start(Unit& u);
   void note_gathered(int64_t delta);
@@ -87,15 +97,15 @@ class TrainableShards {
   int64_t padded() const { return padded_; }  // the flat buffer
   int64_t own_begin() const { return own_begin_; }
   int64_t own_end() const { return own_end_; }
-  std::vector<float>& exp_avg() { return m_; }      // (own_end - own_begin)
-  std::vector<float>& exp_avg_sq() { return v_; }  // (own_end - own_begin)
+  Tensor& exp_avg() { return m_; }      // (own_end - own_begin) F32, on the tensors' device
+  Tensor& exp_avg_sq() { return v_; }  // (own_end - own_begin)
   int64_t adamw_steps() const { return t_; }
   void set_adamw_steps(int64_t t) { t_ = t; }
   const std::vector<TrainableTensor>& tensors() const { return tensors_; }
   const std::vector<int64_t>& offsets() const { return offsets_; }  // of each tensor in the flat buffer
 
  private:
-  void model_grads_to(float* flat) const;
+  void model_grads_to(Tensor& flat) const;
   // fn(tensor i, element k in it, flat offset f, count n) for each tensor's part of [b, e) of the flat layout.
   template <typename F>
   void for_segments(int64_t b, int64_t e, F fn) const {
@@ -104,16 +114,15 @@ class TrainableShards {
       if (tb < te) fn(i, tb - offsets_[i], tb, te - tb);
     }
   }
-  // Chunked sum of squares over [b, e) of the flat gradient buffer held at `g` (which starts at element b).
-  std::vector<double> chunk_sums(const float* g, int64_t b, int64_t e) const;
 
   std::vector<TrainableTensor> tensors_;
   std::vector<int64_t> offsets_;
   ops::AdamWParams cfg_;
   TrainableOptions o_;
   int64_t total_ = 0, padded_ = 0, own_begin_ = 0, own_end_ = 0;
-  std::vector<float> m_, v_;              // (owned) Adam moments
-  std::vector<std::vector<float>> micro_;  // deterministic: (grad_accum, padded)
+  Device device_;                // of every trainable tensor and buffer
+  Tensor m_, v_;                 // (owned) Adam moments
+  std::vector<Tensor> micro_;    // deterministic: (grad_accum) x (padded)
   int64_t t_ = 0;
 };
 

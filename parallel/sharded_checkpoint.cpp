@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/file_util.h"
 #include "core/safetensors.h"
+#include "kernels/ops.h"
 
 namespace xv::par {
 
@@ -23,9 +24,9 @@ std::string shard_name(int64_t i, int64_t n) { return fmt::format("optimizer-{:0
 // The staging folder's path from rank 0 to everyone.
 std::string share_string(Communicator& c, std::string s) {
   int64_t n = int64_t(s.size());
-  c.broadcast(&n, 1, DType::i64, 0);
+  c.broadcast(&n, 1, DType::I64, 0);
   s.resize(size_t(n));
-  if (n > 0) c.broadcast(s.data(), size_t(n), DType::u8, 0);
+  if (n > 0) c.broadcast(s.data(), size_t(n), DType::U8, 0);
   return s;
 }
 
@@ -40,7 +41,7 @@ std::string save_sharded_checkpoint(Communicator& world, const std::string& outp
   // Who writes which range: the first rank owning each distinct range.
   int64_t mine[2] = {ts.own_begin(), ts.own_end()};
   std::vector<int64_t> ranges(size_t(2 * W));
-  world.all_gather(mine, ranges.data(), 2, DType::i64);
+  world.all_gather(mine, ranges.data(), 2, DType::I64);
   std::vector<int64_t> writers;  // ranks, in rank order
   for (int64_t k = 0; k < W; ++k) {
     bool first = true;
@@ -54,12 +55,8 @@ std::string save_sharded_checkpoint(Communicator& world, const std::string& outp
   path = share_string(world, path);
   const auto me = std::find(writers.begin(), writers.end(), r);
   if (me != writers.end()) {
-    const int64_t n = ts.own_end() - ts.own_begin();
-    Tensor m({n}), v({n});
-    std::memcpy(m.ptr(), ts.exp_avg().data(), size_t(n) * sizeof(float));
-    std::memcpy(v.ptr(), ts.exp_avg_sq().data(), size_t(n) * sizeof(float));
     write_safetensors((fs::path(path) / shard_name(me - writers.begin(), int64_t(writers.size()))).string(),
-                      {{"exp_avg", &m}, {"exp_avg_sq", &v}}, xv::DType::F32,
+                      {{"exp_avg", &ts.exp_avg()}, {"exp_avg_sq", &ts.exp_avg_sq()}}, xv::DType::F32,
                       {{"begin", std::to_string(ts.own_begin())}, {"end", std::to_string(ts.own_end())}});
   }
   world.barrier();  // every shard is written and flushed
@@ -69,7 +66,7 @@ std::string save_sharded_checkpoint(Communicator& world, const std::string& outp
     json tensors = json::array();
     const auto& off = ts.offsets();
     for (size_t i = 0; i < ts.tensors().size(); ++i)
-      tensors.push_back({{"name", ts.tensors()[i].name}, {"shape", ts.tensors()[i].value->shape}, {"offset", off[i]}});
+      tensors.push_back({{"name", ts.tensors()[i].name}, {"shape", ts.tensors()[i].value->shape()}, {"offset", off[i]}});
     man["tensors"] = tensors;
     json shards = json::array();
     for (size_t i = 0; i < writers.size(); ++i)
@@ -115,8 +112,8 @@ void load_sharded_optimizer(const std::string& dir, TrainableShards& ts) {
   // This rank's elements [b, e) of the flat layout, from the shards that overlap them (beyond `size`: padding,
   // whose moments stay zero).
   const int64_t b = ts.own_begin(), e = std::min(ts.own_end(), ts.size());
-  std::fill(ts.exp_avg().begin(), ts.exp_avg().end(), 0.0f);
-  std::fill(ts.exp_avg_sq().begin(), ts.exp_avg_sq().end(), 0.0f);
+  ops::fill(ts.exp_avg(), 0.0f);
+  ops::fill(ts.exp_avg_sq(), 0.0f);
   int64_t covered = 0;
   for (const json& sh : man["shards"]) {
     const int64_t sb = sh.value("begin", int64_t(-1)), se = sh.value("end", int64_t(-1));
@@ -125,9 +122,10 @@ void load_sharded_optimizer(const std::string& dir, TrainableShards& ts) {
     const int64_t lo = std::max(b, sb), hi = std::min(e, se);
     if (lo >= hi) continue;
     const WeightStore ws = WeightStore::open_file(file);
-    const Tensor m = ws.get("exp_avg", {se - sb}), v = ws.get("exp_avg_sq", {se - sb});
-    std::memcpy(ts.exp_avg().data() + (lo - b), m.ptr() + (lo - sb), size_t(hi - lo) * sizeof(float));
-    std::memcpy(ts.exp_avg_sq().data() + (lo - b), v.ptr() + (lo - sb), size_t(hi - lo) * sizeof(float));
+    const Tensor m = ws.get("exp_avg", {se - sb}).to(ts.exp_avg().device());
+    const Tensor v = ws.get("exp_avg_sq", {se - sb}).to(ts.exp_avg_sq().device());
+    ops::copy(m.flat().col_range(lo - sb, hi - lo), ts.exp_avg().flat().col_range(lo - b, hi - lo));
+    ops::copy(v.flat().col_range(lo - sb, hi - lo), ts.exp_avg_sq().flat().col_range(lo - b, hi - lo));
     covered += hi - lo;
   }
   XV_CHECK(covered == std::max<int64_t>(0, e - b), "{}: the shards cover {} of the {} elements [{}, {}) this rank needs",

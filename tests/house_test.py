@@ -5,6 +5,9 @@
    (core -> kernels, tokenizer, image -> models, data, parallel -> models/kd -> train, eval -> launch).
 2. No file points at a file the repository does not have: every path of a source, script or document named
    in the code and the docs (core/tensor.h, docs/config.md, scripts/run.sh, ...) exists.
+3. No model, KD or trainer file touches a tensor's elements: they call ops (kernels/ops.h), so the same code
+   runs on every backend. The raw accessors (data<T>(), raw(), to_vector(), set()) appear in models/,
+   models/kd/ and train/ only in the files that read or write a file format, listed in FORMAT_FILES.
 
 Usage: house_test.py SOURCE_DIR. Prints every violation and exits 1 when there is any.
 """
@@ -21,6 +24,12 @@ LEVEL = {
     "launch": 5,
 }
 ROOMS = sorted(LEVEL, key=len, reverse=True)  # models/kd before models
+NO_ELEMENTS = ("models/", "train/")  # rooms (models/kd included) that only call ops
+FORMAT_FILES = {
+    "models/init.cpp": "writes a new checkpoint's random weights (safetensors)",
+    "train/teacher_cache.cpp": "reads and checks the teacher cache (.npy)",
+}
+ELEMENT_ACCESS = re.compile(r"(?:\bdata<\w+>\(|\braw\(\)|\bto_vector\(\)|\bto_i32_vector\(\)|(?:\.|->)set\()")
 SOURCE_EXT = (".h", ".cpp", ".cu", ".cuh")
 TEXT_EXT = SOURCE_EXT + (".md", ".sh", ".py", ".txt", ".yaml", ".sbatch")
 # Paths the tree may name although they are not in it: outputs, the build folder, user files in examples.
@@ -63,6 +72,13 @@ def main():
             if LEVEL[dst] >= LEVEL[src]:
                 problems.append(f"{f}: includes {inc}: {src} (level {LEVEL[src]}) may not include {dst} "
                                 f"(level {LEVEL[dst]})")
+    for f in files:
+        if not f.endswith(SOURCE_EXT) or not f.startswith(NO_ELEMENTS) or f in FORMAT_FILES:
+            continue
+        text = open(os.path.join(root, f), encoding="utf-8", errors="replace").read()
+        for m in ELEMENT_ACCESS.finditer(text):
+            line = text.count("\n", 0, m.start()) + 1
+            problems.append(f"{f}:{line}: touches tensor elements ({m.group(0)}...): call an op (kernels/ops.h)")
     # Paths named in the tree's text: room/.../name.ext and docs/..., scripts/..., configs/..., tools/...
     tops = "|".join(sorted({r.split("/")[0] for r in LEVEL} | {"docs", "scripts", "configs", "tools", "tests",
                                                                  "benchmarks"}))

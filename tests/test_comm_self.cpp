@@ -4,6 +4,8 @@
 // (checked through a fake communicator of n ranks that only counts).
 #include <gtest/gtest.h>
 
+#include <type_traits>
+
 #include <cstdint>
 #include <numeric>
 #include <vector>
@@ -18,12 +20,15 @@ using xv::par::Communicator;
 using xv::par::DType;
 using xv::par::ReduceOp;
 
+// The communicators take the project's one DType (core/dtype.h), bf16 included.
 TEST(CommSelf, DtypeSizesAndNames) {
-  EXPECT_EQ(xv::par::dtype_size(DType::f32), 4u);
-  EXPECT_EQ(xv::par::dtype_size(DType::f64), 8u);
-  EXPECT_EQ(xv::par::dtype_size(DType::i64), 8u);
-  EXPECT_EQ(xv::par::dtype_size(DType::u8), 1u);
-  EXPECT_STREQ(xv::par::dtype_name(DType::i64), "i64");
+  static_assert(std::is_same_v<xv::par::DType, xv::DType>);
+  EXPECT_EQ(xv::dtype_size(DType::F32), 4u);
+  EXPECT_EQ(xv::dtype_size(DType::F64), 8u);
+  EXPECT_EQ(xv::dtype_size(DType::I64), 8u);
+  EXPECT_EQ(xv::dtype_size(DType::U8), 1u);
+  EXPECT_EQ(xv::dtype_size(DType::BF16), 2u);
+  EXPECT_EQ(xv::dtype_name(DType::I64), "I64");
   EXPECT_STREQ(xv::par::collective_name(Collective::reduce_scatter), "reduce_scatter");
 }
 
@@ -35,21 +40,21 @@ TEST(CommSelf, CollectivesCopyOrLeaveAlone) {
 
   std::vector<float> send(5), recv(5, -1.0f);
   std::iota(send.begin(), send.end(), 1.0f);
-  c->all_gather(send.data(), recv.data(), 5, DType::f32);
+  c->all_gather(send.data(), recv.data(), 5, DType::F32);
   EXPECT_EQ(recv, send);
 
   std::vector<double> ds = {1.5, -2.5, 3.5}, dr(3, 0.0);
-  c->reduce_scatter(ds.data(), dr.data(), 3, DType::f64, ReduceOp::max);
+  c->reduce_scatter(ds.data(), dr.data(), 3, DType::F64, ReduceOp::max);
   EXPECT_EQ(dr, ds);
 
   std::vector<int64_t> is = {int64_t{1} << 60, -7}, ir(2, 0);
-  c->all_to_all(is.data(), ir.data(), 2, DType::i64);
+  c->all_to_all(is.data(), ir.data(), 2, DType::I64);
   EXPECT_EQ(ir, is);
 
   std::vector<uint8_t> u = {1, 2, 255};
-  c->all_reduce(u.data(), u.size(), DType::u8);
+  c->all_reduce(u.data(), u.size(), DType::U8);
   EXPECT_EQ(u, (std::vector<uint8_t>{1, 2, 255}));
-  c->broadcast(u.data(), u.size(), DType::u8, 0);
+  c->broadcast(u.data(), u.size(), DType::U8, 0);
   EXPECT_EQ(u, (std::vector<uint8_t>{1, 2, 255}));
   c->barrier();
 }
@@ -57,11 +62,11 @@ TEST(CommSelf, CollectivesCopyOrLeaveAlone) {
 TEST(CommSelf, InPlaceAndNonBlocking) {
   auto c = xv::par::make_self_communicator();
   std::vector<float> buf = {1, 2, 3};
-  auto r1 = c->iall_gather(buf.data(), buf.data(), 3, DType::f32);
-  auto r2 = c->ireduce_scatter(buf.data(), buf.data(), 3, DType::f32, ReduceOp::sum);
-  auto r3 = c->iall_to_all(buf.data(), buf.data(), 3, DType::f32);
-  auto r4 = c->iall_reduce(buf.data(), 3, DType::f32, ReduceOp::sum);
-  auto r5 = c->ibroadcast(buf.data(), 3, DType::f32, 0);
+  auto r1 = c->iall_gather(buf.data(), buf.data(), 3, DType::F32);
+  auto r2 = c->ireduce_scatter(buf.data(), buf.data(), 3, DType::F32, ReduceOp::sum);
+  auto r3 = c->iall_to_all(buf.data(), buf.data(), 3, DType::F32);
+  auto r4 = c->iall_reduce(buf.data(), 3, DType::F32, ReduceOp::sum);
+  auto r5 = c->ibroadcast(buf.data(), 3, DType::F32, 0);
   r5->wait();
   r1->wait();
   r3->wait();
@@ -70,28 +75,28 @@ TEST(CommSelf, InPlaceAndNonBlocking) {
   r4->wait();  // a second wait is harmless
   EXPECT_EQ(buf, (std::vector<float>{1, 2, 3}));
   // Count 0 with null buffers is a valid (empty) collective.
-  c->all_gather(nullptr, nullptr, 0, DType::f32);
-  c->all_to_all(nullptr, nullptr, 0, DType::u8);
+  c->all_gather(nullptr, nullptr, 0, DType::F32);
+  c->all_to_all(nullptr, nullptr, 0, DType::U8);
 }
 
 TEST(CommSelf, BadArgumentsNameTheCollective) {
   auto c = xv::par::make_self_communicator();
   std::vector<float> buf(8, 0.0f);
   try {
-    c->broadcast(buf.data(), 4, DType::f32, 1);
+    c->broadcast(buf.data(), 4, DType::F32, 1);
     FAIL() << "expected xv::Error";
   } catch (const xv::Error& e) {
     EXPECT_NE(std::string(e.what()).find("broadcast (self): root 1"), std::string::npos) << e.what();
   }
   // Overlapping, but not the in-place layout.
   try {
-    c->all_gather(buf.data() + 1, buf.data(), 4, DType::f32);
+    c->all_gather(buf.data() + 1, buf.data(), 4, DType::F32);
     FAIL() << "expected xv::Error";
   } catch (const xv::Error& e) {
     EXPECT_NE(std::string(e.what()).find("all_gather (self): send and recv overlap"), std::string::npos) << e.what();
   }
-  EXPECT_THROW(c->all_to_all(buf.data() + 2, buf.data(), 4, DType::f32), xv::Error);
-  EXPECT_THROW(c->reduce_scatter(buf.data(), buf.data() + 3, 4, DType::f32), xv::Error);
+  EXPECT_THROW(c->all_to_all(buf.data() + 2, buf.data(), 4, DType::F32), xv::Error);
+  EXPECT_THROW(c->reduce_scatter(buf.data(), buf.data() + 3, 4, DType::F32), xv::Error);
   EXPECT_THROW(c->split(-1, 0), xv::Error);
 }
 
@@ -102,11 +107,11 @@ TEST(CommSelf, SplitAndStats) {
   EXPECT_EQ(sub->size(), 1);
   EXPECT_EQ(sub->rank(), 0);
   std::vector<float> a(4, 1.0f), b(4);
-  c->all_gather(a.data(), b.data(), 4, DType::f32);
-  c->reduce_scatter(a.data(), b.data(), 4, DType::f32);
-  c->all_reduce(a.data(), 4, DType::f32);
-  c->all_to_all(a.data(), b.data(), 4, DType::f32);
-  c->broadcast(a.data(), 4, DType::f32, 0);
+  c->all_gather(a.data(), b.data(), 4, DType::F32);
+  c->reduce_scatter(a.data(), b.data(), 4, DType::F32);
+  c->all_reduce(a.data(), 4, DType::F32);
+  c->all_to_all(a.data(), b.data(), 4, DType::F32);
+  c->broadcast(a.data(), 4, DType::F32, 0);
   c->barrier();
   const auto& s = c->stats();
   EXPECT_EQ(s.calls, 6u);
@@ -160,11 +165,11 @@ TEST(CommStats, ByteFormulas) {
     for (int rank : {0, n - 1}) {
       CountingComm c(rank, n);
       std::vector<float> send(5 * n), recv(5 * n);
-      c.all_gather(send.data(), recv.data(), 5, DType::f32);                 // (n-1) * 20
-      c.reduce_scatter(send.data(), recv.data(), 5, DType::f32);             // (n-1) * 20
-      c.all_reduce(send.data(), 5, DType::f32);                              // floor(2 (n-1) / n * 20)
-      c.all_to_all(send.data(), recv.data(), 5, DType::f32);                 // (n-1) * 20
-      c.broadcast(send.data(), 5, DType::f32, n - 1);                        // 20 unless root
+      c.all_gather(send.data(), recv.data(), 5, DType::F32);                 // (n-1) * 20
+      c.reduce_scatter(send.data(), recv.data(), 5, DType::F32);             // (n-1) * 20
+      c.all_reduce(send.data(), 5, DType::F32);                              // floor(2 (n-1) / n * 20)
+      c.all_to_all(send.data(), recv.data(), 5, DType::F32);                 // (n-1) * 20
+      c.broadcast(send.data(), 5, DType::F32, n - 1);                        // 20 unless root
       const auto& s = c.stats();
       const uint64_t m = static_cast<uint64_t>(n - 1);
       EXPECT_EQ(s.all_gather_bytes, m * 20) << "n " << n;
@@ -178,13 +183,13 @@ TEST(CommStats, ByteFormulas) {
   // all_reduce rounds down: n = 3, 5 f32 = 20 bytes -> 2 * 2 / 3 * 20 = 26.67 -> 26.
   CountingComm c3(1, 3);
   std::vector<float> b(5);
-  c3.all_reduce(b.data(), 5, DType::f32);
+  c3.all_reduce(b.data(), 5, DType::F32);
   EXPECT_EQ(c3.stats().all_reduce_bytes, 26u);
   // No wrap-around for a huge count (2 (n-1) * bytes would overflow 64 bits before the division).
   CountingComm big(0, 4);
   const size_t huge = size_t{1} << 61;
   std::vector<uint8_t> one(1);
-  big.all_reduce(one.data(), huge, DType::u8);
+  big.all_reduce(one.data(), huge, DType::U8);
   EXPECT_EQ(big.stats().all_reduce_bytes, 3 * (huge / 2));
 }
 
@@ -192,17 +197,17 @@ TEST(CommStats, InPlaceLayouts) {
   CountingComm c(2, 4);  // rank 2 of 4
   std::vector<float> buf(4 * 3);
   float* base = buf.data();
-  EXPECT_NO_THROW(c.all_gather(base + 2 * 3, base, 3, DType::f32));        // send == recv + rank * count
-  EXPECT_THROW(c.all_gather(base + 1 * 3, base, 3, DType::f32), xv::Error);  // another rank's block
-  EXPECT_NO_THROW(c.reduce_scatter(base, base + 2 * 3, 3, DType::f32));    // recv == send + rank * count
-  EXPECT_THROW(c.reduce_scatter(base, base, 3, DType::f32), xv::Error);
-  EXPECT_NO_THROW(c.all_to_all(base, base, 3, DType::f32));
-  EXPECT_THROW(c.all_to_all(base, base + 1, 3, DType::f32), xv::Error);
-  EXPECT_THROW(c.broadcast(base, 3, DType::f32, 4), xv::Error);
-  EXPECT_THROW(c.broadcast(base, 3, DType::f32, -1), xv::Error);
+  EXPECT_NO_THROW(c.all_gather(base + 2 * 3, base, 3, DType::F32));        // send == recv + rank * count
+  EXPECT_THROW(c.all_gather(base + 1 * 3, base, 3, DType::F32), xv::Error);  // another rank's block
+  EXPECT_NO_THROW(c.reduce_scatter(base, base + 2 * 3, 3, DType::F32));    // recv == send + rank * count
+  EXPECT_THROW(c.reduce_scatter(base, base, 3, DType::F32), xv::Error);
+  EXPECT_NO_THROW(c.all_to_all(base, base, 3, DType::F32));
+  EXPECT_THROW(c.all_to_all(base, base + 1, 3, DType::F32), xv::Error);
+  EXPECT_THROW(c.broadcast(base, 3, DType::F32, 4), xv::Error);
+  EXPECT_THROW(c.broadcast(base, 3, DType::F32, -1), xv::Error);
   // Adjacent, not overlapping.
   std::vector<float> two(3 + 4 * 3);
-  EXPECT_NO_THROW(c.all_gather(two.data(), two.data() + 3, 3, DType::f32));
+  EXPECT_NO_THROW(c.all_gather(two.data(), two.data() + 3, 3, DType::F32));
 }
 
 }  // namespace

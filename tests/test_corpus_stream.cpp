@@ -355,7 +355,7 @@ TEST(TrainOnCorpus, TeacherBlockMatchesLiveTeacherAndRefusesAnotherModel) {
   const xv::Tensor emb = xv::compute_teacher_embeddings(*model, d, 4);
   xv::CorpusTeacher t;
   t.dim = emb.dim(1);
-  t.embeddings = emb.data;
+  t.embeddings = emb.to_vector();
   t.model_fingerprint = xv::model_fingerprint(kFix + "/models/tiny_bert");
   t.corpus_fingerprint = xv::read_corpus(h5).meta.fingerprint;
   xv::write_corpus_teacher(h5, t);

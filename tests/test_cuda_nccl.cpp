@@ -48,10 +48,10 @@ std::unique_ptr<Communicator> g_mpi, g_nccl;  // made by the first test that run
 
 template <typename T>
 DType dtype_of() {
-  if constexpr (std::is_same_v<T, float>) return DType::f32;
-  if constexpr (std::is_same_v<T, double>) return DType::f64;
-  if constexpr (std::is_same_v<T, int64_t>) return DType::i64;
-  return DType::u8;
+  if constexpr (std::is_same_v<T, float>) return DType::F32;
+  if constexpr (std::is_same_v<T, double>) return DType::F64;
+  if constexpr (std::is_same_v<T, int64_t>) return DType::I64;
+  return DType::U8;
 }
 
 // Exact in every dtype (see tests/test_mpi_comm.cpp).
@@ -178,7 +178,7 @@ TEST_F(Nccl, InPlaceGatherAndScatter) {
   std::vector<float> ag(n * count, -1.0f);
   for (size_t i = 0; i < count; ++i) ag[me * count + i] = val<float>(me, 0, i);
   Dev<float> d(ag);
-  comm->all_gather(d.p + me * count, d.p, count, DType::f32);
+  comm->all_gather(d.p + me * count, d.p, count, DType::F32);
   auto r = d.get();
   for (int b = 0; b < n; ++b)
     for (size_t i = 0; i < count; ++i) EXPECT_EQ(r[b * count + i], val<float>(b, 0, i));
@@ -186,7 +186,7 @@ TEST_F(Nccl, InPlaceGatherAndScatter) {
   for (int b = 0; b < n; ++b)
     for (size_t i = 0; i < count; ++i) rs[b * count + i] = val<double>(me, b, i);
   Dev<double> e(rs);
-  comm->reduce_scatter(e.p, e.p + me * count, count, DType::f64, ReduceOp::sum);
+  comm->reduce_scatter(e.p, e.p + me * count, count, DType::F64, ReduceOp::sum);
   auto q = e.get();
   for (size_t i = 0; i < count; ++i) EXPECT_EQ(q[me * count + i], reduce_val<double>(n, me, i, ReduceOp::sum));
 }
@@ -204,7 +204,7 @@ TEST_F(Nccl, WaitsForTheComputeStream) {
   std::copy(ones.begin(), ones.end(), pinned);
   xv::par::nccl_set_compute_stream(*comm, s);
   CUDA_OK(cudaMemcpyAsync(d.p, pinned, count * sizeof(float), cudaMemcpyHostToDevice, s));
-  comm->all_reduce(d.p, count, DType::f32);  // no host sync between the copy and the collective
+  comm->all_reduce(d.p, count, DType::F32);  // no host sync between the copy and the collective
   xv::par::nccl_set_compute_stream(*comm, nullptr);
   auto r = d.get();
   EXPECT_EQ(r[0], static_cast<float>(n));
@@ -220,7 +220,7 @@ TEST_F(Nccl, OverlappingRequestsAndBarrier) {
   std::vector<xv::par::RequestPtr> reqs;
   for (int k = 0; k < 20; ++k) {
     bufs.push_back(std::make_unique<Dev<int64_t>>(std::vector<int64_t>(256, int64_t{k} * (me + 1))));
-    reqs.push_back(comm->iall_reduce(bufs.back()->p, 256, DType::i64, ReduceOp::sum));
+    reqs.push_back(comm->iall_reduce(bufs.back()->p, 256, DType::I64, ReduceOp::sum));
   }
   for (auto it = reqs.rbegin(); it != reqs.rend(); ++it) (*it)->wait();
   const int64_t ranks_sum = int64_t{n} * (n + 1) / 2;
@@ -234,11 +234,11 @@ TEST_F(Nccl, StatsFormulas) {
   comm->reset_stats();
   const size_t count = 1001;
   Dev<double> a(std::vector<double>(n * count, 1.0)), b(std::vector<double>(n * count, 0.0));
-  comm->all_gather(a.p, b.p, count, DType::f64);
-  comm->reduce_scatter(a.p, b.p, count, DType::f64);
-  comm->all_reduce(a.p, count, DType::f64);
-  comm->all_to_all(a.p, b.p, count, DType::f64);
-  comm->broadcast(a.p, count, DType::f64, static_cast<int>(n) - 1);
+  comm->all_gather(a.p, b.p, count, DType::F64);
+  comm->reduce_scatter(a.p, b.p, count, DType::F64);
+  comm->all_reduce(a.p, count, DType::F64);
+  comm->all_to_all(a.p, b.p, count, DType::F64);
+  comm->broadcast(a.p, count, DType::F64, static_cast<int>(n) - 1);
   comm->barrier();
   const auto& s = comm->stats();
   const uint64_t bytes = count * 8;
@@ -264,7 +264,7 @@ TEST_F(Nccl, SplitByParity) {
 TEST_F(Nccl, HostPointersAreRefused) {
   std::vector<float> host(16 * comm->size());
   try {
-    comm->all_reduce(host.data(), 16, DType::f32);
+    comm->all_reduce(host.data(), 16, DType::F32);
     FAIL() << "expected xv::Error";
   } catch (const xv::Error& e) {
     EXPECT_NE(std::string(e.what()).find("not device memory"), std::string::npos) << e.what();
@@ -299,7 +299,7 @@ int main(int argc, char** argv) {
   g_nccl.reset();
   if (g_mpi) {  // MPI was started: fail on every rank when any rank failed
     int64_t any = rc;
-    g_mpi->all_reduce(&any, 1, DType::i64, ReduceOp::max);
+    g_mpi->all_reduce(&any, 1, DType::I64, ReduceOp::max);
     g_mpi.reset();
     xv::par::mpi_finalize();
     return static_cast<int>(any);

@@ -27,12 +27,12 @@ TEST(Determinism, ThreadCountDoesNotChangeBits) {
   opt.batch_size = 64;  // one batch, ops threaded inside
   xv::Tensor whole = model->embed(items, opt);
   xv::ops::set_num_threads(before);
-  EXPECT_EQ(one.data, two.data);
-  EXPECT_EQ(two.data, again.data);
+  EXPECT_EQ(one.to_vector(), two.to_vector());
+  EXPECT_EQ(two.to_vector(), again.to_vector());
   // A different batch composition pads differently; padding is masked, so only the GEMM blocking can
   // differ. Require near-equality here, bit-equality above.
-  ASSERT_EQ(whole.shape, one.shape);
-  for (size_t i = 0; i < one.data.size(); ++i) ASSERT_NEAR(whole.data[i], one.data[i], 1e-5f) << i;
+  ASSERT_EQ(whole.shape(), one.shape());
+  for (int64_t i = 0; i < one.numel(); ++i) ASSERT_NEAR(whole.at(int64_t(i)), one.at(int64_t(i)), 1e-5f) << i;
 }
 
 }  // namespace

@@ -55,8 +55,8 @@ std::vector<std::vector<double>> unit_rows(const xv::Tensor& e) {
   std::vector<std::vector<double>> out(size_t(e.dim(0)), std::vector<double>(size_t(e.dim(1))));
   for (int64_t i = 0; i < e.dim(0); ++i) {
     double s = 0;
-    for (int64_t d = 0; d < e.dim(1); ++d) s += double(e.data[size_t(i * e.dim(1) + d)]) * e.data[size_t(i * e.dim(1) + d)];
-    for (int64_t d = 0; d < e.dim(1); ++d) out[size_t(i)][size_t(d)] = e.data[size_t(i * e.dim(1) + d)] / std::sqrt(s);
+    for (int64_t d = 0; d < e.dim(1); ++d) s += double(e.at(int64_t(size_t(i * e.dim(1) + d)))) * e.at(int64_t(size_t(i * e.dim(1) + d)));
+    for (int64_t d = 0; d < e.dim(1); ++d) out[size_t(i)][size_t(d)] = e.at(int64_t(size_t(i * e.dim(1) + d))) / std::sqrt(s);
   }
   return out;
 }

@@ -94,10 +94,10 @@ TEST(ImageDecode, MatchesPil) {
     } else {
       // uint8 .npy, read as f32 (exact for bytes).
       const xv::Tensor ref = xv::read_npy(kDir + e["npy"].get<std::string>());
-      ASSERT_EQ(ref.shape, (xv::Shape{img.height, img.width, 3}));
+      ASSERT_EQ(ref.shape(), (xv::Shape{img.height, img.width, 3}));
       int64_t max_diff = 0, n_diff = 0;
-      for (size_t i = 0; i < ref.data.size(); ++i) {
-        const int64_t d = std::abs(int64_t(ref.data[i]) - int64_t(img.rgb[i]));
+      for (int64_t i = 0; i < ref.numel(); ++i) {
+        const int64_t d = std::abs(int64_t(ref.at(int64_t(i))) - int64_t(img.rgb[i]));
         max_diff = std::max(max_diff, d);
         n_diff += d != 0;
       }
@@ -211,15 +211,15 @@ TEST(Phi3VImageProcessor, NormalizationIsTorchExact) {
   xv::Phi3VImageConfig cfg;
   cfg.num_crops = 1;
   const xv::Phi3VImageInputs in = xv::phi3v_preprocess(img, cfg);
-  ASSERT_EQ(in.pixel_values.shape, (xv::Shape{2, 3, 336, 336}));
+  ASSERT_EQ(in.pixel_values.shape(), (xv::Shape{2, 3, 336, 336}));
   const xv::Tensor lut = xv::read_npy(kDir + expected()["normalize"]["npy"].get<std::string>());
-  ASSERT_EQ(lut.shape, (xv::Shape{3, 256}));
-  const float* crop = in.pixel_values.ptr() + 3 * 336 * 336;
+  ASSERT_EQ(lut.shape(), (xv::Shape{3, 256}));
+  const float* crop = in.pixel_values.data<float>() + 3 * 336 * 336;
   int seen = 0;
   for (int c = 0; c < 3; ++c)
     for (size_t p = 0; p < 336 * 336; ++p) {
       const uint8_t v = img.rgb[p * 3 + size_t(c)];
-      ASSERT_EQ(crop[size_t(c) * 336 * 336 + p], lut.data[size_t(c) * 256 + v]) << "channel " << c << " value " << int(v);
+      ASSERT_EQ(crop[size_t(c) * 336 * 336 + p], lut.at(int64_t(size_t(c) * 256 + v))) << "channel " << c << " value " << int(v);
       ++seen;
     }
   EXPECT_EQ(seen, 3 * 336 * 336);
@@ -253,17 +253,17 @@ TEST(Phi3VImageProcessor, MatchesReference) {
     EXPECT_EQ(in.width, e["hd_width"].get<int64_t>());
     EXPECT_EQ(in.num_img_tokens, e["num_img_tokens"].get<int64_t>());
     const xv::Shape shape = e["pixel_values_shape"].get<xv::Shape>();
-    ASSERT_EQ(in.pixel_values.shape, shape);
+    ASSERT_EQ(in.pixel_values.shape(), shape);
 
     const xv::Tensor ref = xv::read_npy(kDir + e["npy"].get<std::string>());
-    ASSERT_EQ(ref.shape, (xv::Shape{shape[0], 3, int64_t(g), int64_t(g)}));
+    ASSERT_EQ(ref.shape(), (xv::Shape{shape[0], 3, int64_t(g), int64_t(g)}));
     float max_diff = 0.0f, max_diff_global = 0.0f;
     for (int64_t k = 0; k < shape[0]; ++k)
       for (int64_t c = 0; c < 3; ++c)
         for (size_t i = 0; i < g; ++i)
           for (size_t j = 0; j < g; ++j) {
-            const float got = in.pixel_values.data[size_t(((k * 3 + c) * 336 + grid[i]) * 336 + grid[j])];
-            const float want = ref.data[size_t(((k * 3 + c) * int64_t(g) + int64_t(i)) * int64_t(g) + int64_t(j))];
+            const float got = in.pixel_values.at(int64_t(((k * 3 + c) * 336 + grid[i]) * 336 + grid[j]));
+            const float want = ref.at(int64_t(size_t(((k * 3 + c) * int64_t(g) + int64_t(i)) * int64_t(g) + int64_t(j))));
             const float d = std::fabs(got - want);
             max_diff = std::max(max_diff, d);
             if (k == 0) max_diff_global = std::max(max_diff_global, d);
@@ -291,7 +291,7 @@ TEST(Phi3VImageProcessor, PaperTokenCount) {
   EXPECT_EQ(in.num_img_tokens, 757);
   EXPECT_EQ(in.height, 672);
   EXPECT_EQ(in.width, 672);
-  EXPECT_EQ(in.pixel_values.shape, (xv::Shape{5, 3, 336, 336}));
+  EXPECT_EQ(in.pixel_values.shape(), (xv::Shape{5, 3, 336, 336}));
   const xv::Phi3VHdSize size = xv::phi3v_hd_size(1344, 1344, 4);
   EXPECT_EQ(size.height, 672);
   EXPECT_EQ(size.width, 672);

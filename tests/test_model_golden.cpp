@@ -25,12 +25,12 @@ json load_json(const std::string& p) { return json::parse(xv::read_file(p)); }
 
 // Row-wise relative L2 error <= tol, and every element within tol * max|expected| of its row.
 void expect_rows_close(const xv::Tensor& got, const xv::Tensor& want, double tol, const std::string& what) {
-  ASSERT_EQ(got.shape, want.shape) << what;
+  ASSERT_EQ(got.shape(), want.shape()) << what;
   const int64_t R = want.dim(0), C = want.numel() / R;
   for (int64_t r = 0; r < R; ++r) {
     double num = 0, den = 0, mx = 0, worst = 0;
     for (int64_t c = 0; c < C; ++c) {
-      const double a = got.data[size_t(r * C + c)], b = want.data[size_t(r * C + c)];
+      const double a = got.at(int64_t(size_t(r * C + c))), b = want.at(int64_t(size_t(r * C + c)));
       num += (a - b) * (a - b);
       den += b * b;
       mx = std::max(mx, std::fabs(b));
@@ -115,8 +115,8 @@ TEST_F(GoldenTinyPhi3V, BatchesMatchReference) {
     xv::Tensor h = model_->forward(ids, mask, B, T, per_row);
     xv::Tensor pooled({B, C});
     for (int64_t b = 0; b < B; ++b)
-      std::copy(h.ptr() + (b * T + lens[size_t(b)] - 1) * C, h.ptr() + (b * T + lens[size_t(b)]) * C,
-                pooled.ptr() + b * C);
+      std::copy(h.data<float>() + (b * T + lens[size_t(b)] - 1) * C, h.data<float>() + (b * T + lens[size_t(b)]) * C,
+                pooled.data<float>() + b * C);
     expect_rows_close(pooled, xv::read_npy(g + "emb_" + std::to_string(k) + ".npy"), kTol,
                       "batch " + std::to_string(k));
   }
@@ -146,13 +146,13 @@ TEST(GoldenMiniLM, MatchesSentenceTransformersOnRealSentences) {
   xv::EmbedOptions opt;  // no explicit normalisation: modules.json lists Normalize, as encode() applies it
   xv::Tensor got = model->embed(items, opt);
   xv::Tensor want = xv::read_npy(g + "/embeddings.npy");
-  ASSERT_EQ(got.shape, want.shape);
+  ASSERT_EQ(got.shape(), want.shape());
   const int64_t C = want.dim(1);
   double worst = 1.0;
   for (int64_t r = 0; r < want.dim(0); ++r) {
     double dot = 0, na = 0, nb = 0;
     for (int64_t c = 0; c < C; ++c) {
-      const double a = got.data[size_t(r * C + c)], b = want.data[size_t(r * C + c)];
+      const double a = got.at(int64_t(size_t(r * C + c))), b = want.at(int64_t(size_t(r * C + c)));
       dot += a * b, na += a * a, nb += b * b;
     }
     const double cos = dot / std::sqrt(na * nb);

@@ -30,13 +30,13 @@ using xv::par::ReduceOp;
 template <typename T>
 DType dtype_of();
 template <>
-DType dtype_of<float>() { return DType::f32; }
+DType dtype_of<float>() { return DType::F32; }
 template <>
-DType dtype_of<double>() { return DType::f64; }
+DType dtype_of<double>() { return DType::F64; }
 template <>
-DType dtype_of<int64_t>() { return DType::i64; }
+DType dtype_of<int64_t>() { return DType::I64; }
 template <>
-DType dtype_of<uint8_t>() { return DType::u8; }
+DType dtype_of<uint8_t>() { return DType::U8; }
 
 // A value that depends on (rank, block, index), exact in every dtype: small enough for u8 sums over 3
 // ranks, large for i64 (beyond double's 53 bits, so a silent conversion would show).
@@ -173,12 +173,28 @@ TEST_F(MpiComm, EveryCollectiveF64) { check_every_collective<double>(*comm); }
 TEST_F(MpiComm, EveryCollectiveI64) { check_every_collective<int64_t>(*comm); }
 TEST_F(MpiComm, EveryCollectiveU8) { check_every_collective<uint8_t>(*comm); }
 
+// 16-bit floats (the bf16 frozen base) move as they are; MPI has no reduction for them, which every rank refuses
+// before any call (so no rank waits on the others).
+TEST_F(MpiComm, Bf16MovesButDoesNotReduce) {
+  const int n = comm->size(), me = comm->rank();
+  std::vector<uint16_t> send(3, uint16_t(0x3f80 + me)), recv(size_t(3 * n));
+  comm->all_gather(send.data(), recv.data(), 3, DType::BF16);
+  for (int r = 0; r < n; ++r)
+    for (int i = 0; i < 3; ++i) EXPECT_EQ(recv[size_t(r * 3 + i)], uint16_t(0x3f80 + r));
+  try {
+    comm->all_reduce(send.data(), 3, DType::BF16);
+    ADD_FAILURE() << "a bf16 all_reduce over MPI must be refused";
+  } catch (const xv::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot reduce BF16"), std::string::npos) << e.what();
+  }
+}
+
 TEST_F(MpiComm, ZeroCount) {
-  comm->all_gather(nullptr, nullptr, 0, DType::f32);
-  comm->reduce_scatter(nullptr, nullptr, 0, DType::f64);
-  comm->all_reduce(nullptr, 0, DType::i64);
-  comm->all_to_all(nullptr, nullptr, 0, DType::u8);
-  comm->broadcast(nullptr, 0, DType::f32, comm->size() - 1);
+  comm->all_gather(nullptr, nullptr, 0, DType::F32);
+  comm->reduce_scatter(nullptr, nullptr, 0, DType::F64);
+  comm->all_reduce(nullptr, 0, DType::I64);
+  comm->all_to_all(nullptr, nullptr, 0, DType::U8);
+  comm->broadcast(nullptr, 0, DType::F32, comm->size() - 1);
   comm->barrier();
 }
 
@@ -201,17 +217,17 @@ TEST_F(MpiComm, OverlappingNonBlocking) {
       rs_send[b * count + i] = val<double>(me, b, i);
       a2a_send[b * count + i] = val<uint8_t>(me, b, i);
     }
-  auto r1 = comm->iall_gather(ag_send.data(), ag_recv.data(), count, DType::f32);
-  auto r2 = comm->ireduce_scatter(rs_send.data(), rs_recv.data(), count, DType::f64, ReduceOp::sum);
-  auto r3 = comm->iall_reduce(ar.data(), count, DType::i64, ReduceOp::max);
-  auto r4 = comm->iall_to_all(a2a_send.data(), a2a_recv.data(), count, DType::u8);
-  auto r5 = comm->ibroadcast(bc.data(), count, DType::f32, n - 1);
+  auto r1 = comm->iall_gather(ag_send.data(), ag_recv.data(), count, DType::F32);
+  auto r2 = comm->ireduce_scatter(rs_send.data(), rs_recv.data(), count, DType::F64, ReduceOp::sum);
+  auto r3 = comm->iall_reduce(ar.data(), count, DType::I64, ReduceOp::max);
+  auto r4 = comm->iall_to_all(a2a_send.data(), a2a_recv.data(), count, DType::U8);
+  auto r5 = comm->ibroadcast(bc.data(), count, DType::F32, n - 1);
   // 40 more all-reduces queued behind them.
   std::vector<std::vector<int64_t>> many(40, std::vector<int64_t>(64));
   std::vector<xv::par::RequestPtr> reqs;
   for (size_t k = 0; k < many.size(); ++k) {
     for (size_t i = 0; i < 64; ++i) many[k][i] = static_cast<int64_t>(k * 1000 + i) * (me + 1);
-    reqs.push_back(comm->iall_reduce(many[k].data(), 64, DType::i64, ReduceOp::sum));
+    reqs.push_back(comm->iall_reduce(many[k].data(), 64, DType::I64, ReduceOp::sum));
   }
   for (auto it = reqs.rbegin(); it != reqs.rend(); ++it) (*it)->wait();
   r5->wait();
@@ -239,14 +255,14 @@ TEST_F(MpiComm, ProgressWhileComputingAndDroppedRequests) {
   const int n = comm->size(), me = comm->rank();
   const size_t count = size_t{1} << 20;
   std::vector<float> send(count, static_cast<float>(me + 1)), recv(n * count);
-  auto req = comm->iall_gather(send.data(), recv.data(), count, DType::f32);
+  auto req = comm->iall_gather(send.data(), recv.data(), count, DType::F32);
   volatile double acc = 0;
   for (int i = 0; i < 2000000; ++i) acc = acc + 1e-9 * i;
   req->wait();
   for (int r = 0; r < n; ++r) EXPECT_EQ(recv[r * count + count - 1], static_cast<float>(r + 1));
   {
     std::vector<double> buf(100, me);
-    auto dropped = comm->iall_reduce(buf.data(), buf.size(), DType::f64, ReduceOp::sum);
+    auto dropped = comm->iall_reduce(buf.data(), buf.size(), DType::F64, ReduceOp::sum);
     (void)dropped;  // destroyed unwaited: its destructor waits
   }
   comm->barrier();
@@ -258,20 +274,20 @@ TEST_F(MpiComm, InPlace) {
   // all_gather: my block of recv is the send buffer.
   std::vector<int64_t> ag(n * count, -1);
   for (size_t i = 0; i < count; ++i) ag[me * count + i] = val<int64_t>(me, 0, i);
-  comm->all_gather(ag.data() + me * count, ag.data(), count, DType::i64);
+  comm->all_gather(ag.data() + me * count, ag.data(), count, DType::I64);
   for (int r = 0; r < n; ++r)
     for (size_t i = 0; i < count; ++i) EXPECT_EQ(ag[r * count + i], val<int64_t>(r, 0, i));
   // reduce_scatter: recv is my block of send.
   std::vector<float> rs(n * count);
   for (int b = 0; b < n; ++b)
     for (size_t i = 0; i < count; ++i) rs[b * count + i] = val<float>(me, b, i);
-  comm->reduce_scatter(rs.data(), rs.data() + me * count, count, DType::f32, ReduceOp::sum);
+  comm->reduce_scatter(rs.data(), rs.data() + me * count, count, DType::F32, ReduceOp::sum);
   for (size_t i = 0; i < count; ++i) EXPECT_EQ(rs[me * count + i], reduce_val<float>(n, me, i, ReduceOp::sum));
   // all_to_all: send == recv.
   std::vector<double> a2a(n * count);
   for (int s = 0; s < n; ++s)
     for (size_t i = 0; i < count; ++i) a2a[s * count + i] = val<double>(me, s, i);
-  comm->all_to_all(a2a.data(), a2a.data(), count, DType::f64);
+  comm->all_to_all(a2a.data(), a2a.data(), count, DType::F64);
   for (int s = 0; s < n; ++s)
     for (size_t i = 0; i < count; ++i) EXPECT_EQ(a2a[s * count + i], val<double>(s, me, i));
 }
@@ -293,18 +309,18 @@ TEST_F(MpiComm, CountsAboveTheLimitGoInPieces) {
   const size_t count = 17;
   std::vector<float> ag(n * count, -1.0f);
   for (size_t i = 0; i < count; ++i) ag[me * count + i] = val<float>(me, 0, i);
-  comm->all_gather(ag.data() + me * count, ag.data(), count, DType::f32);
+  comm->all_gather(ag.data() + me * count, ag.data(), count, DType::F32);
   for (int r = 0; r < n; ++r)
     for (size_t i = 0; i < count; ++i) EXPECT_EQ(ag[r * count + i], val<float>(r, 0, i));
   std::vector<int64_t> rs(n * count);
   for (int b = 0; b < n; ++b)
     for (size_t i = 0; i < count; ++i) rs[b * count + i] = val<int64_t>(me, b, i);
-  comm->reduce_scatter(rs.data(), rs.data() + me * count, count, DType::i64, ReduceOp::sum);
+  comm->reduce_scatter(rs.data(), rs.data() + me * count, count, DType::I64, ReduceOp::sum);
   for (size_t i = 0; i < count; ++i) EXPECT_EQ(rs[me * count + i], reduce_val<int64_t>(n, me, i, ReduceOp::sum));
   std::vector<double> a2a(n * count);
   for (int s = 0; s < n; ++s)
     for (size_t i = 0; i < count; ++i) a2a[s * count + i] = val<double>(me, s, i);
-  comm->all_to_all(a2a.data(), a2a.data(), count, DType::f64);
+  comm->all_to_all(a2a.data(), a2a.data(), count, DType::F64);
   for (int s = 0; s < n; ++s)
     for (size_t i = 0; i < count; ++i) EXPECT_EQ(a2a[s * count + i], val<double>(s, me, i));
   xv::par::mpi_set_max_count(INT_MAX);
@@ -332,16 +348,16 @@ TEST_F(MpiComm, SplitByParity) {
 
   std::vector<int64_t> mine = {me, 10 * me};
   std::vector<int64_t> all(2 * sn);
-  sub->all_gather(mine.data(), all.data(), 2, DType::i64);
+  sub->all_gather(mine.data(), all.data(), 2, DType::I64);
   for (int s = 0; s < sn; ++s) {
     const int world = members[sn - 1 - s];  // sub rank s
     EXPECT_EQ(all[2 * s], world);
     EXPECT_EQ(all[2 * s + 1], 10 * world);
   }
   double x = me + 1;
-  auto req = sub->iall_reduce(&x, 1, DType::f64, ReduceOp::sum);
+  auto req = sub->iall_reduce(&x, 1, DType::F64, ReduceOp::sum);
   double y = me;
-  comm->all_reduce(&y, 1, DType::f64, ReduceOp::max);  // the parent, while the group's request is open
+  comm->all_reduce(&y, 1, DType::F64, ReduceOp::max);  // the parent, while the group's request is open
   req->wait();
   double group_sum = 0;
   for (int r : members) group_sum += r + 1;
@@ -360,13 +376,13 @@ TEST_F(MpiComm, StatsFormulas) {
   comm->reset_stats();
   const size_t count = 1001;
   std::vector<double> send(n * count, 1.0), recv(n * count);
-  comm->all_gather(send.data(), recv.data(), count, DType::f64);
-  comm->iall_gather(send.data(), recv.data(), count, DType::f64)->wait();
-  comm->reduce_scatter(send.data(), recv.data(), count, DType::f64);
-  comm->all_reduce(send.data(), count, DType::f64);
-  comm->all_to_all(send.data(), recv.data(), count, DType::f64);
+  comm->all_gather(send.data(), recv.data(), count, DType::F64);
+  comm->iall_gather(send.data(), recv.data(), count, DType::F64)->wait();
+  comm->reduce_scatter(send.data(), recv.data(), count, DType::F64);
+  comm->all_reduce(send.data(), count, DType::F64);
+  comm->all_to_all(send.data(), recv.data(), count, DType::F64);
   const int root = static_cast<int>(n) - 1;
-  comm->broadcast(send.data(), count, DType::f64, root);
+  comm->broadcast(send.data(), count, DType::F64, root);
   comm->barrier();
   const auto& s = comm->stats();
   const uint64_t bytes = count * 8;
@@ -386,12 +402,12 @@ TEST_F(MpiComm, BadArguments) {
   const int n = comm->size();
   std::vector<float> buf(4 * n);
   try {
-    comm->broadcast(buf.data(), 4, DType::f32, n);
+    comm->broadcast(buf.data(), 4, DType::F32, n);
     ADD_FAILURE() << "expected xv::Error";
   } catch (const xv::Error& e) {
     EXPECT_NE(std::string(e.what()).find("broadcast (mpi): root"), std::string::npos) << e.what();
   }
-  EXPECT_THROW(comm->all_to_all(buf.data() + 1, buf.data(), 2, DType::f32), xv::Error);
+  EXPECT_THROW(comm->all_to_all(buf.data() + 1, buf.data(), 2, DType::F32), xv::Error);
   EXPECT_THROW(comm->split(-3, 0), xv::Error);
   // The communicator is still in step on every rank.
   comm->barrier();
@@ -405,7 +421,7 @@ TEST_F(MpiComm, FailingCallIsAnErrorFromWait) {
   const int root = 0, me = side->rank();
   std::vector<int64_t> buf(64, 7);
   const size_t count = me == root ? 64 : 4;
-  auto req = side->ibroadcast(buf.data(), count, DType::i64, root);
+  auto req = side->ibroadcast(buf.data(), count, DType::I64, root);
   if (me == root) {
     EXPECT_NO_THROW(req->wait());
   } else {
@@ -414,7 +430,7 @@ TEST_F(MpiComm, FailingCallIsAnErrorFromWait) {
       ADD_FAILURE() << "expected xv::Error on rank " << me;
     } catch (const xv::Error& e) {
       const std::string m = e.what();
-      EXPECT_NE(m.find("MPI broadcast of 4 i64 per rank from rank 0 failed on rank " + std::to_string(me)),
+      EXPECT_NE(m.find("MPI broadcast of 4 I64 per rank from rank 0 failed on rank " + std::to_string(me)),
                 std::string::npos) << m;
       EXPECT_NE(m.find("MPI_Bcast"), std::string::npos) << m;
       EXPECT_NE(m.find("MPI_ERR_TRUNCATE"), std::string::npos) << m;

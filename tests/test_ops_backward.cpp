@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/ops.h"
+#include "kernels/cpu/cpu_kernels.h"
 
 namespace {
 
@@ -90,7 +90,7 @@ TEST(OpsBackward, Linear) {
     Vf dx(size_t(M * K), 9.0f), dW(size_t(N * K), 0.0f), db(size_t(N), 0.0f);
     const std::string tag = bias ? " (bias)" : " (no bias)";
     for (int call = 1; call <= 2; ++call) {  // dx overwritten, dW and db accumulate
-      xv::ops::linear_backward(x.data(), W.data(), R.data(), dx.data(), dW.data(), bias ? db.data() : nullptr, M, K, N);
+      xv::cpu::linear_backward(x.data(), K, W.data(), R.data(), N, dx.data(), K, dW.data(), bias ? db.data() : nullptr, M, K, N);
       Vd gW2 = gW, gb2 = gb;
       for (auto& v : gW2) v *= call;
       for (auto& v : gb2) v *= call;
@@ -103,8 +103,8 @@ TEST(OpsBackward, Linear) {
   }
   // Null gradients are skipped; only dW requested leaves the others alone.
   Vf dW(size_t(N * K), 0.0f);
-  xv::ops::linear_backward(x.data(), W.data(), R.data(), nullptr, dW.data(), nullptr, M, K, N);
-  xv::ops::linear_backward(x.data(), W.data(), R.data(), nullptr, nullptr, nullptr, M, K, N);
+  xv::cpu::linear_backward(x.data(), K, W.data(), R.data(), N, nullptr, K, dW.data(), nullptr, M, K, N);
+  xv::cpu::linear_backward(x.data(), K, W.data(), R.data(), N, nullptr, K, nullptr, nullptr, M, K, N);
 }
 
 TEST(OpsBackward, LinearBiasManyRows) {  // db sums across several row blocks
@@ -114,7 +114,7 @@ TEST(OpsBackward, LinearBiasManyRows) {  // db sums across several row blocks
   for (int64_t i = 0; i < M; ++i)
     for (int64_t n = 0; n < N; ++n) gb[size_t(n)] += R[size_t(i * N + n)];  // dL/db of a linear loss, exact
   Vf db(size_t(N), 0.0f);
-  xv::ops::linear_backward(x.data(), W.data(), R.data(), nullptr, nullptr, db.data(), M, K, N);
+  xv::cpu::linear_backward(x.data(), K, W.data(), R.data(), N, nullptr, K, nullptr, db.data(), M, K, N);
   EXPECT_GRAD("linear db (200 rows)", db.data(), gb);
 }
 
@@ -148,16 +148,16 @@ TEST(OpsBackward, LayerNorm) {
     Vf dx(size_t(rows * C), -3.0f);
     const Vf dg0 = randv(size_t(C), 15), db0 = randv(size_t(C), 16);  // accumulated onto
     Vf dg = dg0, db = db0;
-    xv::ops::layernorm_backward(x.data(), g.data(), R.data(), dx.data(), dg.data(), db.data(), rows, C, eps);
+    xv::cpu::layernorm_backward(x.data(), g.data(), R.data(), dx.data(), dg.data(), db.data(), rows, C, eps);
     const std::string tag = " (" + std::to_string(rows) + "x" + std::to_string(C) + ")";
     EXPECT_GRAD("layernorm dx" + tag, dx.data(), gx);
     EXPECT_GRAD("layernorm dg (+=)" + tag, dg.data(), gg, dg0.data());
     EXPECT_GRAD("layernorm db (+=)" + tag, db.data(), gb, db0.data());
     // Null gradients skipped.
     Vf dx2(size_t(rows * C));
-    xv::ops::layernorm_backward(x.data(), g.data(), R.data(), dx2.data(), nullptr, nullptr, rows, C, eps);
+    xv::cpu::layernorm_backward(x.data(), g.data(), R.data(), dx2.data(), nullptr, nullptr, rows, C, eps);
     EXPECT_EQ(dx2, dx);
-    xv::ops::layernorm_backward(x.data(), g.data(), R.data(), nullptr, nullptr, nullptr, rows, C, eps);
+    xv::cpu::layernorm_backward(x.data(), g.data(), R.data(), nullptr, nullptr, nullptr, rows, C, eps);
   }
 }
 
@@ -182,11 +182,11 @@ TEST(OpsBackward, RmsNorm) {
     Vf dx(size_t(rows * C), 4.0f);
     const Vf dg0 = randv(size_t(C), 24);
     Vf dg = dg0;
-    xv::ops::rmsnorm_backward(x.data(), g.data(), R.data(), dx.data(), dg.data(), rows, C, eps);
+    xv::cpu::rmsnorm_backward(x.data(), g.data(), R.data(), dx.data(), dg.data(), rows, C, eps);
     const std::string tag = " (" + std::to_string(rows) + "x" + std::to_string(C) + ")";
     EXPECT_GRAD("rmsnorm dx" + tag, dx.data(), gx);
     EXPECT_GRAD("rmsnorm dg (+=)" + tag, dg.data(), gg, dg0.data());
-    xv::ops::rmsnorm_backward(x.data(), g.data(), R.data(), nullptr, nullptr, rows, C, eps);
+    xv::cpu::rmsnorm_backward(x.data(), g.data(), R.data(), nullptr, nullptr, rows, C, eps);
   }
 }
 
@@ -201,12 +201,12 @@ struct Activation {
 TEST(OpsBackward, Activations) {
   const Activation acts[] = {
       {"gelu_erf", [](double x) { return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0))); },
-       xv::ops::gelu_erf_backward},
+       xv::cpu::gelu_erf_backward},
       {"gelu_tanh",
        [](double x) { return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / std::numbers::pi) * (x + 0.044715 * x * x * x))); },
-       xv::ops::gelu_tanh_backward},
-      {"quick_gelu", [](double x) { return x / (1.0 + std::exp(-1.702 * x)); }, xv::ops::quick_gelu_backward},
-      {"silu", [](double x) { return x / (1.0 + std::exp(-x)); }, xv::ops::silu_backward},
+       xv::cpu::gelu_tanh_backward},
+      {"quick_gelu", [](double x) { return x / (1.0 + std::exp(-1.702 * x)); }, xv::cpu::quick_gelu_backward},
+      {"silu", [](double x) { return x / (1.0 + std::exp(-x)); }, xv::cpu::silu_backward},
   };
   // A sweep over [-8, 8], random points, and the tails.
   Vf x;
@@ -246,7 +246,7 @@ TEST(OpsBackward, SwiGLU) {
   };
   const Vd ref = fd_grad(gud, loss);
   Vf d(size_t(rows * 2 * I), -5.0f);
-  xv::ops::swiglu_backward(gu.data(), R.data(), d.data(), rows, I);
+  xv::cpu::swiglu_backward(gu.data(), R.data(), d.data(), rows, I);
   EXPECT_GRAD("swiglu dgate_up", d.data(), ref);
 }
 
@@ -283,7 +283,7 @@ TEST(OpsBackward, Rope) {
     if (c.random_tables) {
       cs = randv(cs.size(), 51), sn = randv(sn.size(), 52);  // halves differ: the exact transpose is tested
     } else {
-      xv::ops::rope_tables(T, c.rot, 10000.0, c.rot == D ? ext.data() : nullptr, c.mscale, cs.data(), sn.data());
+      xv::cpu::rope_tables(T, c.rot, 10000.0, c.rot == D ? ext.data() : nullptr, c.mscale, cs.data(), sn.data());
     }
     const size_t n = size_t(B * T * stride);
     const Vf x = randv(n, 53), R = randv(n, 54);
@@ -292,12 +292,12 @@ TEST(OpsBackward, Rope) {
     auto loss = [&] { return dot(rope_ref(xd, B, T, H, D, c.rot, stride, cs, sn), Rd); };
     const Vd ref = fd_grad(xd, loss);
     Vf d = R;
-    xv::ops::rope_backward(d.data(), B, T, H, D, c.rot, stride, cs.data(), sn.data());
+    xv::cpu::rope_backward(d.data(), B, T, H, D, c.rot, stride, cs.data(), sn.data());
     EXPECT_GRAD(std::string("rope dx (") + c.name + ")", d.data(), ref);
 
     // Adjoint: <rope(x), y> == <x, rope_backward(y)>, both through the f32 ops.
     Vf rx = x;
-    xv::ops::rope(rx.data(), B, T, H, D, c.rot, stride, cs.data(), sn.data());
+    xv::cpu::rope(rx.data(), B, T, H, D, c.rot, stride, cs.data(), sn.data());
     const double lhs = dot(to_d(rx), Rd), rhs = dot(to_d(x), to_d(d));
     const double adj = std::abs(lhs - rhs) / std::max(std::abs(lhs), 1.0);
     std::printf("  [max err] %-40s %.3e\n", (std::string("rope adjoint (") + c.name + ")").c_str(), adj);
@@ -306,7 +306,7 @@ TEST(OpsBackward, Rope) {
     // With plain tables (mscale 1) the backward is the inverse rotation: rope_backward(rope(x)) == x.
     if (!c.random_tables && c.mscale == 1.0f) {
       Vf back = rx;
-      xv::ops::rope_backward(back.data(), B, T, H, D, c.rot, stride, cs.data(), sn.data());
+      xv::cpu::rope_backward(back.data(), B, T, H, D, c.rot, stride, cs.data(), sn.data());
       EXPECT_GRAD(std::string("rope inverse (") + c.name + ")", back.data(), to_d(x));
     }
   }
@@ -364,7 +364,7 @@ Vf run_attention_backward(const AttnCase& c, const Vf& qkv, const Vf& R, float s
   for (int64_t r = 0; r < c.B * c.T; ++r)
     std::copy(R.begin() + r * O, R.begin() + (r + 1) * O, dout.begin() + r * dstride);
   Vf dqkv(qkv.size(), 5.0f);
-  xv::ops::AttentionBackwardParams bp;
+  xv::cpu::AttentionBackwardArgs bp;
   auto& p = bp.fwd;
   p.q = qkv.data(), p.k = qkv.data() + c.Hq * c.D, p.v = qkv.data() + (c.Hq + c.Hkv) * c.D;
   p.q_stride = p.k_stride = p.v_stride = QKV;
@@ -375,7 +375,7 @@ Vf run_attention_backward(const AttnCase& c, const Vf& qkv, const Vf& R, float s
   bp.dk = want_k ? dqkv.data() + c.Hq * c.D : nullptr;
   bp.dv = want_v ? dqkv.data() + (c.Hq + c.Hkv) * c.D : nullptr;
   bp.dq_stride = bp.dk_stride = bp.dv_stride = QKV;
-  xv::ops::attention_backward(bp);
+  xv::cpu::attention_backward(bp);
   return dqkv;
 }
 
@@ -458,11 +458,11 @@ TEST(OpsBackward, Embedding) {
   };
   const Vd ref = fd_grad(td, loss);
   Vf dtable = table;  // accumulated onto
-  xv::ops::embedding_backward(ids.data(), R.data(), dtable.data(), n, C);
+  xv::cpu::scatter_add_rows(R.data(), C, ids.data(), n, C, dtable.data(), C, nullptr, 0);
   EXPECT_GRAD("embedding dtable (+=)", dtable.data(), ref, table.data());
   for (int64_t row : {4, 5})
     for (int64_t c = 0; c < C; ++c) EXPECT_EQ(dtable[size_t(row * C + c)], table[size_t(row * C + c)]);
-  xv::ops::embedding_backward(ids.data(), R.data(), nullptr, n, C);
+  xv::cpu::scatter_add_rows(R.data(), C, ids.data(), n, C, nullptr, C, nullptr, 0);
 }
 
 TEST(OpsBackward, MseLoss) {
@@ -479,13 +479,13 @@ TEST(OpsBackward, MseLoss) {
   const Vd ref = fd_grad(sd, loss);
   const Vf ds0 = randv(size_t(n), 103, 1e-3f);
   Vf ds = ds0;
-  const double got = xv::ops::mse_loss(s.data(), t.data(), ds.data(), n, weight);
+  const double got = xv::cpu::mse_loss(s.data(), t.data(), ds.data(), n, weight);
   const double verr = std::abs(got - want) / want;
   std::printf("  [max err] %-40s %.3e\n", "mse_loss value", verr);
   EXPECT_LT(verr, 1e-12);
   EXPECT_GRAD("mse_loss ds (+=)", ds.data(), ref, ds0.data());
-  EXPECT_EQ(xv::ops::mse_loss(s.data(), t.data(), nullptr, n, weight), got);
-  EXPECT_EQ(xv::ops::mse_loss(s.data(), t.data(), nullptr, 0, weight), 0.0);
+  EXPECT_EQ(xv::cpu::mse_loss(s.data(), t.data(), nullptr, n, weight), got);
+  EXPECT_EQ(xv::cpu::mse_loss(s.data(), t.data(), nullptr, 0, weight), 0.0);
 }
 
 // ---------------------------------------------------------------------------------------------- threads
@@ -504,20 +504,20 @@ TEST(OpsBackward, SameBitsAcrossThreadCounts) {
     std::vector<Vf> out;
     Vf dx(static_cast<size_t>(n)), dg(size_t(C), 0.0f), db(size_t(C), 0.0f), dg2(size_t(C), 0.0f), dt(size_t(13 * C), 0.0f),
         ds(size_t(n), 0.0f);
-    xv::ops::layernorm_backward(x.data(), g.data(), dy.data(), dx.data(), dg.data(), db.data(), rows, C, 1e-5f);
-    xv::ops::rmsnorm_backward(x.data(), g.data(), dy.data(), nullptr, dg2.data(), rows, C, 1e-5f);
-    xv::ops::embedding_backward(ids.data(), dy.data(), dt.data(), rows, C);
-    const double loss = xv::ops::mse_loss(x.data(), dy.data(), ds.data(), n, 0.3f);
+    xv::cpu::layernorm_backward(x.data(), g.data(), dy.data(), dx.data(), dg.data(), db.data(), rows, C, 1e-5f);
+    xv::cpu::rmsnorm_backward(x.data(), g.data(), dy.data(), nullptr, dg2.data(), rows, C, 1e-5f);
+    xv::cpu::scatter_add_rows(dy.data(), C, ids.data(), rows, C, dt.data(), C, nullptr, 0);
+    const double loss = xv::cpu::mse_loss(x.data(), dy.data(), ds.data(), n, 0.3f);
     out = {dx, dg, db, dg2, dt, ds, Vf{float(loss), float(loss - double(float(loss)))},
            run_attention_backward(ac, qkv, R, 0.35f)};
     return out;
   };
-  const int keep = xv::ops::num_threads();
-  xv::ops::set_num_threads(1);
+  const int keep = xv::cpu::num_threads();
+  xv::cpu::set_num_threads(1);
   const auto one = run();
-  xv::ops::set_num_threads(3);
+  xv::cpu::set_num_threads(3);
   const auto three = run();
-  xv::ops::set_num_threads(keep);
+  xv::cpu::set_num_threads(keep);
   for (size_t i = 0; i < one.size(); ++i) EXPECT_EQ(one[i], three[i]) << "output " << i;
 }
 

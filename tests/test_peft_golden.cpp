@@ -29,10 +29,10 @@ std::vector<std::string> sentences() {
 }
 
 double max_abs(const xv::Tensor& a, const xv::Tensor& b) {
-  EXPECT_EQ(a.shape, b.shape);
+  EXPECT_EQ(a.shape(), b.shape());
   double m = 0;
-  for (size_t i = 0; i < a.data.size() && i < b.data.size(); ++i)
-    m = std::max(m, double(std::fabs(a.data[i] - b.data[i])));
+  for (int64_t i = 0; i < a.numel() && i < b.numel(); ++i)
+    m = std::max(m, double(std::fabs(a.at(int64_t(i)) - b.at(int64_t(i)))));
   return m;
 }
 
@@ -98,8 +98,8 @@ TEST(PeftGolden, SaveThenLoadRoundTripsBitExactly) {
   ASSERT_EQ(a.size(), b.size());
   for (size_t i = 0; i < a.size(); ++i) {
     EXPECT_EQ(a[i].name, b[i].name);
-    ASSERT_EQ(a[i].value->shape, b[i].value->shape);
-    EXPECT_EQ(0, std::memcmp(a[i].value->ptr(), b[i].value->ptr(), sizeof(float) * size_t(a[i].value->numel())))
+    ASSERT_EQ(a[i].value->shape(), b[i].value->shape());
+    EXPECT_EQ(0, std::memcmp(a[i].value->data<float>(), b[i].value->data<float>(), sizeof(float) * size_t(a[i].value->numel())))
         << a[i].name;
   }
   fs::remove_all(dir);

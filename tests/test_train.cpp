@@ -3,6 +3,8 @@
 // directional finite-difference check of the gradients with dropout on.
 #include <gtest/gtest.h>
 
+#include "tests/tensor_values.h"
+
 #include <cmath>
 
 #include "models/kd/kd_model.h"
@@ -26,13 +28,13 @@ std::unique_ptr<xv::KdModel> model(float dropout) {
   int k = 0;
   for (auto& t : m->trainable())
     if (t.name.find("lora_B") != std::string::npos)
-      for (auto& v : t.value->data) v = 0.01f * float((k++ % 13) - 6);
+      xv::test::fill_each(*t.value, [&](size_t) { return 0.01f * float((k++ % 13) - 6); });
   return m;
 }
 
 std::vector<std::vector<float>> grads(xv::KdModel& m) {
   std::vector<std::vector<float>> g;
-  for (auto& t : m.trainable()) g.push_back(t.grad->data);
+  for (auto& t : m.trainable()) g.push_back(t.grad->to_vector());
   return g;
 }
 
@@ -100,7 +102,7 @@ TEST(Train, GradientMatchesDirectionalFiniteDifference) {
   double dot = 0;
   std::vector<std::vector<float>> v(t.size());
   for (size_t i = 0; i < t.size(); ++i) {
-    v[i].resize(t[i].value->data.size());
+    v[i].resize(size_t(t[i].value->numel()));
     for (size_t j = 0; j < v[i].size(); ++j) {
       v[i][j] = float(int((i * 31 + j * 7) % 17) - 8) / 8.0f;
       dot += double(g[i][j]) * v[i][j];
@@ -109,11 +111,11 @@ TEST(Train, GradientMatchesDirectionalFiniteDifference) {
   const float h = 1e-3f;
   auto loss_at = [&](float s) {
     for (size_t i = 0; i < t.size(); ++i)
-      for (size_t j = 0; j < v[i].size(); ++j) t[i].value->data[j] += s * v[i][j];
+      xv::test::add_each(*t[i].value, [&](size_t j) { return s * v[i][j]; });
     m->zero_grad();
     const double l = m->forward_backward(pairs(), o).loss;
     for (size_t i = 0; i < t.size(); ++i)
-      for (size_t j = 0; j < v[i].size(); ++j) t[i].value->data[j] -= s * v[i][j];
+      xv::test::add_each(*t[i].value, [&](size_t j) { return -s * v[i][j]; });
     return l;
   };
   const double fd = (loss_at(h) - loss_at(-h)) / (2.0 * h);
@@ -138,7 +140,7 @@ TEST(Train, Phi3VAdapterRoundTripAndMergedModel) {
   int k = 0;
   for (auto& t : m->trainable())
     if (t.name.find("lora_B") != std::string::npos)
-      for (auto& v : t.value->data) v = 0.02f * float((k++ % 11) - 5);
+      xv::test::fill_each(*t.value, [&](size_t) { return 0.02f * float((k++ % 11) - 5); });
   const fs::path d = fs::temp_directory_path() / ("xv_phi3v_export_" + std::to_string(::getpid()));
   fs::remove_all(d);
   m->save_adapter((d / "adapter").string());
@@ -149,7 +151,7 @@ TEST(Train, Phi3VAdapterRoundTripAndMergedModel) {
   ASSERT_EQ(a.size(), b.size());
   for (size_t i = 0; i < a.size(); ++i) {
     EXPECT_EQ(a[i].name, b[i].name);
-    EXPECT_EQ(a[i].value->data, b[i].value->data) << a[i].name;
+    EXPECT_EQ(a[i].value->to_vector(), b[i].value->to_vector()) << a[i].name;
   }
   m->save_merged((d / "merged").string());
   const std::vector<std::string> texts = {"Find an image of a cat.", "Trova un'immagine di un gatto sul divano."};
@@ -158,8 +160,8 @@ TEST(Train, Phi3VAdapterRoundTripAndMergedModel) {
   std::vector<xv::EmbedItem> items;
   for (const auto& t : texts) items.push_back({t, ""});
   const xv::Tensor got = e->embed(items, {});
-  ASSERT_EQ(got.shape, want.shape);
-  for (size_t i = 0; i < got.data.size(); ++i) ASSERT_NEAR(got.data[i], want.data[i], 1e-4f * (1.0f + std::fabs(want.data[i])));
+  ASSERT_EQ(got.shape(), want.shape());
+  for (int64_t i = 0; i < got.numel(); ++i) ASSERT_NEAR(got.at(int64_t(i)), want.at(int64_t(i)), 1e-4f * (1.0f + std::fabs(want.at(int64_t(i)))));
   fs::remove_all(d);
 }
 

@@ -2,6 +2,10 @@
 // directional finite-difference check over all tensors (embeddings and LayerNorms included), the
 // teacher-cache requirement, a few AdamW steps and the merged export, and checkpointing invariance.
 #include <gtest/gtest.h>
+
+#include "parallel/comm.h"
+#include "parallel/fsdp.h"
+#include "tests/tensor_values.h"
 #include <unistd.h>
 
 #include <cmath>
@@ -25,7 +29,7 @@ std::unique_ptr<xv::KdModel> full_model() { return xv::KdModel::load(kModel, "fu
 
 std::vector<std::vector<float>> grads(xv::KdModel& m) {
   std::vector<std::vector<float>> g;
-  for (auto& t : m.trainable()) g.push_back(t.grad->data);
+  for (auto& t : m.trainable()) g.push_back(t.grad->to_vector());
   return g;
 }
 
@@ -37,8 +41,7 @@ struct Student {
   Student() {
     teacher = m->teacher_embed(pairs());
     int k = 0;
-    for (auto& t : m->trainable())
-      for (auto& v : t.value->data) v += 0.01f * float((k++ % 13) - 6);
+    for (auto& t : m->trainable()) xv::test::add_each(*t.value, [&](size_t) { return 0.01f * float((k++ % 13) - 6); });
   }
 };
 
@@ -48,8 +51,8 @@ TEST(TrainFull, TrainableNamesTheWholeModel) {
   ASSERT_EQ(t.size(), 5u + 2u * 12u);  // tiny_bert: 2 layers
   EXPECT_EQ(t[0].name, "embeddings.word_embeddings.weight");
   EXPECT_EQ(t[5].name, "encoder.layer.0.attention.self.qkv.weight");
-  EXPECT_EQ(t[5].value->shape, (xv::Shape{192, 64}));
-  for (auto& x : t) EXPECT_EQ(x.value->shape, x.grad->shape) << x.name;
+  EXPECT_EQ(t[5].value->shape(), (xv::Shape{192, 64}));
+  for (auto& x : t) EXPECT_EQ(x.value->shape(), x.grad->shape()) << x.name;
 }
 
 TEST(TrainFull, GradientMatchesDirectionalFiniteDifference) {
@@ -70,7 +73,7 @@ TEST(TrainFull, GradientMatchesDirectionalFiniteDifference) {
   double dot = 0;
   std::vector<std::vector<float>> v(t.size());
   for (size_t i = 0; i < t.size(); ++i) {
-    v[i].resize(t[i].value->data.size());
+    v[i].resize(size_t(t[i].value->numel()));
     for (size_t j = 0; j < v[i].size(); ++j) {
       v[i][j] = float(int((i * 31 + j * 7) % 17) - 8) / 8.0f;
       dot += double(g[i][j]) * v[i][j];
@@ -78,11 +81,11 @@ TEST(TrainFull, GradientMatchesDirectionalFiniteDifference) {
   }
   auto loss_at = [&](float h) {
     for (size_t i = 0; i < t.size(); ++i)
-      for (size_t j = 0; j < v[i].size(); ++j) t[i].value->data[j] += h * v[i][j];
+      xv::test::add_each(*t[i].value, [&](size_t j) { return h * v[i][j]; });
     m.zero_grad();
     const double l = m.forward_backward(pairs(), o).loss;
     for (size_t i = 0; i < t.size(); ++i)
-      for (size_t j = 0; j < v[i].size(); ++j) t[i].value->data[j] -= h * v[i][j];
+      xv::test::add_each(*t[i].value, [&](size_t j) { return -h * v[i][j]; });
     return l;
   };
   const float h = 1e-3f;
@@ -132,18 +135,20 @@ TEST(TrainFull, AdamWLowersTheLossAndTheMergedModelEmbedsAsTheStudent) {
   auto& m = *s.m;
   xv::KdStepOptions o;
   o.teacher_en = &s.teacher;
-  std::vector<std::pair<xv::Tensor*, xv::Tensor*>> ps;
-  for (auto& t : m.trainable()) ps.emplace_back(t.value, t.grad);
-  xv::AdamWConfig ac;
+  // The trainer's optimizer on one process (parallel/fsdp.h): AdamW through the op set.
+  xv::ops::AdamWParams ac;
   ac.lr = 1e-3f;
-  xv::AdamW opt(ps, ac);
+  auto comm = xv::par::make_self_communicator();
+  xv::par::TrainableOptions to;
+  to.world = comm.get();
+  xv::par::TrainableShards opt(m.trainable(), ac, to);
   double first = 0, last = 0;
   for (int step = 0; step < 6; ++step) {
     m.zero_grad();
     const double l = m.forward_backward(pairs(), o).loss;
     if (step == 0) first = l;
     last = l;
-    opt.step(ac.lr);
+    opt.step(ac.lr, 0.0);
   }
   std::printf("loss: first %.6g, after 5 AdamW steps %.6g\n", first, last);
   EXPECT_LT(last, first);
@@ -157,16 +162,16 @@ TEST(TrainFull, AdamWLowersTheLossAndTheMergedModelEmbedsAsTheStudent) {
   std::vector<xv::EmbedItem> items;
   for (const auto& t : texts) items.push_back({t, ""});
   const xv::Tensor got = e->embed(items, {});
-  ASSERT_EQ(got.shape, want.shape);
+  ASSERT_EQ(got.shape(), want.shape());
   float worst = 0;
-  for (size_t i = 0; i < got.data.size(); ++i) worst = std::max(worst, std::fabs(got.data[i] - want.data[i]));
+  for (int64_t i = 0; i < got.numel(); ++i) worst = std::max(worst, std::fabs(got.at(int64_t(i)) - want.at(int64_t(i))));
   std::printf("merged vs student: max |diff| %.3g\n", double(worst));
   EXPECT_LT(worst, 1e-4f);
   // And the merged model differs from the base: the trained weights were written.
   auto base = xv::Embedder::load(kModel);
   const xv::Tensor orig = base->embed(items, {});
   float moved = 0;
-  for (size_t i = 0; i < got.data.size(); ++i) moved = std::max(moved, std::fabs(got.data[i] - orig.data[i]));
+  for (int64_t i = 0; i < got.numel(); ++i) moved = std::max(moved, std::fabs(got.at(int64_t(i)) - orig.at(int64_t(i))));
   EXPECT_GT(moved, 1e-3f);
   fs::remove_all(d);
 }

@@ -3,6 +3,10 @@
 // tensors (and over the image side alone), the teacher-cache requirement and the refused image-prefix loss,
 // checkpointing invariance, a few AdamW steps and the merged export.
 #include <gtest/gtest.h>
+
+#include "parallel/comm.h"
+#include "parallel/fsdp.h"
+#include "tests/tensor_values.h"
 #include <unistd.h>
 
 #include <algorithm>
@@ -29,7 +33,7 @@ std::unique_ptr<xv::KdModel> full_model() { return xv::KdModel::load(kModel, "fu
 
 std::vector<std::vector<float>> grads(xv::KdModel& m) {
   std::vector<std::vector<float>> g;
-  for (auto& t : m.trainable()) g.push_back(t.grad->data);
+  for (auto& t : m.trainable()) g.push_back(t.grad->to_vector());
   return g;
 }
 
@@ -41,8 +45,7 @@ struct Student {
   Student() {
     teacher = m->teacher_embed(pairs());
     int k = 0;
-    for (auto& t : m->trainable())
-      for (auto& v : t.value->data) v += 0.01f * float((k++ % 13) - 6);
+    for (auto& t : m->trainable()) xv::test::add_each(*t.value, [&](size_t) { return 0.01f * float((k++ % 13) - 6); });
   }
 };
 
@@ -56,11 +59,11 @@ TEST(TrainFullPhi3V, TrainableNamesTheWholeEmbeddingPath) {
   EXPECT_EQ(t[2].name, "model.layers.0.self_attn.qkv_proj.weight");
   bool fused = false;
   for (auto& x : t) {
-    EXPECT_EQ(x.value->shape, x.grad->shape) << x.name;
+    EXPECT_EQ(x.value->shape(), x.grad->shape()) << x.name;
     EXPECT_EQ(x.name.find("encoder.layers.2."), std::string::npos) << x.name;  // the last layer feeds nothing
     if (x.name == kClip + "encoder.layers.1.self_attn.qkv_proj.weight") {
       fused = true;
-      EXPECT_EQ(x.value->shape, (xv::Shape{96, 32}));
+      EXPECT_EQ(x.value->shape(), (xv::Shape{96, 32}));
     }
   }
   EXPECT_TRUE(fused);
@@ -83,7 +86,7 @@ TEST(TrainFullPhi3V, GradientMatchesDirectionalFiniteDifference) {
   }
   std::vector<std::vector<float>> v(t.size());
   for (size_t i = 0; i < t.size(); ++i) {
-    v[i].resize(t[i].value->data.size());
+    v[i].resize(size_t(t[i].value->numel()));
     for (size_t j = 0; j < v[i].size(); ++j) v[i][j] = float(int((i * 31 + j * 7) % 17) - 8) / 8.0f;
   }
   auto dot_with = [&]() {
@@ -94,11 +97,11 @@ TEST(TrainFullPhi3V, GradientMatchesDirectionalFiniteDifference) {
   };
   auto loss_at = [&](float h) {
     for (size_t i = 0; i < t.size(); ++i)
-      for (size_t j = 0; j < v[i].size(); ++j) t[i].value->data[j] += h * v[i][j];
+      xv::test::add_each(*t[i].value, [&](size_t j) { return h * v[i][j]; });
     m.zero_grad();
     const double l = m.forward_backward(pairs(), o).loss;
     for (size_t i = 0; i < t.size(); ++i)
-      for (size_t j = 0; j < v[i].size(); ++j) t[i].value->data[j] -= h * v[i][j];
+      xv::test::add_each(*t[i].value, [&](size_t j) { return -h * v[i][j]; });
     return l;
   };
   const float h = 1e-3f;
@@ -160,18 +163,20 @@ TEST(TrainFullPhi3V, AdamWLowersTheLossAndTheMergedModelEmbedsAsTheStudent) {
   auto& m = *s.m;
   xv::KdStepOptions o;
   o.teacher_en = &s.teacher;
-  std::vector<std::pair<xv::Tensor*, xv::Tensor*>> ps;
-  for (auto& t : m.trainable()) ps.emplace_back(t.value, t.grad);
-  xv::AdamWConfig ac;
+  // The trainer's optimizer on one process (parallel/fsdp.h): AdamW through the op set.
+  xv::ops::AdamWParams ac;
   ac.lr = 1e-3f;
-  xv::AdamW opt(ps, ac);
+  auto comm = xv::par::make_self_communicator();
+  xv::par::TrainableOptions to;
+  to.world = comm.get();
+  xv::par::TrainableShards opt(m.trainable(), ac, to);
   double first = 0, last = 0;
   for (int step = 0; step < 5; ++step) {
     m.zero_grad();
     const double l = m.forward_backward(pairs(), o).loss;
     if (step == 0) first = l;
     last = l;
-    opt.step(ac.lr);
+    opt.step(ac.lr, 0.0);
   }
   std::printf("loss: first %.6g, after 4 AdamW steps %.6g\n", first, last);
   EXPECT_LT(last, first);
@@ -203,16 +208,16 @@ TEST(TrainFullPhi3V, AdamWLowersTheLossAndTheMergedModelEmbedsAsTheStudent) {
   std::vector<xv::EmbedItem> items;
   for (const auto& t : texts) items.push_back({t, ""});
   const xv::Tensor got = e->embed(items, {});
-  ASSERT_EQ(got.shape, want.shape);
+  ASSERT_EQ(got.shape(), want.shape());
   float worst = 0;
-  for (size_t i = 0; i < got.data.size(); ++i) worst = std::max(worst, std::fabs(got.data[i] - want.data[i]));
+  for (int64_t i = 0; i < got.numel(); ++i) worst = std::max(worst, std::fabs(got.at(int64_t(i)) - want.at(int64_t(i))));
   std::printf("merged vs student: max |diff| %.3g\n", double(worst));
   EXPECT_LT(worst, 1e-4f);
   // And the merged model differs from the base: the trained weights were written.
   auto base = xv::Embedder::load(kModel);
   const xv::Tensor orig = base->embed(items, {});
   float moved = 0;
-  for (size_t i = 0; i < got.data.size(); ++i) moved = std::max(moved, std::fabs(got.data[i] - orig.data[i]));
+  for (int64_t i = 0; i < got.numel(); ++i) moved = std::max(moved, std::fabs(got.at(int64_t(i)) - orig.at(int64_t(i))));
   EXPECT_GT(moved, 1e-3f);
   fs::remove_all(d);
 }

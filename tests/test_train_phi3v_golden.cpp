@@ -11,6 +11,8 @@
 #include <set>
 
 #include "models/embedder.h"
+#include "parallel/comm.h"
+#include "parallel/fsdp.h"
 #include "core/file_util.h"
 #include "models/kd/kd_model.h"
 #include "train/schedule.h"
@@ -26,9 +28,9 @@ const std::string kModel = kFix + "/models/tiny_phi3v";
 // max |got - want| / max |want| over a tensor.
 double rel_err(const xv::Tensor& got, const xv::Tensor& want) {
   double num = 0, den = 0;
-  for (size_t i = 0; i < want.data.size(); ++i) {
-    num = std::max(num, double(std::fabs(got.data[i] - want.data[i])));
-    den = std::max(den, double(std::fabs(want.data[i])));
+  for (int64_t i = 0; i < want.numel(); ++i) {
+    num = std::max(num, double(std::fabs(got.at(int64_t(i)) - want.at(int64_t(i)))));
+    den = std::max(den, double(std::fabs(want.at(int64_t(i)))));
   }
   return num / std::max(den, 1e-30);
 }
@@ -52,7 +54,7 @@ class TrainPhi3VGolden : public ::testing::Test {
     cfg.targets = meta()["targets"].get<std::vector<std::string>>();
     auto m = xv::KdModel::load(kModel, "lora", cfg, 0);
     auto ws = xv::WeightStore::open_file(kDir + "/lora_init.safetensors");
-    for (auto& t : m->trainable()) *t.value = ws.get(t.name, t.value->shape);
+    for (auto& t : m->trainable()) *t.value = ws.get(t.name, t.value->shape());
     return m;
   }
   // Pairs taken in order, cycling, as the reference does.
@@ -104,10 +106,10 @@ class TrainPhi3VGolden : public ::testing::Test {
     int compared = 0;
     for (const auto& t : model->trainable()) {
       if (!g.has(t.name)) {
-        for (float v : t.grad->data) ASSERT_EQ(v, 0.0f) << name << ": " << t.name << " should get no gradient";
+        for (float v : t.grad->to_vector()) ASSERT_EQ(v, 0.0f) << name << ": " << t.name << " should get no gradient";
         continue;
       }
-      const double e = rel_err(*t.grad, g.get(t.name, t.grad->shape));
+      const double e = rel_err(*t.grad, g.get(t.name, t.grad->shape()));
       EXPECT_LE(e, 1e-4) << name << ": " << t.name;
       worst = std::max(worst, e);
       ++compared;
@@ -122,33 +124,31 @@ class TrainPhi3VGolden : public ::testing::Test {
   // AdamW over the case's steps: losses and gradient norms against the reference trace.
   void adamw_steps(const std::string& name) {
     auto model = make_model();
-    std::vector<std::pair<xv::Tensor*, xv::Tensor*>> params;
-    std::vector<xv::Tensor*> grads;
-    for (auto& t : model->trainable()) {
-      params.push_back({t.value, t.grad});
-      grads.push_back(t.grad);
-    }
-    xv::AdamWConfig oc;
+    xv::ops::AdamWParams oc;
     oc.lr = meta()["lr"].get<float>();
     oc.beta1 = meta()["betas"][0].get<float>();
     oc.beta2 = meta()["betas"][1].get<float>();
     oc.eps = meta()["eps"].get<float>();
     oc.weight_decay = meta()["weight_decay"].get<float>();
-    xv::AdamW opt(params, oc);
+    // The trainer's optimizer on one process (parallel/fsdp.h): clip_grad_norm_ and AdamW through the op set.
+    auto comm = xv::par::make_self_communicator();
+    xv::par::TrainableOptions to;
+    to.world = comm.get();
+    xv::par::TrainableShards opt(model->trainable(), oc, to);
     const json& trace = kase(name)["trace"];
     const int64_t steps = int64_t(trace.size());
     double worst = 0;
     for (int64_t s = 0; s < steps; ++s) {
       model->zero_grad();
       const auto terms = model->forward_backward(batch(name, s), options(name));
-      const double norm = xv::clip_grad_norm(grads, meta()["clip"].get<double>());
+      const double lr = oc.lr * xv::lr_lambda(meta()["schedule"].get<std::string>(), s, 0, steps);
+      const double norm = opt.step(float(lr), meta()["clip"].get<double>());
       const auto& ref = trace[size_t(s)];
       const double want = ref["loss"].get<double>();
       EXPECT_NEAR(terms.loss, want, 1e-4 * want) << name << " step " << s + 1;
       EXPECT_NEAR(norm, ref["grad_norm"].get<double>(), 1e-4 * ref["grad_norm"].get<double>())
           << name << " step " << s + 1;
       worst = std::max(worst, std::fabs(terms.loss - want) / want);
-      opt.step(float(oc.lr * xv::lr_lambda(meta()["schedule"].get<std::string>(), s, 0, steps)));
     }
     std::printf("%s: %lld AdamW steps, worst loss error %.2e\n", name.c_str(), static_cast<long long>(steps), worst);
   }
@@ -193,9 +193,10 @@ TEST_F(TrainPhi3VGolden, CheckpointingAndLossScale) {
   EXPECT_EQ(ta.loss, tb.loss);
   auto ga = a->trainable(), gb = b->trainable();
   ASSERT_EQ(ga.size(), gb.size());
-  for (size_t i = 0; i < ga.size(); ++i)
-    for (size_t j = 0; j < ga[i].grad->data.size(); ++j)
-      ASSERT_EQ(ga[i].grad->data[j] * 0.5f, gb[i].grad->data[j]) << ga[i].name;
+  for (size_t i = 0; i < ga.size(); ++i) {
+    const std::vector<float> a_i = ga[i].grad->to_vector(), b_i = gb[i].grad->to_vector();
+    for (size_t j = 0; j < a_i.size(); ++j) ASSERT_EQ(a_i[j] * 0.5f, b_i[j]) << ga[i].name;
+  }
 }
 
 // Seeded LoRA dropout: a pure function of the seed, so the checkpointed backward recomputes the same masks
@@ -210,7 +211,10 @@ TEST_F(TrainPhi3VGolden, SeededDropoutSurvivesCheckpointing) {
     o.checkpointing = ckpt;
     const double loss = m->forward_backward(pairs, o).loss;
     std::vector<float> g;
-    for (const auto& t : m->trainable()) g.insert(g.end(), t.grad->data.begin(), t.grad->data.end());
+    for (const auto& t : m->trainable()) {
+      const std::vector<float> v = t.grad->to_vector();
+      g.insert(g.end(), v.begin(), v.end());
+    }
     return std::make_pair(loss, g);
   };
   const auto a = run(11, false), b = run(11, true), off = run(0, false);

@@ -74,7 +74,7 @@ void load_trainable(const std::string& path, const std::vector<TrainableTensor>&
   auto ws = WeightStore::open_file(path);
   for (const auto& t : trainable) {
     XV_CHECK(ws.has(t.name), "{}: tensor '{}' is missing", path, t.name);
-    *t.value = ws.get(t.name, t.value->shape);
+    *t.value = ws.get(t.name, t.value->shape()).to(t.value->device());
   }
   XV_CHECK(ws.names().size() == trainable.size(), "{}: holds {} tensors, the model has {} trainable ones", path,
            ws.names().size(), trainable.size());

@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "core/file_util.h"
 #include "core/npy.h"
+#include "kernels/ops.h"
 
 namespace xv {
 
@@ -82,7 +83,7 @@ Tensor compute_teacher_embeddings(KdModel& model, const TrainData& data, int64_t
     }
     XV_CHECK(t.numel() == (e - s) * D, "teacher cache: the model returned {} values for {} pairs of dim {}", t.numel(),
              e - s, D);
-    std::copy(t.data.begin(), t.data.end(), out.data.begin() + s * D);
+    ops::copy(t, out.rows(s, e - s));
     if (progress) progress(e, N);
   }
   return out;
@@ -130,8 +131,8 @@ Tensor load_teacher_cache(const std::string& npy_path, const std::string& model_
   Tensor t = read_npy(npy_path);
   XV_CHECK(t.ndim() == 2 && t.dim(0) == int64_t(data.pairs.size()) && t.dim(1) == dim,
            "{}: the teacher cache has shape {}, expected ({}, {}) for {} pairs of the model's dimension", npy_path,
-           shape_str(t.shape), data.pairs.size(), dim, data.pairs.size());
-  for (float v : t.data) XV_CHECK(std::isfinite(v), "{}: the teacher cache holds a non-finite value", npy_path);
+           shape_str(t.shape()), data.pairs.size(), dim, data.pairs.size());
+  for (float v : t.to_vector()) XV_CHECK(std::isfinite(v), "{}: the teacher cache holds a non-finite value", npy_path);
   return t;
 }
 

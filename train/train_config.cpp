@@ -29,6 +29,7 @@ struct KeySpec {
 const std::vector<KeySpec>& schema() {
   static const std::vector<KeySpec> s = {
       XV_KEY("model", model, false),
+      XV_KEY("model.weight_dtype", model_weight_dtype, false),
       XV_KEY("data.train", data.train, false),
       XV_KEY("data.image_root", data.image_root, true),
       XV_KEY("data.teacher_cache", data.teacher_cache, true),
@@ -236,6 +237,22 @@ std::string mark_of(const std::string& source, const YAML::Node& n) {
   return m.line >= 0 ? source + ":" + std::to_string(m.line + 1) : source;
 }
 
+// The keys under `model:` when it is a mapping: path (the folder, key "model") and weight_dtype.
+void flatten_model(const YAML::Node& map, const std::string& source, std::map<std::string, Entry>& flat) {
+  for (const auto& kv : map) {
+    XV_CHECK(kv.first.IsScalar(), "{}: keys must be plain names, found {}", mark_of(source, kv.first),
+             describe(kv.first));
+    const std::string leaf = kv.first.Scalar(), where = mark_of(source, kv.first);
+    const std::string key = leaf == "path" ? "model" : "model." + leaf;
+    if (leaf == "path" || find_key(key)) {
+      XV_CHECK(!flat.count(key), "{}: key 'model.{}' is given twice", where, leaf);
+      flat[key] = {kv.second, where};
+      continue;
+    }
+    fail("{}: unknown key 'model.{}' (model takes path and weight_dtype)", where, leaf);
+  }
+}
+
 void flatten(const YAML::Node& map, const std::string& prefix, const std::string& source,
              std::map<std::string, Entry>& flat) {
   for (const auto& kv : map) {
@@ -243,6 +260,15 @@ void flatten(const YAML::Node& map, const std::string& prefix, const std::string
              describe(kv.first));
     const std::string key = prefix.empty() ? kv.first.Scalar() : prefix + "." + kv.first.Scalar();
     const std::string where = mark_of(source, kv.first);
+    if (prefix.empty() && key == "model" && kv.second.IsMap()) {  // model: {path: DIR, weight_dtype: ...}
+      std::map<std::string, Entry> sub;
+      flatten_model(kv.second, source, sub);
+      for (auto& [k, e] : sub) {
+        XV_CHECK(!flat.count(k), "{}: key '{}' is given twice (first at {})", e.where, k, flat[k].where);
+        flat[k] = e;
+      }
+      continue;
+    }
     if (prefix.empty() && is_section(key)) {
       if (kv.second.IsNull()) continue;  // "lora:" with nothing under it
       XV_CHECK(kv.second.IsMap(), "{}: '{}' is a section and must be a mapping of its keys, found {}", where, key,
@@ -272,6 +298,9 @@ void validate(const TrainConfig& c, const std::map<std::string, Entry>& flat, co
   check(c.data.workers >= 0, "data.workers", ">= 0 (0: prepare on the reader's I/O thread)");
   check(c.data.prefetch >= 1, "data.prefetch", ">= 1");
   check(c.data.bucket_window >= 0, "data.bucket_window", ">= 0 (0: no length bucketing)");
+  check(c.model_weight_dtype == "f32" || c.model_weight_dtype == "bf16", "model.weight_dtype", "f32 or bf16");
+  check(c.trainable == "lora" || c.model_weight_dtype == "f32", "model.weight_dtype",
+        "f32 with trainable 'full' (every weight trains, in f32)");
   check(c.trainable == "lora" || c.trainable == "full", "trainable", "lora or full");
   check(c.lora.r >= 1, "lora.r", ">= 1");
   check(c.lora.alpha > 0, "lora.alpha", "> 0");
@@ -330,8 +359,10 @@ LoraConfig TrainConfig::lora_config() const {
   return l;
 }
 
-AdamWConfig TrainConfig::adamw_config() const {
-  AdamWConfig a;
+DType TrainConfig::weight_dtype() const { return model_weight_dtype == "bf16" ? DType::BF16 : DType::F32; }
+
+ops::AdamWParams TrainConfig::adamw_config() const {
+  ops::AdamWParams a;
   a.lr = float(train.lr);
   a.beta1 = float(train.betas.at(0));
   a.beta2 = float(train.betas.at(1));
@@ -361,6 +392,7 @@ TrainConfig parse_train_config(const std::string& text, const std::string& sourc
     std::string key = o.substr(0, eq);
     key.erase(0, key.find_first_not_of(" \t"));
     key.erase(key.find_last_not_of(" \t") + 1);
+    if (key == "model.path") key = "model";
     XV_CHECK(!is_section(key), "{}: '{}' is a section: set its keys one by one, e.g. --set {}.{}", where, key, key,
              leaf_of([&] {
                for (const auto& k : schema())
@@ -427,12 +459,14 @@ std::string train_config_yaml(const TrainConfig& c) {
   std::string out = "# xvlm2vec train config, resolved (every key; see docs/config.md)\n";
   std::string section;
   for (const auto& spec : schema()) {
-    const std::string key = spec.key, sec = section_of(key);
+    const std::string key = spec.key;
+    // model is written as a mapping: path (the folder) and weight_dtype.
+    const std::string sec = key == "model" ? "model" : section_of(key), leaf = key == "model" ? "path" : leaf_of(key);
     if (sec != section) {
       section = sec;
       if (!sec.empty()) out += sec + ":\n";
     }
-    out += (sec.empty() ? "" : "  ") + leaf_of(key) + ": " + train_config_value(c, key) + "\n";
+    out += (sec.empty() ? "" : "  ") + leaf + ": " + train_config_value(c, key) + "\n";
   }
   return out;
 }

@@ -8,13 +8,15 @@
 #include <vector>
 
 #include "models/lora.h"
-#include "train/schedule.h"
+#include "core/dtype.h"
+#include "kernels/ops.h"
 
 namespace xv {
 
 // Defaults: the reference hyper-parameters of the xVLM2Vec release where they apply.
 struct TrainConfig {
-  std::string model;  // model folder (Hugging Face layout); required
+  std::string model;  // model folder (Hugging Face layout); required. YAML: `model: DIR`, or `model: {path: DIR, ...}`
+  std::string model_weight_dtype = "f32";  // model.weight_dtype: the frozen base's storage, f32 | bf16
   struct Data {
     std::string train;          // an HDF5 corpus (docs/corpus-format.md) or a JSONL of {text_en, text_xx, lang,
                                 // image?}; required
@@ -74,7 +76,8 @@ struct TrainConfig {
   } export_;
 
   LoraConfig lora_config() const;  // targets must have been resolved
-  AdamWConfig adamw_config() const;
+  ops::AdamWParams adamw_config() const;
+  DType weight_dtype() const;  // model.weight_dtype as a DType
 };
 
 // Parses YAML text; `source` names it in messages (a file path). Applies `overrides` ("key=value") after.

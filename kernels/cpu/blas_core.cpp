@@ -6,7 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 
-namespace xv::ops {
+namespace xv::cpu {
 
 const char* blas_core_name() { return openblas_get_corename(); }
 
@@ -23,4 +23,4 @@ void select_blas_core(int argc, char** argv) {
   ::unsetenv("OPENBLAS_CORETYPE");
 }
 
-}  // namespace xv::ops
+}  // namespace xv::cpu

@@ -5,9 +5,9 @@
 // OPENBLAS_CORETYPE=SKYLAKEX and re-executes the program once. Anything else: returns and changes nothing.
 #pragma once
 
-namespace xv::ops {
+namespace xv::cpu {
 
 void select_blas_core(int argc, char** argv);
 const char* blas_core_name();
 
-}  // namespace xv::ops
+}  // namespace xv::cpu

@@ -1,4 +1,4 @@
-// CPU implementation of the Backward section of kernels/ops.h: f32, OpenMP across rows, OpenBLAS for GEMMs.
+// The CPU reference kernels of kernels/cpu/cpu_kernels.h, backward: f32, OpenMP across rows, OpenBLAS for GEMMs.
 // Input gradients are overwritten, parameter gradients accumulated; a null gradient pointer skips it.
 //
 // Determinism: every reduction over rows (dg, db, embedding scatter, the MSE sum) runs in a fixed order that
@@ -10,9 +10,9 @@
 #include <vector>
 
 #include "kernels/cpu/vec_math.h"
-#include "kernels/ops.h"
+#include "kernels/cpu/cpu_kernels.h"
 
-namespace xv::ops {
+namespace xv::cpu {
 
 namespace {
 
@@ -40,14 +40,17 @@ void add_block_sums(const float* part, int64_t nblk, int64_t C, float* out) {
 
 }  // namespace
 
-void linear_backward(const float* x, const float* W, const float* dy, float* dx, float* dW, float* db,
-                     int64_t M, int64_t K, int64_t N) {
+void linear_backward(const float* x, int64_t ldx, const float* W, const float* dy, int64_t ldy, float* dx,
+                     int64_t lddx, float* dW, float* db, int64_t M, int64_t K, int64_t N) {
   if (M == 0) return;
   if (dx) {
-    if (N == 0) std::fill(dx, dx + M * K, 0.0f);
-    else gemm(false, false, M, K, N, 1.0f, dy, N, W, K, 0.0f, dx, K);  // (M, N) @ (N, K)
+    if (N == 0) {
+      for (int64_t r = 0; r < M; ++r) std::fill(dx + r * lddx, dx + r * lddx + K, 0.0f);
+    } else {
+      gemm(false, false, M, K, N, 1.0f, dy, ldy, W, K, 0.0f, dx, lddx);  // (M, N) @ (N, K)
+    }
   }
-  if (dW && K > 0) gemm(true, false, N, K, M, 1.0f, dy, N, x, K, 1.0f, dW, K);  // (N, M) @ (M, K)
+  if (dW && K > 0) gemm(true, false, N, K, M, 1.0f, dy, ldy, x, ldx, 1.0f, dW, K);  // (N, M) @ (M, K)
   if (db && N > 0) {
     const int64_t nblk = ceil_div(M, kRowBlock);
     std::vector<float> part(static_cast<size_t>(nblk * N));
@@ -56,7 +59,7 @@ void linear_backward(const float* x, const float* W, const float* dy, float* dx,
       float* pb = part.data() + blk * N;
       std::fill(pb, pb + N, 0.0f);
       for (int64_t r = blk * kRowBlock; r < std::min(M, (blk + 1) * kRowBlock); ++r) {
-        const float* d = dy + r * N;
+        const float* d = dy + r * ldy;
 #pragma omp simd
         for (int64_t n = 0; n < N; ++n) pb[n] += d[n];
       }
@@ -282,8 +285,8 @@ void softmax_block(float* S, int64_t rows, int64_t kend, int64_t i0, bool causal
 //   dQ (rows, D)   = scale dS K,  dK (kend, D) += scale dS^T Q
 // A (batch, kv head) task owns its dk, dv rows and the dq rows of its query heads, so tasks never share
 // output and the grouped heads accumulate in a fixed order. Scratch: two kRows x T buffers per thread.
-void attention_backward(const AttentionBackwardParams& bp) {
-  const AttentionParams& p = bp.fwd;
+void attention_backward(const AttentionBackwardArgs& bp) {
+  const AttentionArgs& p = bp.fwd;
   const int64_t B = p.B, T = p.T, Hq = p.Hq, Hkv = p.Hkv, D = p.D;
   if (B == 0 || T == 0 || Hq == 0 || D == 0) return;
   if (!bp.dq && !bp.dk && !bp.dv) return;
@@ -335,24 +338,6 @@ void attention_backward(const AttentionBackwardParams& bp) {
   }
 }
 
-// Each task owns a column range of the table and walks all n rows in order: repeated ids accumulate
-// without atomics and in a fixed order.
-void embedding_backward(const int32_t* ids, const float* dout, float* dtable, int64_t n, int64_t C) {
-  if (!dtable || n == 0 || C == 0) return;
-  constexpr int64_t kCols = 64;
-  const int64_t nchunk = ceil_div(C, kCols);
-#pragma omp parallel for schedule(static)
-  for (int64_t ch = 0; ch < nchunk; ++ch) {
-    const int64_t c0 = ch * kCols, c1 = std::min(C, c0 + kCols);
-    for (int64_t i = 0; i < n; ++i) {
-      float* t = dtable + int64_t(ids[i]) * C;
-      const float* d = dout + i * C;
-#pragma omp simd
-      for (int64_t c = c0; c < c1; ++c) t[c] += d[c];
-    }
-  }
-}
-
 double mse_loss(const float* s, const float* t, float* ds, int64_t n, float weight) {
   if (n <= 0) return 0.0;
   constexpr int64_t kBlock = 4096;
@@ -379,4 +364,4 @@ double mse_loss(const float* s, const float* t, float* ds, int64_t n, float weig
   return double(weight) * sum / double(n);
 }
 
-}  // namespace xv::ops
+}  // namespace xv::cpu

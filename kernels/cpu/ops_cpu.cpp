@@ -1,5 +1,5 @@
-// CPU implementation of kernels/ops.h: f32, OpenMP across cores, OpenBLAS for GEMMs.
-// These are also the reference the CUDA kernels are tested against.
+// The CPU reference kernels of kernels/cpu/cpu_kernels.h, forward: f32, OpenMP across cores, OpenBLAS for
+// GEMMs. The reference every other backend is tested against.
 #include <cblas.h>
 #include <omp.h>
 
@@ -8,9 +8,9 @@
 #include <vector>
 
 #include "kernels/cpu/vec_math.h"
-#include "kernels/ops.h"
+#include "kernels/cpu/cpu_kernels.h"
 
-namespace xv::ops {
+namespace xv::cpu {
 
 void set_num_threads(int n) {
   if (n <= 0) return;
@@ -27,13 +27,14 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
               int(N), int(K), alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
 }
 
-void linear(const float* x, const float* W, const float* b, float* y, int64_t M, int64_t K, int64_t N) {
+void linear(const float* x, int64_t ldx, const float* W, const float* b, float* y, int64_t ldy, int64_t M, int64_t K,
+            int64_t N) {
   if (M == 0) return;
   if (b) {
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < M; ++i) std::copy(b, b + N, y + i * N);
+    for (int64_t i = 0; i < M; ++i) std::copy(b, b + N, y + i * ldy);
   }
-  gemm(false, true, M, N, K, 1.0f, x, K, W, K, b ? 1.0f : 0.0f, y, N);
+  gemm(false, true, M, N, K, 1.0f, x, ldx, W, K, b ? 1.0f : 0.0f, y, ldy);
 }
 
 void layernorm(const float* x, const float* g, const float* b, float* y, int64_t rows, int64_t C, float eps) {
@@ -114,11 +115,6 @@ void add_inplace(float* y, const float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += x[i];
 }
 
-void embedding(const int32_t* ids, const float* table, float* out, int64_t n, int64_t C) {
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) std::copy(table + int64_t(ids[i]) * C, table + int64_t(ids[i] + 1) * C, out + i * C);
-}
-
 void rope_tables(int64_t T, int64_t rot_dim, double base, const float* ext, float mscale, float* cos, float* sin) {
   const int64_t half = rot_dim / 2;
   std::vector<float> inv_freq(static_cast<size_t>(half));
@@ -158,7 +154,7 @@ void rope(float* x, int64_t B, int64_t T, int64_t H, int64_t D, int64_t rot_dim,
     }
 }
 
-void attention(const AttentionParams& p) {
+void attention(const AttentionArgs& p) {
   const int64_t B = p.B, T = p.T, Hq = p.Hq, Hkv = p.Hkv, D = p.D;
   const int64_t group = Hq / Hkv;
   // Per (batch, head, block of kRows queries): S (rows, kend) = scale * Q K^T and O = softmax(S) V as two
@@ -225,24 +221,4 @@ void l2_normalize(float* x, int64_t rows, int64_t C) {
   }
 }
 
-void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, float lr, int64_t t,
-                  const AdamWParams& cfg) {
-  // torch.optim.AdamW (single-tensor path), in f32: decay first, then the moments, then the update.
-  // The bias corrections are Python floats (double) there, as here.
-  const float b1 = cfg.beta1, b2 = cfg.beta2;
-  const double bc1 = 1.0 - std::pow(double(b1), double(t));
-  const double bc2 = 1.0 - std::pow(double(b2), double(t));
-  const float step_size = float(double(lr) / bc1);
-  const float bc2_sqrt = float(std::sqrt(bc2));
-  const float decay = 1.0f - lr * cfg.weight_decay, eps = cfg.eps;
-#pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    p[i] *= decay;
-    m[i] = m[i] + (g[i] - m[i]) * (1.0f - b1);  // torch: exp_avg.lerp_(grad, 1 - beta1)
-    v[i] = v[i] * b2 + (1.0f - b2) * g[i] * g[i];
-    const float denom = std::sqrt(v[i]) / bc2_sqrt + eps;
-    p[i] += -step_size * (m[i] / denom);
-  }
-}
-
-}  // namespace xv::ops
+}  // namespace xv::cpu

@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <cstring>
 
-namespace xv::ops::vec {
+namespace xv::cpu::vec {
 
 inline float exp(float x) {
   // NaN propagates; below the smallest normal result gives 0; the polynomial runs on a clamped x so that
@@ -57,4 +57,4 @@ inline float erf(float x) {
   return x < 0.0f ? -r : r;
 }
 
-}  // namespace xv::ops::vec
+}  // namespace xv::cpu::vec

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "models/load_options.h"
 #include "models/lora.h"
 #include "core/tensor.h"
 #include "core/train_pair.h"
@@ -40,14 +41,18 @@ struct KdStepOptions {
 class KdModel {
  public:
   virtual ~KdModel() = default;
-  // Loads the base model from a Hugging Face folder; `trainable` is "lora" or "full".
-  // defer_frozen (trainable 'lora'; ignored for 'full'): the frozen base is laid out shape-only and its units
-  // come with WeightUnit::load, so a sharding wrapper reads it unit by unit and never holds it whole. Until
-  // then only forward_backward under that wrapper may run.
+  // Loads the base model from a Hugging Face folder; `trainable` is "lora" or "full". With o.shapes_only
+  // (trainable 'lora'; ignored for 'full') the frozen base is laid out shape-only and its units come with
+  // WeightUnit::load, so a sharding wrapper reads it unit by unit and never holds it whole; until then only
+  // forward_backward under that wrapper may run. o.weight_dtype stores the frozen base (BF16 halves it; the
+  // trainable tensors are F32 whatever it says, so 'full' needs F32). o.device: where the model lives.
   static std::unique_ptr<KdModel> load(const std::string& model_dir, const std::string& trainable,
-                                       const LoraConfig& lora, uint64_t seed, bool defer_frozen = false);
+                                       const LoraConfig& lora, uint64_t seed, const LoadOptions& o = {});
   virtual const std::string& arch() const = 0;
   virtual int64_t dim() const = 0;
+  virtual Device device() const = 0;
+  // Whether pairs may carry images (the backbone has an image path).
+  virtual bool takes_images() const = 0;
   virtual std::vector<TrainableTensor> trainable() = 0;
   // The frozen base weights as units (core/units.h), in the order a step uses them; empty when nothing
   // is frozen (trainable 'full'). forward_backward brackets their use with `access` once it is set; the
@@ -64,9 +69,9 @@ class KdModel {
   virtual std::shared_ptr<const PreparedInputs> prepare(const TrainPair& pair) const = 0;
   // Forward and backward of the loss on one micro-batch; gradients accumulate into trainable().
   virtual KdLossTerms forward_backward(const std::vector<TrainPair>& batch, const KdStepOptions& opt) = 0;
-  // Teacher embeddings of the English side (B, D), for a teacher cache.
+  // Teacher embeddings of the English side (B, D) on the host, for a teacher cache.
   virtual Tensor teacher_embed(const std::vector<TrainPair>& batch) = 0;
-  // Student embeddings of texts (normalised or not), for evaluation during or after training.
+  // Student embeddings of texts (normalised or not) on the host, for evaluation during or after training.
   virtual Tensor student_embed(const std::vector<std::string>& texts, bool normalize) = 0;
 
   // A PEFT adapter folder (adapter_model.safetensors + adapter_config.json) that

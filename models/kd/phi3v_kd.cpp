@@ -18,19 +18,13 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <map>
-#include <nlohmann/json.hpp>
 
-#include "core/atomic_dir.h"
-#include "models/bert.h"  // mean_pool, mean_pool_backward
-#include "core/dtype.h"
 #include "image/image.h"
-#include "models/kd/kd_model.h"
-#include "models/peft_adapter.h"
-#include "models/phi3v.h"
-#include "core/safetensors.h"
-#include "tokenizer/tokenizer.h"
 #include "kernels/ops.h"
+#include "models/kd/kd_shell.h"
+#include "models/kd/losses.h"
+#include "models/phi3v.h"
+#include "models/pooling.h"
 
 namespace xv {
 
@@ -41,18 +35,31 @@ namespace {
 // One side (English or other-language) of a batch, right-padded with the pad id.
 struct Side {
   std::vector<int32_t> ids;   // (B, T), image placeholders negative
-  std::vector<float> mask;    // (B, T) 1 for real tokens
-  std::vector<float> prefix;  // (B, T) 1 at every position up to and including the row's last <s>
+  Tensor mask;                // (B, T) F32: 1 for real tokens
+  Tensor prefix;              // (B, T) F32: 1 at every position up to and including the row's last <s>
   std::vector<int64_t> last;  // (B) the last real token
   int64_t B = 0, T = 0;
 };
 
 // A micro-batch made ready: the images (one per pair that has one) and both sides' prompt ids.
 struct Prepared {
-  std::vector<Phi3VImageInputs> images;
+  std::vector<std::shared_ptr<const Phi3VImageInputs>> images;
   std::vector<int> row_image;  // (B) index into images, -1 for a text-only pair
   std::vector<int64_t> tok0;   // per image: its first row in the stacked image tokens
   Side en, xx;
+
+  std::vector<const Phi3VImageInputs*> image_list() const {
+    std::vector<const Phi3VImageInputs*> out;
+    for (const auto& im : images) out.push_back(im.get());
+    return out;
+  }
+  // Each row's image within the stacked image tokens (none for a text-only pair).
+  std::vector<std::vector<ImageTokens>> row_tokens() const {
+    std::vector<std::vector<ImageTokens>> out(row_image.size());
+    for (size_t b = 0; b < row_image.size(); ++b)
+      if (const int i = row_image[b]; i >= 0) out[b].push_back({tok0[size_t(i)], images[size_t(i)]->num_img_tokens});
+    return out;
+  }
 };
 
 // One pair made ready ahead of the step by the data reader's workers: its image and prompt ids.
@@ -61,55 +68,30 @@ struct Phi3VPrepared : PreparedInputs {
   std::vector<int32_t> en, xx;                    // prompt ids, image placeholders included
 };
 
-// Input embeddings' image rows of each row b: its image's slice of the stacked tokens `tok` (n, C).
-std::vector<std::vector<ImageTokens>> row_tokens(const Prepared& p, const Tensor& tok) {
-  std::vector<std::vector<ImageTokens>> out(p.row_image.size());
-  const int64_t C = tok.empty() ? 0 : tok.dim(1);
-  for (size_t b = 0; b < p.row_image.size(); ++b)
-    if (const int i = p.row_image[b]; i >= 0)
-      out[b].push_back({tok.ptr() + p.tok0[size_t(i)] * C, p.images[size_t(i)].num_img_tokens});
-  return out;
-}
+// What one micro-batch's step carries from stage to stage (Phi3VKdModel::forward_backward).
+struct Phi3VStep {
+  Prepared p;
+  bool has_img = false, prefix = false;
+  bool train_vis = false;     // the tower has adapters (or trains fully) and there are images
+  bool walk_vis = false;      // the tower's units are walked in forward (images here or on another rank)
+  bool walk_vis_bwd = false;  // ... and in backward
+  bool need_teacher = false;  // the teacher runs (no teacher cache, or the prefix terms need it)
+  LoraRun run_en, run_xx, run_vis;
+  Phi3VVisionActs vacts;
+  Tensor s_tok, t_tok;            // (n_tok, C) student and teacher image tokens
+  Phi3Acts acts_en, acts_xx;      // the student passes
+  Tensor h_en, h_xx;              // (B, T, C) their final hidden states
+  Tensor t_en, t_pre;             // (B, C) teacher targets: last token, prefix mean
+  Tensor dh_en, dh_xx;            // (B, T, C) the loss's gradient at the final hidden states
+  Tensor dx_en, dx_xx;            // (B*T, C) the gradient at the input embeddings
+  Tensor dtok;                    // (n_tok, C) both sides' gradient at the student's image tokens
+};
 
-std::vector<std::vector<float*>> row_dtokens(const Prepared& p, Tensor& dtok) {
-  std::vector<std::vector<float*>> out(p.row_image.size());
-  const int64_t C = dtok.dim(1);
-  for (size_t b = 0; b < p.row_image.size(); ++b)
-    if (const int i = p.row_image[b]; i >= 0) out[b].push_back(dtok.ptr() + p.tok0[size_t(i)] * C);
-  return out;
-}
-
-// hidden (B, T, C) -> the rows at side.last: (B, C).
-Tensor last_rows(const Tensor& hidden, const Side& s) {
-  const int64_t C = hidden.dim(-1);
-  Tensor out({s.B, C});
-  for (int64_t b = 0; b < s.B; ++b) {
-    const float* src = hidden.ptr() + (b * s.T + s.last[size_t(b)]) * C;
-    std::copy(src, src + C, out.ptr() + b * C);
-  }
-  return out;
-}
-
-// The adjoint: dhidden (B, T, C) += dpooled (B, C) at side.last.
-void last_rows_backward(const Tensor& dpooled, const Side& s, Tensor& dhidden) {
-  const int64_t C = dpooled.dim(-1);
-  for (int64_t b = 0; b < s.B; ++b) {
-    float* dst = dhidden.ptr() + (b * s.T + s.last[size_t(b)]) * C;
-    const float* src = dpooled.ptr() + b * C;
-    for (int64_t c = 0; c < C; ++c) dst[c] += src[c];
-  }
-}
-
-class Phi3VKdModel : public KdModel {
+class Phi3VKdModel : public KdShell {
  public:
   Phi3VKdModel(const std::string& dir, const std::string& trainable, const LoraConfig& lcfg, uint64_t seed,
-               bool defer_frozen)
-      : dir_(dir), lcfg_(lcfg), seed_(seed), defer_(defer_frozen && trainable == "lora"),
-        model_(Phi3VModel::load(dir, defer_)),
-        tok_(Tokenizer::from_file((fs::path(dir) / "tokenizer.json").string())) {
-    XV_CHECK(trainable == "lora" || trainable == "full", "phi3_v: trainable '{}' is not supported (lora or full)",
-             trainable);
-    full_ = trainable == "full";
+               const LoadOptions& o)
+      : KdShell("phi3_v", dir, trainable, lcfg, seed, o), model_(Phi3VModel::load(dir, load_)) {
     const std::string pp = (fs::path(dir) / "preprocessor_config.json").string();
     if (fs::exists(pp)) img_cfg_ = phi3v_image_config_from_json(pp);
     if (full_) {  // no adapters: every slot of the pointer maps is empty
@@ -126,21 +108,10 @@ class Phi3VKdModel : public KdModel {
     bos_ = tok_->token_to_id("<s>");
     if (bos_ < 0) bos_ = 1;  // Phi-3's bos_token_id
   }
-  const std::string& arch() const override { return arch_; }
   int64_t dim() const override { return model_.cfg.hidden_size; }
+  Device device() const override { return model_.device; }
+  bool takes_images() const override { return true; }
 
-  std::vector<TrainableTensor> trainable() override {
-    std::vector<TrainableTensor> out;
-    if (full_) {
-      for (auto& [name, w, g] : full_tensors()) out.push_back({name, w, g});
-      return out;
-    }
-    for (auto& a : lora_.adapters) {
-      out.push_back({a.a_name(), &a.A, &a.dA});
-      out.push_back({a.b_name(), &a.B, &a.dB});
-    }
-    return out;
-  }
   void zero_grad() override {
     if (full_) grads_.zero();
     lora_.zero_grad();
@@ -150,177 +121,23 @@ class Phi3VKdModel : public KdModel {
     return prepare_one(pair, 0, true);
   }
 
+  // The stages below, in order, each bracketing the units it uses (frozen_units; no-ops without a UnitAccess):
+  // each unit is acquired once for the teacher pass and the student passes. Forward: the CLIP groups, the
+  // projector, the embeddings, the decoder layers (the last one, holding model.norm, stays for backward).
+  // Backward: the decoder layers last first, then, when the tower trains, the projector and the CLIP groups
+  // last first.
   KdLossTerms forward_backward(const std::vector<TrainPair>& batch, const KdStepOptions& opt) override {
-    XV_CHECK(!batch.empty(), "kd step: empty batch");
-    XV_CHECK(!full_ || opt.teacher_en,
-             "kd step: trainable 'full' needs teacher targets from a teacher cache (set data.teacher_cache, built by "
-             "`xvlm2vec corpus cache-teacher`): with every weight trained, the student cannot be its own teacher");
+    check_step(batch, opt);
     XV_CHECK(!full_ || !opt.image_prefix_loss,
              "kd step: trainable 'full' does not support the image-prefix loss (image_prefix_loss): its teacher "
              "targets would need the original model, and the teacher cache holds none; turn it off");
-    const Prepared p = prepare_batch(batch, true, opt.image_prefix_loss);
-    const bool has_img = !p.images.empty();
-    const bool prefix = opt.image_prefix_loss && has_img;
-    const bool train_vis = has_img && (full_ || lora_.vision_adapted());
-    // The tower's units are walked (forward, and backward when it has adapters) when this micro-batch has
-    // images, or when another rank's may (opt.vision_units): the ranks must gather the same units.
-    const bool walk_vis = has_img || (units_ && opt.vision_units);
-    const bool walk_vis_bwd = walk_vis && (full_ || lora_.vision_adapted());
-    const bool need_teacher = !opt.teacher_en || prefix;
-    const int64_t C = dim(), B = p.en.B;
-    // Independent dropout streams for the vision pass and the two decoder passes of this micro-batch.
-    const uint64_t s = opt.dropout_seed;
-    const LoraRun run_en{s ? s * 4 + 1 : 0}, run_xx{s ? s * 4 + 2 : 0}, run_vis{s ? s * 4 + 3 : 0};
-    Phi3DecoderLora dl = lora_.decoder();
-    ClipLora cl = lora_.vision();
-    const Phi3Decoder& dec = model_.decoder;
-    const ClipVision& cv = model_.vision.clip;
-    // Unit by unit (frozen_units; no-ops without a UnitAccess): each unit is acquired once for the teacher pass
-    // and the student passes. Forward: the CLIP groups, the projector, the embeddings, the decoder layers (the
-    // last one, holding model.norm, stays for backward). Backward: the decoder layers last first, then, when the
-    // tower trains, the projector and the CLIP groups last first.
-    const int64_t L = int64_t(dec.layers.size()), G = clip_groups();
-    const int u_proj = int(G), u_emb = int(G + 1);
-    auto u_layer = [&](int64_t l) { return int(G + 2 + l); };
-    const int after_decoder = walk_vis_bwd ? u_proj : -1;  // backward's unit after the decoder's
-
-    // Vision: the student's tokens (activations kept for backward when the tower trains) and, when the tower
-    // has adapters, the teacher's (adapters off); otherwise one pass serves both.
-    Phi3VVisionActs vacts;
-    vacts.clip.checkpointing = opt.checkpointing;
-    vacts.clip.full = full_;
-    Tensor s_tok, t_tok;
-    if (walk_vis) {  // without images of its own, a rank still gathers these units with the others
-      Phi3VCropBatch cb;
-      if (has_img) {
-        std::vector<const Phi3VImageInputs*> imgs;
-        for (const auto& im : p.images) imgs.push_back(&im);
-        cb = model_.vision.stack_crops(imgs);
-      }
-      const bool teacher_vis = need_teacher && train_vis;
-      const bool keep_emb = train_vis && full_;  // the embeddings' inputs, for their backward
-      Tensor xs, xt;  // (n_crops * (1 + num_patches), C')
-      for (int64_t g = 0; g < G; ++g) {
-        unit_acquire(units_, int(g), g + 1 < G ? int(g + 1) : u_proj);
-        if (has_img && g == 0) {
-          xs = cv.embed(cb.pixels.ptr(), cb.n_crops, keep_emb ? &vacts.clip.cols : nullptr,
-                        keep_emb ? &vacts.clip.x_emb : nullptr);
-          if (teacher_vis) xt = xs;
-          if (train_vis) cv.begin_acts(vacts.clip, cb.n_crops);
-        }
-        for (int64_t l = group_begin(g); has_img && l < group_end(g); ++l) {
-          if (train_vis) cv.layer_forward_kept(l, xs, vacts.clip, &cl, run_vis);
-          else cv.layer_forward(l, xs, cb.n_crops, nullptr, run_vis, nullptr);
-          if (teacher_vis) cv.layer_forward(l, xt, cb.n_crops, nullptr, {}, nullptr);
-        }
-        unit_release(units_, int(g));
-      }
-      unit_acquire(units_, u_proj, u_emb);
-      if (has_img) {
-        s_tok = model_.vision.project(cv.drop_cls(xs, cb.n_crops), cb, train_vis ? &vacts : nullptr);
-        if (teacher_vis) t_tok = model_.vision.project(cv.drop_cls(xt, cb.n_crops), cb, nullptr);
-        else if (need_teacher) t_tok = s_tok;
-      }
-      unit_release(units_, u_proj);
-    }
-
-    // The decoder: the teacher (adapters off; its targets, unless the cache gives them) and the two student
-    // passes, layer by layer.
-    Phi3Acts t_acts, acts_en, acts_xx;
-    acts_en.checkpointing = acts_xx.checkpointing = opt.checkpointing;
-    unit_acquire(units_, u_emb, u_layer(0));
-    Tensor h_t;
-    if (need_teacher) h_t = model_.embed_inputs(p.en.ids, B, p.en.T, row_tokens(p, t_tok));
-    Tensor h_en = model_.embed_inputs(p.en.ids, B, p.en.T, row_tokens(p, s_tok));
-    Tensor h_xx = model_.embed_inputs(p.xx.ids, B, p.xx.T, row_tokens(p, s_tok));
-    unit_release(units_, u_emb);
-    if (need_teacher) dec.begin_acts(t_acts, p.en.mask, B, p.en.T, false);
-    dec.begin_acts(acts_en, p.en.mask, B, p.en.T, true);
-    dec.begin_acts(acts_xx, p.xx.mask, B, p.xx.T, true);
-    for (int64_t l = 0; l < L; ++l) {
-      unit_acquire(units_, u_layer(l), l + 1 < L ? u_layer(l + 1) : L > 1 ? u_layer(L - 2) : after_decoder);
-      if (need_teacher) dec.layer_forward(l, h_t, p.en.mask, B, p.en.T, t_acts.cos, t_acts.sin, nullptr, {}, nullptr);
-      dec.layer_forward_kept(l, h_en, acts_en, &dl, run_en);
-      dec.layer_forward_kept(l, h_xx, acts_xx, &dl, run_xx);
-      if (l + 1 < L) unit_release(units_, u_layer(l));
-    }
-    Tensor t_en, t_pre;
-    if (need_teacher) {
-      dec.final_norm(h_t, nullptr);
-      t_en = last_rows(h_t, p.en);
-      if (prefix) t_pre = mean_pool(h_t, p.en.prefix, B, p.en.T);
-      h_t = Tensor();
-    }
-    dec.final_norm(h_en, &acts_en);
-    dec.final_norm(h_xx, &acts_xx);
-    if (opt.teacher_en) {
-      XV_CHECK(opt.teacher_en->numel() == B * C, "kd step: teacher cache rows do not match the batch ({} x {})", B, C);
-      t_en = *opt.teacher_en;
-      t_en.reshape({B, C});
-    }
-
-    // L = 1/2 [MSE(S(en), T(en)) + MSE(S(xx), T(en))], or the mean of those and the two prefix terms.
-    KdLossTerms out;
-    const int64_t n = B * C;
-    const float w = (prefix ? 0.25f : 0.5f) * opt.loss_scale;
-    auto term = [&](const Tensor& s_, const Tensor& t_, Tensor& d) {
-      d = Tensor(s_.shape);
-      ops::mse_loss(s_.ptr(), t_.ptr(), d.ptr(), n, w);
-      return ops::mse_loss(s_.ptr(), t_.ptr(), nullptr, n, 1.0f);
-    };
-    Tensor d_en, d_xx, dp_en, dp_xx;
-    out.loss_en = term(last_rows(h_en, p.en), t_en, d_en);
-    out.loss_xx = term(last_rows(h_xx, p.xx), t_en, d_xx);
-    Tensor dh_en({B, p.en.T, C}), dh_xx({B, p.xx.T, C});
-    if (prefix) {
-      out.prefix_en = term(mean_pool(h_en, p.en.prefix, B, p.en.T), t_pre, dp_en);
-      out.prefix_xx = term(mean_pool(h_xx, p.xx.prefix, B, p.xx.T), t_pre, dp_xx);
-      out.loss = 0.25 * (out.loss_en + out.loss_xx + out.prefix_en + out.prefix_xx);
-      dh_en = mean_pool_backward(dp_en, p.en.prefix, B, p.en.T);
-      dh_xx = mean_pool_backward(dp_xx, p.xx.prefix, B, p.xx.T);
-    } else {
-      out.loss = 0.5 * (out.loss_en + out.loss_xx);
-    }
-    last_rows_backward(d_en, p.en, dh_en);
-    last_rows_backward(d_xx, p.xx, dh_xx);
-    h_en = Tensor(), h_xx = Tensor();
-
-    // Backward: both sides through the decoder, layer by layer; both sides' image-token gradients into one
-    // tower backward.
-    Tensor dtok;
-    if (train_vis) dtok = Tensor(s_tok.shape);
-    Phi3Grads* dg = full_ ? &grads_.decoder : nullptr;
-    float* dembed = full_ ? grads_.decoder.embed.ptr() : nullptr;
-    const bool need_dx = train_vis || full_;
-    Tensor dx_en = dec.backward_begin(acts_en, dh_en, dl, dg);  // (B*T, C)
-    Tensor dx_xx = dec.backward_begin(acts_xx, dh_xx, dl, dg);
-    for (int64_t l = L - 1; l >= 0; --l) {
-      if (l + 1 < L) unit_acquire(units_, u_layer(l), l > 0 ? u_layer(l - 1) : after_decoder);
-      dec.layer_backward(l, acts_en, dx_en, dl, run_en, need_dx, dg);
-      dec.layer_backward(l, acts_xx, dx_xx, dl, run_xx, need_dx, dg);
-      unit_release(units_, u_layer(l));
-    }
-    acts_en = Phi3Acts{}, acts_xx = Phi3Acts{};
-    if (need_dx) {  // the input embeddings' gradient: image rows to the tower, token rows to embed_tokens (full)
-      const std::vector<std::vector<float*>> no_img;
-      model_.embed_inputs_backward(p.en.ids, B, p.en.T, dx_en, train_vis ? row_dtokens(p, dtok) : no_img, dembed);
-      model_.embed_inputs_backward(p.xx.ids, B, p.xx.T, dx_xx, train_vis ? row_dtokens(p, dtok) : no_img, dembed);
-    }
-    if (walk_vis_bwd) {  // as in forward: gathered with the others even without images of its own
-      Phi3VVisionGrads* vg = full_ ? &grads_.vision : nullptr;
-      ClipGrads* cg = full_ ? &grads_.vision.clip : nullptr;
-      Tensor dxv;  // (n_crops * (1 + num_patches), C')
-      unit_acquire(units_, u_proj, int(G - 1));
-      if (train_vis) dxv = cv.backward_begin(vacts.clip, model_.vision.project_backward(vacts, dtok, vg), cl, cg);
-      unit_release(units_, u_proj);
-      for (int64_t g = G - 1; g >= 0; --g) {
-        unit_acquire(units_, int(g), g > 0 ? int(g - 1) : -1);
-        for (int64_t l = group_end(g) - 1; train_vis && l >= group_begin(g); --l)
-          cv.layer_backward(l, vacts.clip, dxv, cl, run_vis, cg);
-        unit_release(units_, int(g));
-      }
-      if (train_vis && cg) cv.embeddings_backward(vacts.clip, dxv, *cg);
-    }
+    Phi3VStep s = begin_step(batch, opt);
+    vision_forward(s, opt);
+    decoder_forward(s, opt);
+    const KdLossTerms out = loss(s, opt);
+    decoder_backward(s);
+    inputs_backward(s);
+    vision_backward(s);
     return out;
   }
 
@@ -355,30 +172,18 @@ class Phi3VKdModel : public KdModel {
       if (l + 1 == d.layers.size()) ts.push_back(&d.norm);  // the last unit holds model.norm
       unit("decoder." + std::to_string(l), std::move(ts));
     }
-    if (defer_) {  // each unit read from the checkpoint when the wrapper asks
-      std::map<const Tensor*, std::string> names;
-      for_each_weight(d, v, [&](const std::string& n, Tensor& t) { names[&t] = n; });
-      auto ws = std::make_shared<const WeightStore>(WeightStore::open_dir(dir_));
-      for (WeightUnit& w : u) {
-        std::vector<std::vector<std::string>> src;
-        for (const Tensor* t : w.tensors) src.push_back(checkpoint_names(names.at(t)));
-        w.load = checkpoint_loader(ws, w.tensors, std::move(src));
-      }
-    }
+    attach_unit_loaders(u);  // each unit read from the checkpoint when the wrapper asks (a deferred base)
     return u;
   }
-  void set_unit_access(UnitAccess* access) override { units_ = full_ ? nullptr : access; }
 
   Tensor teacher_embed(const std::vector<TrainPair>& batch) override {
     XV_CHECK(!batch.empty(), "teacher embed: empty batch");
     const Prepared p = prepare_batch(batch, false, false);
-    std::vector<const Phi3VImageInputs*> imgs;
-    for (const auto& im : p.images) imgs.push_back(&im);
     Tensor tok;
-    if (!imgs.empty()) tok = model_.vision.forward_images(imgs, nullptr, nullptr, {});
-    Tensor h = model_.embed_inputs(p.en.ids, p.en.B, p.en.T, row_tokens(p, tok));
+    if (!p.images.empty()) tok = model_.vision.forward_images(p.image_list(), nullptr, nullptr, {});
+    Tensor h = model_.embed_inputs(p.en.ids, p.en.B, p.en.T, tok, p.row_tokens());
     model_.decoder.forward(h, p.en.mask, p.en.B, p.en.T);
-    return last_rows(h, p.en);
+    return pool_at(h, p.en.last, p.en.T).to(Device::cpu());
   }
 
   Tensor student_embed(const std::vector<std::string>& texts, bool normalize) override {
@@ -387,125 +192,273 @@ class Phi3VKdModel : public KdModel {
     for (size_t i = 0; i < texts.size(); ++i) rows.push_back(prompt(texts[i], nullptr, fmt::format("input {}", i + 1)));
     const Side s = make_side(rows, false, "input");
     Phi3DecoderLora dl = lora_.decoder();
-    Tensor h = model_.embed_inputs(s.ids, s.B, s.T, {});
+    Tensor h = model_.embed_inputs(s.ids, s.B, s.T, Tensor(), {});
     model_.decoder.forward(h, s.mask, s.B, s.T, &dl, nullptr, LoraRun{});
-    Tensor e = last_rows(h, s);
-    if (normalize) ops::l2_normalize(e.ptr(), e.dim(0), e.dim(1));
-    return e;
+    Tensor e = pool_at(h, s.last, s.T);
+    if (normalize) ops::l2_normalize(e);
+    return e.to(Device::cpu());
   }
 
-  // PEFT's formats (core/peft_adapter): the module paths are the checkpoint's, so an adapter merges into
-  // "<module>.weight" of model.safetensors.
-  void save_adapter(const std::string& dir) const override {
-    XV_CHECK(!full_, "{}: full fine-tuning has no adapter; export the merged model instead", dir);
-    std::vector<const LoraAdapter*> as;
-    for (const auto& a : lora_.adapters) as.push_back(&a);
-    save_peft_adapter(dir, as, lcfg_, dir_);
-  }
-  void load_adapter(const std::string& dir) override {
-    XV_CHECK(!full_,
-             "{}: cannot load an adapter into a model with trainable 'full' (full fine-tuning has no adapter)", dir);
-    std::string w_path;
-    const LoraConfig c = read_peft_adapter_config(dir, &w_path);
-    Phi3VLora lora;
-    try {
-      lora = Phi3VLora::create(model_, c, seed_);
-    } catch (const Error& e) {
-      fail("{}/adapter_config.json: {}", dir, e.what());
-    }
-    load_peft_tensors(w_path, lora.adapters);
+ protected:
+  std::vector<LoraAdapter>& adapters() override { return lora_.adapters; }
+  const std::vector<LoraAdapter>& adapters() const override { return lora_.adapters; }
+  void install_adapters(const LoraConfig& c, const std::function<void(std::vector<LoraAdapter>&)>& fill) override {
+    Phi3VLora lora = Phi3VLora::create(model_, c, seed_);
+    fill(lora.adapters);
     lora_ = std::move(lora);
-    lcfg_ = c;
   }
-  void save_merged(const std::string& out) const override {
-    if (full_) return save_merged_full(out);
-    std::map<std::string, const LoraAdapter*> adapted;
-    for (const auto& a : lora_.adapters) adapted[a.module + ".weight"] = &a;
-    save_merged_model(dir_, out, adapted, kMergedRequired, kMergedOptional, false);
-  }
-
- private:
-  inline static const std::vector<std::string> kMergedRequired = {"config.json", "tokenizer.json"};
-  inline static const std::vector<std::string> kMergedOptional = {
-      "preprocessor_config.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"};
-
-  // fn(name, tensor) for every weight the embedding path uses, under the checkpoint's names (CLIP's q/k/v
-  // fused: "<layer>.self_attn.qkv_proj.*", see the top), in the order full fine-tuning lists them. The same
-  // walk over the model (Phi3Decoder, Phi3VImageEmbedding) and over its gradients (Phi3Grads,
-  // Phi3VVisionGrads), whose fields carry the same names.
-  template <typename Dec, typename Vis, typename F>
-  static void for_each_weight(Dec& d, Vis& v, F fn) {
-    fn("model.embed_tokens.weight", d.embed);
+  // Every weight the embedding path uses, under the checkpoint's names (CLIP's q/k/v fused:
+  // "<layer>.self_attn.qkv_proj.*", see the top), in the order full fine-tuning lists them.
+  void for_each_weight(const std::function<void(const std::string&, Tensor&, Tensor*)>& fn) override {
+    Phi3Decoder& d = model_.decoder;
+    Phi3VImageEmbedding& v = model_.vision;
+    Phi3Grads* dg = full_ ? &grads_.decoder : nullptr;
+    Phi3VVisionGrads* vg = full_ ? &grads_.vision : nullptr;
+    auto g = [](auto* owner, auto field) -> Tensor* { return owner ? &(owner->*field) : nullptr; };
+    fn("model.embed_tokens.weight", d.embed, g(dg, &Phi3Grads::embed));
     for (size_t l = 0; l < d.layers.size(); ++l) {
-      auto& L = d.layers[l];
+      Phi3Layer& L = d.layers[l];
+      Phi3LayerGrads* lg = dg ? &dg->layers[l] : nullptr;
       const std::string p = "model.layers." + std::to_string(l) + ".";
-      fn(p + "input_layernorm.weight", L.in_ln);
-      fn(p + "self_attn.qkv_proj.weight", L.qkv_w);
-      fn(p + "self_attn.o_proj.weight", L.o_w);
-      fn(p + "post_attention_layernorm.weight", L.post_ln);
-      fn(p + "mlp.gate_up_proj.weight", L.gate_up_w);
-      fn(p + "mlp.down_proj.weight", L.down_w);
+      fn(p + "input_layernorm.weight", L.in_ln, g(lg, &Phi3LayerGrads::in_ln));
+      fn(p + "self_attn.qkv_proj.weight", L.qkv_w, g(lg, &Phi3LayerGrads::qkv_w));
+      fn(p + "self_attn.o_proj.weight", L.o_w, g(lg, &Phi3LayerGrads::o_w));
+      fn(p + "post_attention_layernorm.weight", L.post_ln, g(lg, &Phi3LayerGrads::post_ln));
+      fn(p + "mlp.gate_up_proj.weight", L.gate_up_w, g(lg, &Phi3LayerGrads::gate_up_w));
+      fn(p + "mlp.down_proj.weight", L.down_w, g(lg, &Phi3LayerGrads::down_w));
     }
-    fn("model.norm.weight", d.norm);
+    fn("model.norm.weight", d.norm, g(dg, &Phi3Grads::norm));
     const std::string vp = "model.vision_embed_tokens.";
-    fn(vp + "glb_GN", v.glb_GN);
-    fn(vp + "sub_GN", v.sub_GN);
-    fn(vp + "img_projection.0.weight", v.p0_w);
-    fn(vp + "img_projection.0.bias", v.p0_b);
-    fn(vp + "img_projection.2.weight", v.p2_w);
-    fn(vp + "img_projection.2.bias", v.p2_b);
-    auto& c = v.clip;
+    fn(vp + "glb_GN", v.glb_GN, g(vg, &Phi3VVisionGrads::glb_GN));
+    fn(vp + "sub_GN", v.sub_GN, g(vg, &Phi3VVisionGrads::sub_GN));
+    fn(vp + "img_projection.0.weight", v.p0_w, g(vg, &Phi3VVisionGrads::p0_w));
+    fn(vp + "img_projection.0.bias", v.p0_b, g(vg, &Phi3VVisionGrads::p0_b));
+    fn(vp + "img_projection.2.weight", v.p2_w, g(vg, &Phi3VVisionGrads::p2_w));
+    fn(vp + "img_projection.2.bias", v.p2_b, g(vg, &Phi3VVisionGrads::p2_b));
+    ClipVision& c = v.clip;
+    ClipGrads* cg = vg ? &vg->clip : nullptr;
     const std::string cp = vp + "img_processor.vision_model.";
-    fn(cp + "embeddings.patch_embedding.weight", c.patch_w);
-    fn(cp + "embeddings.class_embedding", c.class_emb);
-    fn(cp + "embeddings.position_embedding.weight", c.pos_emb);
-    fn(cp + "pre_layrnorm.weight", c.pre_ln_g);
-    fn(cp + "pre_layrnorm.bias", c.pre_ln_b);
+    fn(cp + "embeddings.patch_embedding.weight", c.patch_w, g(cg, &ClipGrads::patch_w));
+    fn(cp + "embeddings.class_embedding", c.class_emb, g(cg, &ClipGrads::class_emb));
+    fn(cp + "embeddings.position_embedding.weight", c.pos_emb, g(cg, &ClipGrads::pos_emb));
+    fn(cp + "pre_layrnorm.weight", c.pre_ln_g, g(cg, &ClipGrads::pre_ln_g));
+    fn(cp + "pre_layrnorm.bias", c.pre_ln_b, g(cg, &ClipGrads::pre_ln_b));
     for (size_t l = 0; l < c.layers.size(); ++l) {
-      auto& L = c.layers[l];
+      ClipLayer& L = c.layers[l];
+      ClipLayerGrads* lg = cg ? &cg->layers[l] : nullptr;
       const std::string p = cp + "encoder.layers." + std::to_string(l) + ".";
-      fn(p + "layer_norm1.weight", L.ln1_g);
-      fn(p + "layer_norm1.bias", L.ln1_b);
-      fn(p + "self_attn.qkv_proj.weight", L.qkv_w);  // fused q_proj, k_proj, v_proj
-      fn(p + "self_attn.qkv_proj.bias", L.qkv_b);
-      fn(p + "self_attn.out_proj.weight", L.out_w);
-      fn(p + "self_attn.out_proj.bias", L.out_b);
-      fn(p + "layer_norm2.weight", L.ln2_g);
-      fn(p + "layer_norm2.bias", L.ln2_b);
-      fn(p + "mlp.fc1.weight", L.fc1_w);
-      fn(p + "mlp.fc1.bias", L.fc1_b);
-      fn(p + "mlp.fc2.weight", L.fc2_w);
-      fn(p + "mlp.fc2.bias", L.fc2_b);
+      fn(p + "layer_norm1.weight", L.ln1_g, g(lg, &ClipLayerGrads::ln1_g));
+      fn(p + "layer_norm1.bias", L.ln1_b, g(lg, &ClipLayerGrads::ln1_b));
+      fn(p + "self_attn.qkv_proj.weight", L.qkv_w, g(lg, &ClipLayerGrads::qkv_w));  // fused q_proj, k_proj, v_proj
+      fn(p + "self_attn.qkv_proj.bias", L.qkv_b, g(lg, &ClipLayerGrads::qkv_b));
+      fn(p + "self_attn.out_proj.weight", L.out_w, g(lg, &ClipLayerGrads::out_w));
+      fn(p + "self_attn.out_proj.bias", L.out_b, g(lg, &ClipLayerGrads::out_b));
+      fn(p + "layer_norm2.weight", L.ln2_g, g(lg, &ClipLayerGrads::ln2_g));
+      fn(p + "layer_norm2.bias", L.ln2_b, g(lg, &ClipLayerGrads::ln2_b));
+      fn(p + "mlp.fc1.weight", L.fc1_w, g(lg, &ClipLayerGrads::fc1_w));
+      fn(p + "mlp.fc1.bias", L.fc1_b, g(lg, &ClipLayerGrads::fc1_b));
+      fn(p + "mlp.fc2.weight", L.fc2_w, g(lg, &ClipLayerGrads::fc2_w));
+      fn(p + "mlp.fc2.bias", L.fc2_b, g(lg, &ClipLayerGrads::fc2_b));
     }
   }
   // The checkpoint tensors a weight of for_each_weight is made of: itself, or CLIP's q/k/v for a fused one
   // (the decoder's qkv_proj is fused in the checkpoint too).
-  static std::vector<std::string> checkpoint_names(const std::string& name) {
+  std::vector<std::string> checkpoint_names(const std::string& name) const override {
     if (name.starts_with("model.layers.") ||
         !(name.ends_with("self_attn.qkv_proj.weight") || name.ends_with("self_attn.qkv_proj.bias")))
       return {name};
     const std::string stem = name.substr(0, name.rfind("qkv_proj.")), kind = name.ends_with(".bias") ? ".bias" : ".weight";
     return {stem + "q_proj" + kind, stem + "k_proj" + kind, stem + "v_proj" + kind};
   }
+  MergedFiles merged_files() const override {
+    return {{"config.json", "tokenizer.json"},
+            {"preprocessor_config.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"},
+            false};
+  }
 
-  struct FullTensor {
-    std::string name;
-    Tensor* w;
-    Tensor* g;
-  };
-  // Every trained tensor with its gradient (trainable 'full').
-  std::vector<FullTensor> full_tensors() {
-    std::vector<FullTensor> out;
-    for_each_weight(model_.decoder, model_.vision, [&](const std::string& n, Tensor& w) { out.push_back({n, &w, nullptr}); });
-    size_t i = 0;
-    for_each_weight(grads_.decoder, grads_.vision, [&](const std::string&, Tensor& g) { out[i++].g = &g; });
+ private:
+  // ---- The stages of forward_backward ----
+
+  // The batch made ready, and what this step will run: the teacher, the tower, the prefix terms.
+  Phi3VStep begin_step(const std::vector<TrainPair>& batch, const KdStepOptions& opt) const {
+    Phi3VStep s;
+    s.p = prepare_batch(batch, true, opt.image_prefix_loss);
+    s.has_img = !s.p.images.empty();
+    s.prefix = opt.image_prefix_loss && s.has_img;
+    s.train_vis = s.has_img && (full_ || lora_.vision_adapted());
+    // The tower's units are walked (forward, and backward when it has adapters) when this micro-batch has
+    // images, or when another rank's may (opt.vision_units): the ranks must gather the same units.
+    s.walk_vis = s.has_img || (units_ && opt.vision_units);
+    s.walk_vis_bwd = s.walk_vis && (full_ || lora_.vision_adapted());
+    s.need_teacher = !opt.teacher_en || s.prefix;
+    // Independent dropout streams for the vision pass and the two decoder passes of this micro-batch.
+    const uint64_t d = opt.dropout_seed;
+    s.run_en = LoraRun{d ? d * 4 + 1 : 0}, s.run_xx = LoraRun{d ? d * 4 + 2 : 0}, s.run_vis = LoraRun{d ? d * 4 + 3 : 0};
+    return s;
+  }
+
+  // The units in the order of a step (frozen_units): CLIP groups, projector, embeddings, decoder layers.
+  int64_t decoder_layers() const { return int64_t(model_.decoder.layers.size()); }
+  int u_proj() const { return int(clip_groups()); }
+  int u_emb() const { return int(clip_groups() + 1); }
+  int u_layer(int64_t l) const { return int(clip_groups() + 2 + l); }
+  int after_decoder(const Phi3VStep& s) const { return s.walk_vis_bwd ? u_proj() : -1; }  // backward's next unit
+
+  // The image tokens: the student's (activations kept for backward when the tower trains) and, when the tower
+  // has adapters, the teacher's (adapters off); otherwise one pass serves both. Without images of its own, a
+  // rank still gathers these units with the others.
+  void vision_forward(Phi3VStep& s, const KdStepOptions& opt) {
+    if (!s.walk_vis) return;
+    const ClipVision& cv = model_.vision.clip;
+    ClipLora cl = lora_.vision();
+    const int64_t G = clip_groups();
+    Phi3VCropBatch cb;
+    if (s.has_img) cb = model_.vision.stack_crops(s.p.image_list());
+    s.vacts.clip.checkpointing = opt.checkpointing;
+    s.vacts.clip.full = full_;
+    const bool teacher_vis = s.need_teacher && s.train_vis;
+    const bool keep_emb = s.train_vis && full_;  // the embeddings' inputs, for their backward
+    Tensor xs, xt;  // (n_crops * (1 + num_patches), C')
+    for (int64_t g = 0; g < G; ++g) {
+      unit_acquire(units_, int(g), g + 1 < G ? int(g + 1) : u_proj());
+      if (s.has_img && g == 0) {
+        xs = cv.embed(cb.pixels, keep_emb ? &s.vacts.clip.cols : nullptr, keep_emb ? &s.vacts.clip.x_emb : nullptr);
+        if (teacher_vis) xt = xs;
+        if (s.train_vis) cv.begin_acts(s.vacts.clip, cb.n_crops);
+      }
+      for (int64_t l = group_begin(g); s.has_img && l < group_end(g); ++l) {
+        if (s.train_vis) cv.layer_forward_kept(l, xs, s.vacts.clip, &cl, s.run_vis);
+        else cv.layer_forward(l, xs, cb.n_crops, nullptr, s.run_vis, nullptr);
+        if (teacher_vis) cv.layer_forward(l, xt, cb.n_crops, nullptr, {}, nullptr);
+      }
+      unit_release(units_, int(g));
+    }
+    unit_acquire(units_, u_proj(), u_emb());
+    if (s.has_img) {
+      s.s_tok = model_.vision.project(cv.drop_cls(xs, cb.n_crops), cb, s.train_vis ? &s.vacts : nullptr);
+      if (teacher_vis) s.t_tok = model_.vision.project(cv.drop_cls(xt, cb.n_crops), cb, nullptr);
+      else if (s.need_teacher) s.t_tok = s.s_tok;
+    }
+    unit_release(units_, u_proj());
+  }
+
+  // The decoder, layer by layer: the teacher (adapters off; its targets, unless the cache gives them) and the
+  // two student passes.
+  void decoder_forward(Phi3VStep& s, const KdStepOptions& opt) {
+    const Phi3Decoder& dec = model_.decoder;
+    Phi3DecoderLora dl = lora_.decoder();
+    const Prepared& p = s.p;
+    const int64_t L = decoder_layers(), B = p.en.B, C = dim();
+    const auto rows = p.row_tokens();
+    Phi3Acts t_acts;
+    s.acts_en.checkpointing = s.acts_xx.checkpointing = opt.checkpointing;
+    unit_acquire(units_, u_emb(), u_layer(0));
+    Tensor h_t;
+    if (s.need_teacher) h_t = model_.embed_inputs(p.en.ids, B, p.en.T, s.t_tok, rows);
+    s.h_en = model_.embed_inputs(p.en.ids, B, p.en.T, s.s_tok, rows);
+    s.h_xx = model_.embed_inputs(p.xx.ids, B, p.xx.T, s.s_tok, rows);
+    unit_release(units_, u_emb());
+    if (s.need_teacher) dec.begin_acts(t_acts, p.en.mask, B, p.en.T, false);
+    dec.begin_acts(s.acts_en, p.en.mask, B, p.en.T, true);
+    dec.begin_acts(s.acts_xx, p.xx.mask, B, p.xx.T, true);
+    for (int64_t l = 0; l < L; ++l) {
+      unit_acquire(units_, u_layer(l), l + 1 < L ? u_layer(l + 1) : L > 1 ? u_layer(L - 2) : after_decoder(s));
+      if (s.need_teacher) dec.layer_forward(l, h_t, p.en.mask, B, p.en.T, t_acts.cos, t_acts.sin, nullptr, {}, nullptr);
+      dec.layer_forward_kept(l, s.h_en, s.acts_en, &dl, s.run_en);
+      dec.layer_forward_kept(l, s.h_xx, s.acts_xx, &dl, s.run_xx);
+      if (l + 1 < L) unit_release(units_, u_layer(l));
+    }
+    if (s.need_teacher) {
+      dec.final_norm(h_t, nullptr);
+      s.t_en = pool_at(h_t, p.en.last, p.en.T);
+      if (s.prefix) s.t_pre = mean_pool(h_t, p.en.prefix, B, p.en.T);
+    }
+    dec.final_norm(s.h_en, &s.acts_en);
+    dec.final_norm(s.h_xx, &s.acts_xx);
+    if (opt.teacher_en) {
+      XV_CHECK(opt.teacher_en->numel() == B * C, "kd step: teacher cache rows do not match the batch ({} x {})", B, C);
+      s.t_en = opt.teacher_en->to(device());
+      s.t_en.reshape({B, C});
+    }
+  }
+
+  // L = 1/2 [MSE(S(en), T(en)) + MSE(S(xx), T(en))], or the mean of those and the two prefix terms; its
+  // gradient at the students' final hidden states.
+  KdLossTerms loss(Phi3VStep& s, const KdStepOptions& opt) {
+    const Side &en = s.p.en, &xx = s.p.xx;
+    const int64_t B = en.B, C = dim();
+    KdGrads g;
+    KdLossTerms out;
+    if (s.prefix) {
+      const Tensor p_en = mean_pool(s.h_en, en.prefix, B, en.T), p_xx = mean_pool(s.h_xx, xx.prefix, B, xx.T);
+      out = kd_loss(pool_at(s.h_en, en.last, en.T), pool_at(s.h_xx, xx.last, xx.T), s.t_en, opt.loss_scale, &g, &p_en,
+                    &p_xx, &s.t_pre);
+      s.dh_en = mean_pool_backward(g.dp_en, en.prefix, B, en.T);
+      s.dh_xx = mean_pool_backward(g.dp_xx, xx.prefix, B, xx.T);
+    } else {
+      out = kd_loss(pool_at(s.h_en, en.last, en.T), pool_at(s.h_xx, xx.last, xx.T), s.t_en, opt.loss_scale, &g);
+      s.dh_en = Tensor({B, en.T, C}, DType::F32, device());
+      s.dh_xx = Tensor({B, xx.T, C}, DType::F32, device());
+    }
+    pool_at_backward(g.d_en, en.last, en.T, s.dh_en);
+    pool_at_backward(g.d_xx, xx.last, xx.T, s.dh_xx);
+    s.h_en = Tensor(), s.h_xx = Tensor();
     return out;
   }
 
-  // The current weights as the base checkpoint's model.safetensors: every tensor keeps its name, shape and
-  // dtype (CLIP's fused qkv split back into q_proj/k_proj/v_proj); tensors the model does not use (lm_head,
-  // the tower's last layer, post_layernorm) are copied as they are. The other files come from the base folder.
-  void save_merged_full(const std::string& out) const;
+  // Both sides through the decoder, layer by layer, down to the input embeddings when something below trains.
+  void decoder_backward(Phi3VStep& s) {
+    const Phi3Decoder& dec = model_.decoder;
+    Phi3DecoderLora dl = lora_.decoder();
+    const int64_t L = decoder_layers();
+    Phi3Grads* dg = full_ ? &grads_.decoder : nullptr;
+    const bool need_dx = s.train_vis || full_;
+    s.dx_en = dec.backward_begin(s.acts_en, s.dh_en, dl, dg);  // (B*T, C)
+    s.dx_xx = dec.backward_begin(s.acts_xx, s.dh_xx, dl, dg);
+    for (int64_t l = L - 1; l >= 0; --l) {
+      if (l + 1 < L) unit_acquire(units_, u_layer(l), l > 0 ? u_layer(l - 1) : after_decoder(s));
+      dec.layer_backward(l, s.acts_en, s.dx_en, dl, s.run_en, need_dx, dg);
+      dec.layer_backward(l, s.acts_xx, s.dx_xx, dl, s.run_xx, need_dx, dg);
+      unit_release(units_, u_layer(l));
+    }
+    s.acts_en = Phi3Acts{}, s.acts_xx = Phi3Acts{};
+  }
+
+  // The input embeddings' gradient: image rows to both sides' image tokens (one tower backward takes their
+  // sum), token rows to embed_tokens (full fine-tuning).
+  void inputs_backward(Phi3VStep& s) {
+    if (!s.train_vis && !full_) return;
+    const Prepared& p = s.p;
+    const auto rows = p.row_tokens();
+    if (s.train_vis) s.dtok = Tensor(s.s_tok.shape(), DType::F32, device());
+    Tensor* dtok = s.train_vis ? &s.dtok : nullptr;
+    Tensor* dembed = full_ ? &grads_.decoder.embed : nullptr;
+    model_.embed_inputs_backward(p.en.ids, p.en.B, p.en.T, s.dx_en, rows, dtok, dembed);
+    model_.embed_inputs_backward(p.xx.ids, p.xx.B, p.xx.T, s.dx_xx, rows, dtok, dembed);
+  }
+
+  // The projector and the CLIP groups, last first, when the tower trains; as in forward, gathered with the
+  // others even without images of its own.
+  void vision_backward(Phi3VStep& s) {
+    if (!s.walk_vis_bwd) return;
+    const ClipVision& cv = model_.vision.clip;
+    ClipLora cl = lora_.vision();
+    const int64_t G = clip_groups();
+    Phi3VVisionGrads* vg = full_ ? &grads_.vision : nullptr;
+    ClipGrads* cg = full_ ? &grads_.vision.clip : nullptr;
+    Tensor dxv;  // (n_crops * (1 + num_patches), C')
+    unit_acquire(units_, u_proj(), int(G - 1));
+    if (s.train_vis) dxv = cv.backward_begin(s.vacts.clip, model_.vision.project_backward(s.vacts, s.dtok, vg), cl, cg);
+    unit_release(units_, u_proj());
+    for (int64_t g = G - 1; g >= 0; --g) {
+      unit_acquire(units_, int(g), g > 0 ? int(g - 1) : -1);
+      for (int64_t l = group_end(g) - 1; s.train_vis && l >= group_begin(g); --l)
+        cv.layer_backward(l, s.vacts.clip, dxv, cl, s.run_vis, cg);
+      unit_release(units_, int(g));
+    }
+    if (s.train_vis && cg) cv.embeddings_backward(s.vacts.clip, dxv, *cg);
+  }
+
   // Prompt ids of one text, with its image's placeholders when it has one: a text that names no
   // <|image_1|> gets "<|image_1|> " in front, as the embedder does.
   // `what` names the text in errors ("pair 3: the English text").
@@ -535,21 +488,22 @@ class Phi3VKdModel : public KdModel {
     s.B = int64_t(rows.size());
     for (const auto& r : rows) s.T = std::max(s.T, int64_t(r.size()));
     s.ids.assign(size_t(s.B * s.T), int32_t(model_.cfg.pad_token_id));
-    s.mask.assign(size_t(s.B * s.T), 0.0f);
-    s.prefix.assign(size_t(s.B * s.T), 0.0f);
+    std::vector<float> mask(size_t(s.B * s.T), 0.0f), prefix(size_t(s.B * s.T), 0.0f);
     for (int64_t b = 0; b < s.B; ++b) {
       const auto& r = rows[size_t(b)];
       int64_t last_bos = -1;
       for (size_t t = 0; t < r.size(); ++t) {
         s.ids[size_t(b * s.T) + t] = r[t];
-        s.mask[size_t(b * s.T) + t] = 1.0f;
+        mask[size_t(b * s.T) + t] = 1.0f;
         if (r[t] == bos_) last_bos = int64_t(t);
       }
       XV_CHECK(!need_prefix || last_bos >= 0,
                "pair {}: the {} prompt has no <s> token, which the image-prefix loss pools up to", b + 1, side);
-      for (int64_t t = 0; t <= last_bos; ++t) s.prefix[size_t(b * s.T + t)] = 1.0f;
+      for (int64_t t = 0; t <= last_bos; ++t) prefix[size_t(b * s.T + t)] = 1.0f;
       s.last.push_back(int64_t(r.size()) - 1);
     }
+    s.mask = Tensor::from_vector({s.B, s.T}, mask, DType::F32, model_.device);
+    s.prefix = Tensor::from_vector({s.B, s.T}, prefix, DType::F32, model_.device);
     return s;
   }
 
@@ -579,7 +533,7 @@ class Phi3VKdModel : public KdModel {
       if (!pre || (with_xx && pre->xx.empty())) pre = prepare_one(batch[i], i, with_xx);
       if (pre->image) {
         p.row_image[i] = int(p.images.size());
-        p.images.push_back(*pre->image);
+        p.images.push_back(pre->image);
         p.tok0.push_back(n_tok);
         n_tok += pre->image->num_img_tokens;
       }
@@ -592,19 +546,11 @@ class Phi3VKdModel : public KdModel {
     return p;
   }
 
-  std::string arch_ = "phi3_v";
-  std::string dir_;  // the base model folder
-  LoraConfig lcfg_;  // the adapters' config (as loaded by load_adapter, after one)
-  uint64_t seed_ = 0;
-  bool defer_ = false;  // the frozen base is shape-only until a sharding wrapper reads it (frozen_units)
   Phi3VModel model_;
-  std::unique_ptr<Tokenizer> tok_;
   Phi3VImageConfig img_cfg_;
-  Phi3VLora lora_;     // no adapters (empty pointer maps) with trainable 'full'
-  bool full_ = false;  // trainable 'full': every weight of the embedding path trains, into grads_
-  Phi3VGrads grads_;
+  Phi3VLora lora_;  // no adapters (empty pointer maps) with trainable 'full'
+  Phi3VGrads grads_;  // trainable 'full'
   int32_t bos_ = 1;
-  UnitAccess* units_ = nullptr;  // set by a sharding wrapper (frozen_units)
   int64_t vision_per_unit_ = UnitOptions{}.vision_layers_per_unit;
 
   // CLIP layer groups (units); the first also holds the tower's embeddings, so there is one even without layers.
@@ -619,35 +565,11 @@ class Phi3VKdModel : public KdModel {
   }
 };
 
-void Phi3VKdModel::save_merged_full(const std::string& out) const {
-  std::map<std::string, Tensor> cur;  // checkpoint name -> current f32 value
-  for_each_weight(model_.decoder, model_.vision, [&](const std::string& name, const Tensor& w) {
-    const std::vector<std::string> parts = checkpoint_names(name);
-    if (parts.size() == 3) {  // CLIP's fused q/k/v back into q_proj, k_proj, v_proj
-      const bool bias = name.ends_with(".bias");
-      const int64_t rows = w.dim(0) / 3, cols = bias ? 1 : w.dim(1);
-      for (int64_t k = 0; k < 3; ++k) {
-        Tensor t = bias ? Tensor({rows}) : Tensor({rows, cols});
-        std::copy(w.data.begin() + k * rows * cols, w.data.begin() + (k + 1) * rows * cols, t.data.begin());
-        cur[parts[size_t(k)]] = std::move(t);
-      }
-      return;
-    }
-    Tensor t = w;
-    if (name.ends_with("patch_embedding.weight")) {
-      const auto& vc = model_.vision.clip.cfg;
-      t.reshape({vc.hidden_size, vc.num_channels, vc.patch_size, vc.patch_size});
-    }
-    cur[name] = std::move(t);
-  });
-  save_model_with_weights(dir_, out, cur, kMergedRequired, kMergedOptional, false);
-}
-
 }  // namespace
 
 std::unique_ptr<KdModel> make_phi3v_kd_model(const std::string& dir, const std::string& trainable,
-                                             const LoraConfig& lora, uint64_t seed, bool defer_frozen) {
-  return std::make_unique<Phi3VKdModel>(dir, trainable, lora, seed, defer_frozen);
+                                             const LoraConfig& lora, uint64_t seed, const LoadOptions& o) {
+  return std::make_unique<Phi3VKdModel>(dir, trainable, lora, seed, o);
 }
 
 }  // namespace xv

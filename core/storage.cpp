@@ -1,0 +1,63 @@
+#include "core/storage.h"
+
+#include <array>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+
+#include "core/error.h"
+
+namespace xv {
+
+namespace {
+
+// The host: 64-byte aligned blocks from malloc (which the CLI tunes to keep freed activations on the heap,
+// kernels/cpu/runtime.h), copies by memcpy.
+class HostMemory final : public DeviceMemory {
+ public:
+  void* allocate(int, size_t bytes) override {
+    const size_t n = (bytes + 63) / 64 * 64;
+    void* p = std::aligned_alloc(64, n == 0 ? 64 : n);
+    XV_CHECK(p, "cpu: cannot allocate {} bytes", bytes);
+    return p;
+  }
+  void deallocate(int, void* p) noexcept override { std::free(p); }
+  void zero(int, void* p, size_t bytes) override { std::memset(p, 0, bytes); }
+  void copy(void* dst, Device, const void* src, Device, size_t bytes) override {
+    if (bytes) std::memcpy(dst, src, bytes);
+  }
+};
+
+HostMemory g_host;
+std::array<std::atomic<DeviceMemory*>, 2> g_memory{&g_host, nullptr};
+
+}  // namespace
+
+DeviceMemory& device_memory(DeviceKind k) {
+  DeviceMemory* m = g_memory[size_t(k)].load();
+  XV_CHECK(m, "no memory for device kind cuda: this build has no CUDA backend, or it was not started "
+           "(kernels/backend.h: backend(Device::cuda(i)) starts it)");
+  return *m;
+}
+
+void register_device_memory(DeviceKind k, DeviceMemory* m) { g_memory[size_t(k)].store(m); }
+
+void copy_bytes(void* dst, Device dd, const void* src, Device sd, size_t bytes) {
+  if (bytes == 0) return;
+  // The non-host side's memory does the copy (a GPU's for any pair that involves it).
+  const DeviceKind k = dd.is_cpu() ? sd.kind : dd.kind;
+  device_memory(k).copy(dst, dd, src, sd, bytes);
+}
+
+std::shared_ptr<Storage> Storage::allocate(Device d, size_t bytes, bool zero) {
+  DeviceMemory& m = device_memory(d.kind);
+  void* p = m.allocate(d.index, bytes);
+  if (zero && bytes) m.zero(d.index, p, bytes);
+  return std::shared_ptr<Storage>(new Storage(d, p, bytes));
+}
+
+Storage::~Storage() {
+  if (p_) device_memory(device_.kind).deallocate(device_.index, p_);
+}
+
+}  // namespace xv
