@@ -11,6 +11,8 @@
 #      while another's has none; decoder and tower adapters, prefix loss) with its base sharded in units (CLIP
 #      layer groups, projector, embeddings, decoder layers): 1 x 6 = 2 x 3 = 3 x 2 bit-identical, the default
 #      reduction within 1e-4, and the frozen bytes per step equal to the formula
+#   7. model.weight_dtype bf16: the frozen base sharded and gathered in bf16 (half the bytes held and moved) and
+#      widened per unit: 2 ranks x 3 = 1 process x 6 bit-identical, at half the f32 run's frozen bytes
 # usage: mpi_train_test.sh XVLM2VEC REPO_ROOT MPIEXEC
 set -euo pipefail
 bin=$1 root=$2 mpiexec=$3
@@ -251,3 +253,18 @@ PY
 echo "  default reduction, 2 ranks: within 1e-4 of 1 process"
 
 echo "mpi_train_test: all passed"
+
+echo "== 7. model.weight_dtype bf16: 2 ranks x 3 = 1 process x 6, half the frozen bytes"
+bf=(--set model.weight_dtype=bf16)
+"$bin" train configs/tiny-bert.yaml "${base[@]}" "${det[@]}" "${bf[@]}" --set train.grad_accum=6 --set output_dir="$tmp/one-bf16"
+mpi 2 train configs/tiny-bert.yaml "${base[@]}" "${det[@]}" "${bf[@]}" --set train.grad_accum=3 --set output_dir="$tmp/two-bf16"
+compare "$tmp/one-bf16" "$tmp/two-bf16" 0 || fail "2 ranks (bf16 base) differ from 1 process"
+python3 - "$tmp/two-full" "$tmp/two-bf16" <<'PY' || fail "the bf16 base does not halve the frozen bytes"
+import json, sys
+def last(d): return [json.loads(l) for l in open(d + "/metrics.jsonl")][-1]
+f32, bf16 = last(sys.argv[1]), last(sys.argv[2])
+assert bf16["comm_frozen_bytes"] * 2 == f32["comm_frozen_bytes"], (f32["comm_frozen_bytes"], bf16["comm_frozen_bytes"])
+assert abs(bf16["frozen_resident_mb"] * 2 - f32["frozen_resident_mb"]) < 1e-3, (f32["frozen_resident_mb"], bf16["frozen_resident_mb"])
+print("  frozen bytes per step %d (f32 %d); held %.3f MB (f32 %.3f MB)" % (bf16["comm_frozen_bytes"], f32["comm_frozen_bytes"], bf16["frozen_resident_mb"], f32["frozen_resident_mb"]))
+PY
+echo "  bit-identical, half the frozen bytes"

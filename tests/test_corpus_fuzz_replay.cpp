@@ -184,7 +184,7 @@ std::string replay(const Input& in, const std::string& path) {
   fs::create_directories(keep);
   const std::string saved = (keep / ("replay-" + std::to_string(std::hash<std::string>{}(in.name)) + ".h5")).string();
   xv::write_file_atomic(saved, in.bytes);
-  const std::string replay_hint = "; input saved as " + saved + " (XV_REPLAY_INPUT=" + saved + " replays it)";
+  const std::string replay_hint = "; input saved as " + saved + " (build/tests/replay_corpus_input " + saved + " replays it)";
   if (code == kFaultInHdf5 || code == kHangInHdf5) {
     std::printf("NOTE %s: %s inside libhdf5 (the stack above)%s\n", in.name.c_str(),
                 (code == kHangInHdf5 ? "looped for " + std::to_string(kHangSeconds) + " s" : "crashed").c_str(),
@@ -199,20 +199,6 @@ std::string replay(const Input& in, const std::string& path) {
                                               "file, 1: a sanitizer report)")
                 << replay_hint;
   return WIFSIGNALED(status) ? "crash" : "other";
-}
-
-// XV_REPLAY_INPUT=FILE: runs that one input in this process (for a debugger), nothing else.
-TEST(CorpusFuzzReplay, OneInputFromTheEnvironment) {
-  const char* file = std::getenv("XV_REPLAY_INPUT");
-  if (!file || !*file) GTEST_SKIP() << "XV_REPLAY_INPUT not set";
-  const std::string path = (fs::temp_directory_path() / ("xv_replay_" + std::to_string(::getpid()) + ".h5")).string();
-  try {
-    xv_test::read_corpus_bytes(xv::read_file(file), path, xv_test::sample_tokenizer_json());
-    std::printf("%s: read and validated\n", file);
-  } catch (const xv::Error& e) {
-    std::printf("%s: xv::Error: %s\n", file, e.what());
-  }
-  fs::remove(path);
 }
 
 TEST(CorpusFuzzReplay, SeedsAreValid) {

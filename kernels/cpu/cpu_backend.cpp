@@ -195,6 +195,20 @@ class CpuBackend final : public Backend {
   }
 
   void gather_rows(const View& a, const View& b, const View& idx, const View& o) override {
+    if (a.dtype != DType::F32 || (b.present && b.dtype != DType::F32)) {
+      // A 16-bit table (a bf16 embedding): widen only the rows gathered, not the whole table.
+      float* dst = out(o, "gather_rows", false);
+      const int32_t* k = ids(idx);
+      const int64_t n = idx.numel();
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < n; ++i) {
+        const View& src = k[i] >= 0 ? a : b;
+        const int64_t row = k[i] >= 0 ? k[i] : -1 - k[i];
+        convert_to_f32(src.dtype, static_cast<const char*>(src.ptr) + size_t(row * src.stride) * dtype_size(src.dtype),
+                       dst + i * o.stride, size_t(o.cols));
+      }
+      return;
+    }
     const In ai = in(a), bi = in(b);
     cpu::gather_rows(ai.p, ai.stride, bi.p, bi.stride, ids(idx), idx.numel(), o.cols, out(o, "gather_rows", false),
                      o.stride);
