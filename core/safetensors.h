@@ -57,7 +57,7 @@ class WeightStore {
   // Loads a tensor on the host as `as` (F32, BF16 or F16; converted from the file's dtype, rounding to nearest
   // even), checking that its shape equals `expected` (the shape config.json implies). With
   // set_shapes_only(true), only checks and returns a shape-only tensor (Tensor::shape_only): a model laid out
-  // without its weights, which are read later unit by unit (KdModel::load's defer_frozen).
+  // without its weights, which are read later unit by unit (KdModel::load with LoadOptions::shapes_only).
   Tensor get(const std::string& name, const Shape& expected, DType as = DType::F32) const;
   void set_shapes_only(bool on) { shapes_only_ = on; }
   // Drops the mapped file pages of a tensor from this process's memory (they are read again if used): after

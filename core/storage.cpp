@@ -11,13 +11,13 @@ namespace xv {
 
 namespace {
 
-// The host: 64-byte aligned blocks from malloc (which the CLI tunes to keep freed activations on the heap,
-// kernels/cpu/runtime.h), copies by memcpy.
+// The host: blocks from malloc (which the CLI tunes to keep freed activations on the heap,
+// kernels/cpu/runtime.h; plain malloc rather than an over-aligned allocator, which fragments glibc's heap),
+// copies by memcpy.
 class HostMemory final : public DeviceMemory {
  public:
   void* allocate(int, size_t bytes) override {
-    const size_t n = (bytes + 63) / 64 * 64;
-    void* p = std::aligned_alloc(64, n == 0 ? 64 : n);
+    void* p = std::malloc(bytes == 0 ? 1 : bytes);
     XV_CHECK(p, "cpu: cannot allocate {} bytes", bytes);
     return p;
   }

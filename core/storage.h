@@ -29,7 +29,7 @@ void copy_bytes(void* dst, Device dd, const void* src, Device sd, size_t bytes);
 
 class Storage {
  public:
-  // `bytes` on device d, zero-filled when `zero` (64-byte aligned on the host).
+  // `bytes` on device d, zero-filled when `zero`.
   static std::shared_ptr<Storage> allocate(Device d, size_t bytes, bool zero = true);
   ~Storage();
   Storage(const Storage&) = delete;

@@ -135,7 +135,12 @@ void Tensor::release() {
   offset_ = 0;
 }
 
-Tensor Tensor::to(Device d) const {
+Tensor Tensor::to(Device d) && {
+  if (d == device_) return std::move(*this);
+  return static_cast<const Tensor&>(*this).to(d);
+}
+
+Tensor Tensor::to(Device d) const& {
   if (d == device_) return *this;
   Tensor out = shape_only(shape_, dtype_, d);
   if (!storage_) return out;

@@ -70,8 +70,9 @@ class Tensor {
   // Frees the storage and keeps the layout: the tensor becomes shape-only (a no-op on one already so).
   void release();
 
-  // A copy on another device (the same tensor's copy when already there).
-  Tensor to(Device d) const;
+  // A copy on another device (the same tensor's copy when already there; a temporary already there is moved).
+  Tensor to(Device d) const&;
+  Tensor to(Device d) &&;
   // A tensor sharing this one's storage: `s` elements from element `offset` on (in place of copying a
   // gathered flat buffer into each of its tensors, parallel/fsdp.h). Writes through either are seen by both.
   Tensor alias(int64_t offset, Shape s) const;

@@ -21,7 +21,7 @@ namespace xv {
 struct WeightUnit {
   std::string name;              // "embeddings", "layer.3" (bert); "clip.0-7", "projector", "decoder.5" (phi3_v)
   std::vector<Tensor*> tensors;  // in a fixed order (the unit's flat layout)
-  // Set when the tensors are shape-only (KdModel::load with defer_frozen): fills them, whole, from the
+  // Set when the tensors are shape-only (KdModel::load with LoadOptions::shapes_only): fills them, whole, from the
   // checkpoint. The sharding wrapper calls it once per unit, keeps its shard and empties them again, so the
   // whole base is never held at once.
   std::function<void()> load{};

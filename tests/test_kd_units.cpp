@@ -248,7 +248,7 @@ TEST(KdUnits, BertStepUnitByUnitEqualsTheWholeModel) {
   expect_units_cover("tiny_bert", m->frozen_units({}));
 }
 
-// A model loaded with defer_frozen holds its frozen base shape-only; FrozenShards reads it unit by unit from the
+// A model loaded shape-only (LoadOptions::shapes_only) holds its frozen base shape-only; FrozenShards reads it unit by unit from the
 // checkpoint (WeightUnit::load) and the steps equal a model loaded whole, bit for bit (one rank here;
 // tests/mpi_train_test.sh runs it at 2, 3 and 4 ranks).
 TEST(KdUnits, DeferredLoadReadsEachUnitFromTheCheckpoint) {
@@ -290,7 +290,7 @@ TEST(KdUnits, DeferredLoadReadsEachUnitFromTheCheckpoint) {
       o.dropout_seed = 3 + s;
       expect_same(step(*deferred, c.pairs, o), step(*plain, c.pairs, o), fmt::format("{} step {}", c.model, s + 1));
     }
-    // trainable 'full' has no frozen units: defer_frozen is ignored and the weights are there.
+    // trainable 'full' has no frozen units: shapes_only is ignored and the weights are there.
     auto full = xv::KdModel::load(kFix + "/models/" + c.model, "full", lc, 5, defer);
     for (const auto& t : full->trainable()) EXPECT_FALSE(t.value->empty()) << c.model << ": " << t.name;
   }
