@@ -257,8 +257,12 @@ void SafeTensorsWriter::append(const Tensor& t) {
   const size_t n = size_t(t.numel());
   if (n == 0) return;
   if (t.dtype() == dtype_) {  // its bytes as they are (from the device when it lives there)
-    const Tensor host = t.to(Device::cpu());
-    write_bytes(host.raw(), host.nbytes());
+    if (t.device().is_cpu()) {
+      write_bytes(t.raw(), t.nbytes());
+    } else {
+      const Tensor host = t.to(Device::cpu());
+      write_bytes(host.raw(), host.nbytes());
+    }
     return;
   }
   const std::vector<float> v = t.to_vector();
@@ -337,8 +341,12 @@ void write_safetensors_like(const std::string& path, const WeightStore& ws, cons
     XV_CHECK(ti.dtype == DType::F32 || ti.dtype == DType::BF16 || ti.dtype == DType::F16,
              "{}: cannot write a new '{}' as dtype {}", ws.where(), n, dtype_name(ti.dtype));
     if (t.dtype() == ti.dtype) {  // its bytes as they are
-      const Tensor host = t.to(Device::cpu());
-      put(host.raw(), ti.nbytes);
+      if (t.device().is_cpu()) {
+        put(t.raw(), ti.nbytes);
+      } else {
+        const Tensor host = t.to(Device::cpu());
+        put(host.raw(), ti.nbytes);
+      }
       continue;
     }
     const std::vector<float> v = t.to_vector();

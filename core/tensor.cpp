@@ -40,7 +40,7 @@ Tensor& Tensor::operator=(const Tensor& o) {
 Tensor::Tensor(Tensor&& o) noexcept
     : shape_(std::move(o.shape_)), dtype_(o.dtype_), device_(o.device_), storage_(std::move(o.storage_)),
       offset_(o.offset_) {
-  o.shape_.clear();
+  o.shape_ = {0};
   o.storage_.reset();
   o.offset_ = 0;
 }
@@ -52,7 +52,7 @@ Tensor& Tensor::operator=(Tensor&& o) noexcept {
   device_ = o.device_;
   storage_ = std::move(o.storage_);
   offset_ = o.offset_;
-  o.shape_.clear();
+  o.shape_ = {0};
   o.storage_.reset();
   o.offset_ = 0;
   return *this;
@@ -79,14 +79,16 @@ Tensor Tensor::from_host(Shape s, const float* src, DType t, Device d) {
     uint16_t* h = host.data<uint16_t>();
     for (int64_t i = 0; i < n; ++i) h[i] = t == DType::BF16 ? f32_to_bf16(src[i]) : f32_to_f16(src[i]);
   }
-  return d.is_cpu() ? host : host.to(d);
+  if (d.is_cpu()) return host;
+  return std::move(host).to(d);
 }
 
 Tensor Tensor::from_host(Shape s, const int32_t* src, Device d) {
   check_shape(s);
   Tensor host(std::move(s), DType::I32, Device::cpu());
   if (host.numel()) std::memcpy(host.raw(), src, host.nbytes());
-  return d.is_cpu() ? host : host.to(d);
+  if (d.is_cpu()) return host;
+  return std::move(host).to(d);
 }
 
 Tensor Tensor::from_vector(Shape s, const std::vector<float>& v, DType t, Device d) {
@@ -153,9 +155,8 @@ Tensor Tensor::alias(int64_t offset, Shape s) const {
   XV_CHECK(storage_, "tensor alias: the tensor has no storage");
   check_shape(s);
   const size_t es = dtype_size(dtype_);
-  XV_CHECK(offset >= 0 && offset_ + size_t(offset + shape_numel(s)) * es <= storage_->bytes(),
-           "tensor alias: elements [{}, {}) past the storage's {}", offset, offset + shape_numel(s),
-           (storage_->bytes() - offset_) / es);
+  XV_CHECK(offset >= 0 && offset + shape_numel(s) <= numel(), "tensor alias: elements [{}, {}) of a tensor of {}",
+           offset, offset + shape_numel(s), numel());
   Tensor out;
   out.shape_ = std::move(s);
   out.dtype_ = dtype_;

@@ -47,6 +47,10 @@ class Tensor {
   static Tensor from_host(Shape s, const int32_t* src, Device d = Device::cpu());
   static Tensor from_vector(Shape s, const std::vector<float>& v, DType t = DType::F32, Device d = Device::cpu());
   static Tensor from_vector(Shape s, const std::vector<int32_t>& v, Device d = Device::cpu());
+  // A 1-D I32 tensor of row indices (the ops' gather and scatter lists).
+  static Tensor indices(const std::vector<int32_t>& v, Device d = Device::cpu()) {
+    return from_vector({int64_t(v.size())}, v, d);
+  }
   // From raw host bytes already in dtype t (a file's tensor); `bytes` must be numel * dtype size.
   static Tensor from_bytes(Shape s, DType t, const void* src, size_t bytes, Device d = Device::cpu());
   // Every element v (F32, BF16 or F16).
@@ -61,7 +65,7 @@ class Tensor {
   DType dtype() const { return dtype_; }
   Device device() const { return device_; }
   size_t nbytes() const { return size_t(numel()) * dtype_size(dtype_); }
-  // No elements to read: default-constructed, released, shape-only or of a zero-sized shape.
+  // No elements to read: default-constructed (shape [0]), moved-from, released, shape-only or zero-sized.
   bool empty() const { return !storage_ || numel() == 0; }
   // A shape with elements but no storage.
   bool shape_only() const { return !storage_ && !shape_.empty() && numel() > 0; }
@@ -70,7 +74,8 @@ class Tensor {
   // Frees the storage and keeps the layout: the tensor becomes shape-only (a no-op on one already so).
   void release();
 
-  // A copy on another device (the same tensor's copy when already there; a temporary already there is moved).
+  // A copy on another device (the same tensor's copy when already there; a temporary already there is moved:
+  // `std::move(t).to(d)`).
   Tensor to(Device d) const&;
   Tensor to(Device d) &&;
   // A tensor sharing this one's storage: `s` elements from element `offset` on (in place of copying a
@@ -114,7 +119,7 @@ class Tensor {
 
  private:
   void check_raw(bool ok) const;
-  Shape shape_;
+  Shape shape_{0};  // a default (or moved-from) tensor has no elements
   DType dtype_ = DType::F32;
   Device device_{};
   std::shared_ptr<Storage> storage_;

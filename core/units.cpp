@@ -30,7 +30,7 @@ std::function<void()> checkpoint_loader(std::shared_ptr<const WeightStore> ws, s
         dst += part.nbytes();
         ws->release_pages(name);
       }
-      t = whole.to(t.device());
+      t = std::move(whole).to(t.device());
     }
   };
 }

@@ -41,7 +41,7 @@ struct View {
     XV_CHECK(present && r0 >= 0 && n >= 0 && r0 + n <= rows, "view: rows [{}, {}) of a view of {} rows", r0, r0 + n,
              rows);
     View v = *this;
-    v.ptr = static_cast<char*>(ptr) + size_t(r0 * stride) * dtype_size(dtype);
+    if (ptr) v.ptr = static_cast<char*>(ptr) + size_t(r0 * stride) * dtype_size(dtype);  // no storage: stays null
     v.rows = n;
     return v;
   }
@@ -49,15 +49,9 @@ struct View {
     XV_CHECK(present && c0 >= 0 && n >= 0 && c0 + n <= cols, "view: columns [{}, {}) of a view of {} columns", c0,
              c0 + n, cols);
     View v = *this;
-    v.ptr = static_cast<char*>(ptr) + size_t(c0) * dtype_size(dtype);
+    if (ptr) v.ptr = static_cast<char*>(ptr) + size_t(c0) * dtype_size(dtype);
     v.cols = n;
     return v;
-  }
-  // The elements as T*, for a backend's kernels: the dtype must be T's (dtype_holds).
-  template <class T>
-  T* as() const {
-    XV_CHECK(dtype_holds<T>(dtype), "view: elements are {}, not the type asked for", dtype_name(dtype));
-    return static_cast<T*>(ptr);
   }
 };
 

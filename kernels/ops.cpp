@@ -72,6 +72,26 @@ void index_view(const char* op, const View& idx) {
   contiguous(op, "idx", idx);
 }
 
+// The index values, when they live on the host (indices on a device come from lists checked where they were
+// built: the models make them on the host): idx >= 0 must be a row of `a` (when `a` takes them), idx < 0 a row
+// -1 - idx of `b` (when `b` takes them). An index whose table is absent is skipped where the op says so, else
+// refused.
+void index_values(const char* op, const View& idx, const char* a_name, const View& a, bool a_skips, const View& b,
+                  bool b_skips) {
+  if (!idx.device.is_cpu()) return;
+  const int32_t* k = static_cast<const int32_t*>(idx.ptr);
+  for (int64_t i = 0; i < idx.numel(); ++i) {
+    const int64_t v = k[i];
+    if (v >= 0) {
+      XV_CHECK(a.present ? v < a.rows : a_skips, "{}: index {} (at {}) is past the {} rows of '{}'", op, v, i,
+               a.present ? a.rows : 0, a_name);
+    } else {
+      XV_CHECK(b.present ? -1 - v < b.rows : b_skips, "{}: index {} (at {}) names row {} of 'b', which has {}", op, v, i,
+               -1 - v, b.present ? b.rows : 0);
+    }
+  }
+}
+
 void attention_checks(const char* op, const AttentionParams& p) {
   XV_CHECK(p.B >= 0 && p.T >= 0 && p.Hq >= 1 && p.Hkv >= 1 && p.D >= 1 && p.Hq % p.Hkv == 0,
            "{}: B {}, T {}, Hq {}, Hkv {}, D {}: Hq must be a multiple of Hkv", op, p.B, p.T, p.Hq, p.Hkv, p.D);
@@ -270,10 +290,10 @@ void add(const View& y, const View& x) {
 void add_rows(const View& x, const View& src) {
   need("add_rows", "x", x), need("add_rows", "src", src);
   const Device d = device_of("add_rows", {{"x", &x}, {"src", &src}});
-  XV_CHECK(src.cols == x.cols && src.rows >= 1, "add_rows: src is {} x {}, x has {} columns", src.rows, src.cols,
-           x.cols);
   floats("add_rows", {{"x", &x}, {"src", &src}});
   if (x.numel() == 0) return;
+  XV_CHECK(src.cols == x.cols && src.rows >= 1, "add_rows: src is {} x {}, x has {} columns", src.rows, src.cols,
+           x.cols);
   backend(d).add_rows(x, src);
 }
 
@@ -294,6 +314,7 @@ void gather_rows(const View& a, const View& b, const View& idx, const View& out)
            "gather_rows: out {} x {} for {} indices from a of {} columns", out.rows, out.cols, idx.numel(), a.cols);
   floats(op, {{"a", &a}, {"b", &b}, {"out", &out}});
   if (out.numel() == 0) return;
+  index_values(op, idx, "a", a, false, b, false);
   backend(d).gather_rows(a, b, idx, out);
 }
 
@@ -306,6 +327,7 @@ void copy_rows(const View& src, const View& idx, const View& dst) {
            src.rows, src.cols, idx.numel(), dst.cols);
   floats(op, {{"src", &src}, {"dst", &dst}});
   if (src.numel() == 0) return;
+  index_values(op, idx, "dst", dst, false, View{}, true);
   backend(d).copy_rows(src, idx, dst);
 }
 
@@ -319,6 +341,7 @@ void scatter_add_rows(const View& src, const View& idx, const View& a, const Vie
            "scatter_add_rows: a, b and src must have the same columns ({})", src.cols);
   floats(op, {{"src", &src}, {"a", &a}, {"b", &b}});
   if (src.numel() == 0 || (!a.present && !b.present)) return;
+  index_values(op, idx, "a", a, true, b, true);
   backend(d).scatter_add_rows(src, idx, a, b);
 }
 

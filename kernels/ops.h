@@ -84,6 +84,8 @@ void scale(const View& x, float alpha);
 
 // ---- Rows: gather, copy, scatter -------------------------------------------------------------------------
 // The row tables of embedding lookups, image-token placement, pooling at a position and the crops' HD layout.
+// Indices on the host are checked against the tables (an error names the op, the index and its place); indices
+// on a device are the caller's to make valid (built from checked host lists).
 // out (n, C): row i = a row idx[i] when idx[i] >= 0, else b row -1 - idx[i] (b may be absent when no index
 // is negative). idx (n) I32.
 void gather_rows(const View& a, const View& b, const View& idx, const View& out);

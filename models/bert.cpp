@@ -4,6 +4,7 @@
 
 #include "core/safetensors.h"
 #include "kernels/ops.h"
+#include "models/grads.h"
 
 namespace xv {
 
@@ -21,7 +22,7 @@ BertModel BertModel::from_weights(const BertConfig& cfg, const WeightStore& ws, 
   const int64_t C = cfg.hidden_size, I = cfg.intermediate_size;
   const std::string pre = ws.has("bert.embeddings.word_embeddings.weight") ? "bert." : "";
   // Read on the host in the storage dtype, then onto the device (a shape-only tensor just takes the device).
-  auto on_device = [&](const Tensor& t) { return t.to(o.device); };
+  auto on_device = [&](Tensor t) { return std::move(t).to(o.device); };
   auto raw = [&](const std::string& n, const Shape& s) { return ws.get(pre + n, s, o.weight_dtype); };
   auto get = [&](const std::string& n, const Shape& s) { return on_device(raw(n, s)); };
   m.word_emb = get("embeddings.word_embeddings.weight", {cfg.vocab_size, C});
@@ -98,14 +99,8 @@ BertGrads BertGrads::zeros_like(const BertModel& m) {
   auto z = [&](const Tensor& w) { return Tensor(w.shape(), DType::F32, m.device); };
   g.word_emb = z(m.word_emb), g.pos_emb = z(m.pos_emb), g.type_emb = z(m.type_emb);
   g.emb_ln_g = z(m.emb_ln_g), g.emb_ln_b = z(m.emb_ln_b);
-  for (const BertLayer& L : m.layers) {
-    BertLayerGrads G;
-    std::vector<Tensor*> gs;
-    each_layer_tensor(G, [&](Tensor& t) { gs.push_back(&t); });
-    size_t i = 0;
-    each_layer_tensor(L, [&](const Tensor& w) { *gs[i++] = z(w); });
-    g.layers.push_back(std::move(G));
-  }
+  for (const BertLayer& L : m.layers)
+    g.layers.push_back(grads_like<BertLayerGrads>(L, m.device, [](auto& x, auto fn) { each_layer_tensor(x, fn); }));
   return g;
 }
 
@@ -289,8 +284,8 @@ void BertModel::embeddings_backward(const BertActs& acts, const Tensor& dx, Bert
   // Position t and token type 0: summed over rows in order (deterministic).
   std::vector<int32_t> pos(static_cast<size_t>(N)), type0(static_cast<size_t>(N), 0);
   for (int64_t r = 0; r < N; ++r) pos[size_t(r)] = int32_t(r % T);
-  ops::scatter_add_rows(de, Tensor::from_vector({N}, pos, device), grads.pos_emb, View{});
-  ops::scatter_add_rows(de, Tensor::from_vector({N}, type0, device), grads.type_emb, View{});
+  ops::scatter_add_rows(de, Tensor::indices(pos, device), grads.pos_emb, View{});
+  ops::scatter_add_rows(de, Tensor::indices(type0, device), grads.type_emb, View{});
 }
 
 }  // namespace xv

@@ -5,6 +5,7 @@
 
 #include "core/safetensors.h"
 #include "kernels/ops.h"
+#include "models/grads.h"
 
 namespace xv {
 
@@ -15,7 +16,7 @@ ClipVision ClipVision::from_weights(const ClipVisionConfig& cfg, int layer_idx, 
   m.device = o.device;
   m.layer_idx = layer_idx;
   // Read on the host in the storage dtype, then onto the device (a shape-only tensor just takes the device).
-  auto on_device = [&](const Tensor& t) { return t.to(o.device); };
+  auto on_device = [&](Tensor t) { return std::move(t).to(o.device); };
   auto raw = [&](const std::string& n, const Shape& s) { return ws.get(n, s, o.weight_dtype); };
   auto get = [&](const std::string& n, const Shape& s) { return on_device(raw(n, s)); };
   const int64_t C = cfg.hidden_size, I = cfg.intermediate_size, P = cfg.patch_size;
@@ -67,8 +68,6 @@ void each_layer_tensor(L& x, F fn) {
     fn(*t);
 }
 
-Tensor index_tensor(const std::vector<int32_t>& idx, Device d) { return Tensor::from_vector({int64_t(idx.size())}, idx, d); }
-
 }  // namespace
 
 ClipGrads ClipGrads::zeros_like(const ClipVision& m) {
@@ -76,14 +75,8 @@ ClipGrads ClipGrads::zeros_like(const ClipVision& m) {
   auto z = [&](const Tensor& w) { return Tensor(w.shape(), DType::F32, m.device); };
   g.patch_w = z(m.patch_w), g.class_emb = z(m.class_emb), g.pos_emb = z(m.pos_emb);
   g.pre_ln_g = z(m.pre_ln_g), g.pre_ln_b = z(m.pre_ln_b);
-  for (const ClipLayer& L : m.layers) {
-    ClipLayerGrads G;
-    std::vector<Tensor*> gs;
-    each_layer_tensor(G, [&](Tensor& t) { gs.push_back(&t); });
-    size_t i = 0;
-    each_layer_tensor(L, [&](const Tensor& w) { *gs[i++] = z(w); });
-    g.layers.push_back(std::move(G));
-  }
+  for (const ClipLayer& L : m.layers)
+    g.layers.push_back(grads_like<ClipLayerGrads>(L, m.device, [](auto& x, auto fn) { each_layer_tensor(x, fn); }));
   return g;
 }
 
@@ -106,7 +99,7 @@ Tensor ClipVision::embed(const Tensor& pixels, Tensor* cols_out, Tensor* x_emb) 
   for (int64_t n = 0; n < N; ++n)
     for (int64_t t = 0; t < T; ++t) idx[size_t(n * T + t)] = t == 0 ? -1 : int32_t(n * NP + t - 1);
   Tensor x({R, C}, DType::F32, device);
-  ops::gather_rows(pe, class_emb.view(), index_tensor(idx, device), x);
+  ops::gather_rows(pe, class_emb.view(), Tensor::indices(idx, device), x);
   ops::add_rows(x, pos_emb);  // pos_emb has T rows: row n*T + t gets position t
   if (x_emb) *x_emb = x;
   if (cols_out) *cols_out = std::move(cols);
@@ -173,8 +166,6 @@ void ClipVision::layer_forward(int64_t l, Tensor& x, int64_t N, const ClipLora* 
   ops::add(x, tmp);
 }
 
-Tensor ClipVision::forward_patches(const Tensor& pixels) const { return forward_patches(pixels, nullptr, nullptr, LoraRun{}); }
-
 Tensor ClipVision::forward_patches(const Tensor& pixels, const ClipLora* lora, ClipActs* acts, const LoraRun& run) const {
   XV_CHECK(!lora || lora->at.size() == layers.size(), "clip forward: LoRA map has {} layers, the tower runs {}",
            lora ? lora->at.size() : 0, layers.size());
@@ -209,7 +200,7 @@ Tensor patch_rows(int64_t N, int64_t NP, Device d) {
   std::vector<int32_t> idx(static_cast<size_t>(N * NP));
   for (int64_t n = 0; n < N; ++n)
     for (int64_t g = 0; g < NP; ++g) idx[size_t(n * NP + g)] = int32_t(n * (NP + 1) + 1 + g);
-  return index_tensor(idx, d);
+  return Tensor::indices(idx, d);
 }
 
 }  // namespace
@@ -237,7 +228,7 @@ Tensor ClipVision::backward_begin(const ClipActs& acts, const Tensor& dpatches, 
   XV_CHECK(lora.at.size() == layers.size(), "clip backward: LoRA map has {} layers, the tower runs {}", lora.at.size(),
            layers.size());
   if (grads)
-    XV_CHECK(grads->layers.size() == layers.size() && acts.x_emb.numel() == R * C,
+    XV_CHECK(grads->layers.size() == layers.size() && !acts.x_emb.empty() && acts.x_emb.numel() == R * C,
              "clip backward: full gradients need ClipGrads::zeros_like(tower) and a forward with ClipActs::full");
   // dx (R, C): the gradient at the last layer's output; the CLS rows of the output get none.
   Tensor dx({R, C}, DType::F32, device);
@@ -307,8 +298,8 @@ void ClipVision::embeddings_backward(const ClipActs& acts, const Tensor& dx, Cli
     pos[size_t(r)] = int32_t(r % T);
     cls[size_t(r)] = r % T == 0 ? 0 : -1;  // -1: not a CLS row, skipped (no second table)
   }
-  ops::scatter_add_rows(de, index_tensor(pos, device), grads.pos_emb, View{});
-  ops::scatter_add_rows(de, index_tensor(cls, device), grads.class_emb.view(), View{});
+  ops::scatter_add_rows(de, Tensor::indices(pos, device), grads.pos_emb, View{});
+  ops::scatter_add_rows(de, Tensor::indices(cls, device), grads.class_emb.view(), View{});
   Tensor dpe({N * NP, C}, DType::F32, device);
   ops::gather_rows(de, View{}, patch_rows(N, NP, device), dpe);
   ops::linear_backward(acts.cols, patch_w, dpe, View{}, grads.patch_w, View{});

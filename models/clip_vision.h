@@ -92,10 +92,8 @@ struct ClipVision {
   static ClipVision from_weights(const ClipVisionConfig& cfg, int layer_idx, const WeightStore& ws,
                                  const std::string& prefix, const LoadOptions& o = {});
   // pixels (N, 3, S, S) on the tower's device -> hidden state `layer_idx` without the CLS token:
-  // (N, num_patches, C).
-  Tensor forward_patches(const Tensor& pixels) const;
-  // The same with LoRA (`lora` null: the frozen tower); with `acts`, what backward needs is kept. `run`
-  // carries the LoRA dropout seed of this pass.
+  // (N, num_patches, C). With LoRA (`lora` null: the frozen tower); with `acts`, what backward needs is kept.
+  // `run` carries the LoRA dropout seed of this pass.
   Tensor forward_patches(const Tensor& pixels, const ClipLora* lora, ClipActs* acts, const LoraRun& run) const;
   // dpatches (N, num_patches, C) at the output -> LoRA gradients accumulated into the adapters of `lora`.
   // `run` must be the forward's. With `grads` (full fine-tuning; the forward's acts must have had `full`

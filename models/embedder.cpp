@@ -40,8 +40,7 @@ void pad_batch(const std::vector<std::vector<int32_t>>& rows, int32_t pad, std::
 
 // The rows of the output a batch's embeddings go to: its items' indices, as an I32 tensor on device d.
 Tensor item_rows(const std::vector<size_t>& idx, Device d) {
-  std::vector<int32_t> r(idx.begin(), idx.end());
-  return Tensor::from_vector({int64_t(r.size())}, r, d);
+  return Tensor::indices(std::vector<int32_t>(idx.begin(), idx.end()), d);
 }
 
 // Runs `fn` over batches of indices sorted by decreasing length (less padding), reporting progress.
@@ -166,7 +165,7 @@ class BertEmbedder : public Embedder {
       ops::copy_rows(pooled, item_rows(idx, model_.device), out);
     });
     if (opt.normalize || st_.normalize) ops::l2_normalize(out);
-    return out.to(Device::cpu());
+    return std::move(out).to(Device::cpu());
   }
 
  private:
@@ -231,7 +230,7 @@ class Phi3VEmbedder : public Embedder {
       ops::copy_rows(pool_at(h, last, T), item_rows(idx, model_.device), out);
     });
     if (opt.normalize) ops::l2_normalize(out);
-    return out.to(Device::cpu());
+    return std::move(out).to(Device::cpu());
   }
 
  private:

@@ -80,7 +80,7 @@ void lora_forward(const LoraAdapter& a, const View& x, const View& y, uint64_t d
   } else {
     *xd = Tensor();
   }
-  if (xa->numel() != M * a.r || xa->device() != x.device) *xa = Tensor({M, a.r}, DType::F32, x.device);
+  if (xa->empty() || xa->numel() != M * a.r || xa->device() != x.device) *xa = Tensor({M, a.r}, DType::F32, x.device);
   ops::gemm(in, false, a.A, true, *xa, 1.0f, 0.0f);       // xa (M, r) = in A^T
   ops::gemm(*xa, false, a.B, true, y, a.scaling, 1.0f);  // y += scaling * xa B^T
 }
@@ -89,7 +89,7 @@ void lora_backward(LoraAdapter& a, const View& x, const Tensor& xa, const Tensor
                    const View& dy, const View& dx) {
   const bool drop = dropout_on(a, dropout_seed);
   const int64_t M = x.rows;
-  XV_CHECK(!drop || xd.numel() == M * a.in, "lora backward: the forward's dropout input is missing");
+  XV_CHECK(!drop || (!xd.empty() && xd.numel() == M * a.in), "lora backward: the forward's dropout input is missing");
   const View in = drop ? xd.view() : x;
   ops::gemm(dy, true, xa, false, a.dB, a.scaling, 1.0f);  // dB (out, r) += scaling * dy^T xa
   Tensor dxa({M, a.r}, DType::F32, x.device);

@@ -189,7 +189,7 @@ Tensor Phi3Decoder::backward_begin(const Phi3Acts& acts, const Tensor& dhidden, 
                                    Phi3Grads* grads) const {
   const int64_t N = acts.B * acts.T, C = cfg.hidden_size;
   XV_CHECK(dhidden.numel() == N * C, "phi3 backward: dhidden must be (B, T, C) = ({}, {}, {})", acts.B, acts.T, C);
-  XV_CHECK(acts.layers.size() == layers.size() && acts.x_last.numel() == N * C,
+  XV_CHECK(acts.layers.size() == layers.size() && !acts.x_last.empty() && acts.x_last.numel() == N * C,
            "phi3 backward: the activations of a forward pass are missing");
   XV_CHECK(lora.at.size() == layers.size(), "phi3 backward: LoRA map has {} layers, the decoder {}", lora.at.size(),
            layers.size());

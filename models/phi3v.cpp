@@ -38,12 +38,6 @@ std::vector<int64_t> Phi3VImageEmbedding::hd_layout(int64_t h, int64_t w) const 
   return layout;
 }
 
-namespace {
-
-Tensor index_tensor(const std::vector<int32_t>& idx, Device d) { return Tensor::from_vector({int64_t(idx.size())}, idx, d); }
-
-}  // namespace
-
 std::vector<int32_t> Phi3VImageEmbedding::hd_index(const Phi3VCropBatch& cb) const {
   const int64_t NPATCH = clip.cfg.num_patches();
   std::vector<int32_t> idx(static_cast<size_t>(cb.n_tok * 4));
@@ -68,7 +62,7 @@ Phi3VCropBatch Phi3VImageEmbedding::stack_crops(const std::vector<const Phi3VIma
   Phi3VCropBatch cb;
   for (const Phi3VImageInputs* img : imgs) {
     const int64_t h = img->height / kPhi3VCropSize, w = img->width / kPhi3VCropSize;
-    XV_CHECK(img->pixel_values.ndim() >= 1 && img->pixel_values.dim(0) >= 1 + h * w &&
+    XV_CHECK(img->pixel_values.ndim() == 4 && img->pixel_values.dim(0) >= 1 + h * w &&
                  img->pixel_values.numel() / img->pixel_values.dim(0) == crop_px,
              "phi3_v: image of {}x{} needs {} crops of {}x{}, pixel_values has shape {}", img->height, img->width,
              1 + h * w, S, S, shape_str(img->pixel_values.shape()));
@@ -85,7 +79,7 @@ Phi3VCropBatch Phi3VImageEmbedding::stack_crops(const std::vector<const Phi3VIma
     const int64_t n = (1 + cb.h[i] * cb.w[i]) * rows_per_crop;
     ops::copy(imgs[i]->pixel_values.rows(0, n), stack.rows(cb.crop0[i] * rows_per_crop, n));
   }
-  cb.pixels = stack.to(clip.device);
+  cb.pixels = std::move(stack).to(clip.device);
   return cb;
 }
 
@@ -108,7 +102,7 @@ Tensor Phi3VImageEmbedding::project(const Tensor& feats, const Phi3VCropBatch& c
   ops::copy(sub_GN.alias(0, {4, C}), sep.rows(0, 4));
   ops::copy(glb_GN.alias(0, {4, C}), sep.rows(4, 4));
   Tensor f({cb.n_tok, C4}, DType::F32, dev);
-  if (cb.n_tok) ops::gather_rows(feats, sep, index_tensor(layout, dev), f.alias(0, {cb.n_tok * 4, C}));
+  if (cb.n_tok) ops::gather_rows(feats, sep, Tensor::indices(layout, dev), f.alias(0, {cb.n_tok * 4, C}));
   // Projector: Linear(4C' -> Hd) - GELU - Linear(Hd -> Hd).
   const int64_t n_tok = cb.n_tok;
   Tensor y_pre({n_tok, Hd}, DType::F32, dev), z({n_tok, Hd}, DType::F32, dev);
@@ -142,7 +136,8 @@ Tensor Phi3VImageEmbedding::project_backward(const Phi3VVisionActs& acts, const 
     ops::activation_backward(ops::Act::gelu_erf, acts.y_pre, dy, dy);
     ops::linear_backward(View{}, p0_w, dy, df, View{}, View{});
   } else {  // the same, with the projector's gradients (the GELU output recomputed from its input)
-    XV_CHECK(acts.f.numel() == n_tok * C4, "phi3_v vision backward: full gradients need a forward with clip.full");
+    XV_CHECK(!acts.f.empty() && acts.f.numel() == n_tok * C4,
+             "phi3_v vision backward: full gradients need a forward with clip.full");
     Tensor y = acts.y_pre;
     ops::activation(ops::Act::gelu_erf, y);
     ops::linear_backward(y, p2_w, dtokens, dy, grads->p2_w, grads->p2_b);
@@ -153,8 +148,8 @@ Tensor Phi3VImageEmbedding::project_backward(const Phi3VVisionActs& acts, const 
   // rows in token order (three passes, one per destination table).
   Tensor dfeats({acts.clip.N, NPATCH, C}, DType::F32, dev);
   if (n_tok == 0) return dfeats;
-  const View df4 = df.alias(0, {n_tok * 4, C}).view();
-  ops::scatter_add_rows(df4, index_tensor(acts.layout, dev), dfeats, View{});
+  const Tensor df4 = df.alias(0, {n_tok * 4, C});  // the same elements, as rows of C'
+  ops::scatter_add_rows(df4, Tensor::indices(acts.layout, dev), dfeats, View{});
   if (grads) {
     std::vector<int32_t> sub(acts.layout.size()), glb(acts.layout.size());
     for (size_t q = 0; q < acts.layout.size(); ++q) {
@@ -162,8 +157,8 @@ Tensor Phi3VImageEmbedding::project_backward(const Phi3VVisionActs& acts, const 
       sub[q] = k < 0 && k >= -4 ? k : 0;      // 0: not a sub_GN block (there is no first table: skipped)
       glb[q] = k <= -5 ? k + 4 : 0;           // glb_GN block -5 - j -> row j of its table
     }
-    ops::scatter_add_rows(df4, index_tensor(sub, dev), View{}, grads->sub_GN.alias(0, {4, C}));
-    ops::scatter_add_rows(df4, index_tensor(glb, dev), View{}, grads->glb_GN.alias(0, {4, C}));
+    ops::scatter_add_rows(df4, Tensor::indices(sub, dev), View{}, grads->sub_GN.alias(0, {4, C}));
+    ops::scatter_add_rows(df4, Tensor::indices(glb, dev), View{}, grads->glb_GN.alias(0, {4, C}));
   }
   return dfeats;
 }
@@ -256,7 +251,7 @@ Tensor Phi3VModel::embed_inputs(const std::vector<int32_t>& ids, int64_t B, int6
   const int64_t C = cfg.hidden_size;
   const std::vector<int32_t> rows = input_rows(ids, B, T, images);
   Tensor x({B, T, C}, DType::F32, device);
-  ops::gather_rows(decoder.embed, tokens.empty() ? View{} : tokens.view(), index_tensor(rows, device), x);
+  ops::gather_rows(decoder.embed, tokens.empty() ? View{} : tokens.view(), Tensor::indices(rows, device), x);
   return x;
 }
 
@@ -274,7 +269,7 @@ void Phi3VModel::embed_inputs_backward(const std::vector<int32_t>& ids, int64_t 
     rows = ids;
     for (int32_t& r : rows) r = r < 0 ? -1 : r;
   }
-  ops::scatter_add_rows(dx, index_tensor(rows, device), dembed ? dembed->view() : View{},
+  ops::scatter_add_rows(dx, Tensor::indices(rows, device), dembed ? dembed->view() : View{},
                         to_images ? dtokens->view() : View{});
 }
 

@@ -21,7 +21,7 @@ Tensor mean_pool_backward(const Tensor& dpooled, const Tensor& mask, int64_t B, 
 Tensor row_index(const std::vector<int64_t>& pos, int64_t T, Device d) {
   std::vector<int32_t> idx(pos.size());
   for (size_t b = 0; b < pos.size(); ++b) idx[b] = int32_t(int64_t(b) * T + pos[b]);
-  return Tensor::from_vector({int64_t(idx.size())}, idx, d);
+  return Tensor::indices(idx, d);
 }
 
 Tensor pool_at(const Tensor& hidden, const std::vector<int64_t>& pos, int64_t T) {

@@ -34,14 +34,18 @@ void WidenedUnits::acquire(int ui, int) {
   XV_CHECK(ui >= 0 && ui < units(), "units: unit {} of {}", ui, units());
   Unit& u = units_[size_t(ui)];
   XV_CHECK(!u.held, "units: unit '{}' acquired twice", u.w.name);
-  u.held = true;
-  if (!u.widen) return;
-  u.stored.clear();
-  for (Tensor* t : u.w.tensors) {
-    u.stored.push_back(std::move(*t));
-    *t = u.stored.back().dtype() == DType::F32 ? u.stored.back() : ops::cast(u.stored.back(), DType::F32);
-    widened_bytes_ += int64_t(t->nbytes());
+  if (u.widen) {
+    // The f32 copies first; only then are the tensors swapped (a failure leaves the unit as it was).
+    std::vector<Tensor> wide;
+    for (const Tensor* t : u.w.tensors) wide.push_back(t->dtype() == DType::F32 ? *t : ops::cast(*t, DType::F32));
+    u.stored.clear();
+    for (size_t i = 0; i < u.w.tensors.size(); ++i) {
+      u.stored.push_back(std::move(*u.w.tensors[i]));
+      *u.w.tensors[i] = std::move(wide[i]);
+      widened_bytes_ += int64_t(u.w.tensors[i]->nbytes());
+    }
   }
+  u.held = true;
 }
 
 void WidenedUnits::release(int ui) {

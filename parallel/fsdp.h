@@ -47,8 +47,6 @@ class FrozenShards : public UnitAccess {
   void release(int u) override;
 
   int units() const { return int(units_.size()); }
-  int64_t unit_elements(int u) const { return units_[size_t(u)].total; }  // before padding
-  int64_t shard_elements(int u) const { return units_[size_t(u)].shard; }
   int64_t resident_bytes() const;            // the shards this rank keeps
   int64_t peak_gathered_bytes() const { return peak_gathered_; }  // most bytes of whole units held at once
   int64_t gathers() const { return gathers_; }                    // all-gathers started so far

@@ -1808,3 +1808,64 @@ TEST_P(BackendOps, DispatchErrors) {
 }
 
 }  // namespace
+
+// ---- The front door's checks that no backend case above reaches -------------------------------------------
+
+namespace {
+
+std::string op_error(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const xv::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+// Host indices are checked against their tables: an index past a table, or a negative one without a second
+// table, is an error naming the op and the index, never a read out of bounds.
+TEST(OpsChecks, HostIndicesAreCheckedAgainstTheirTables) {
+  const xv::Tensor table = xv::Tensor::filled({4, 3}, 1.0f), other = xv::Tensor::filled({2, 3}, 2.0f);
+  xv::Tensor out({2, 3});
+  EXPECT_NO_THROW(xv::ops::gather_rows(table, other, xv::Tensor::indices({3, -2}), out));
+  std::string e = op_error([&] { xv::ops::gather_rows(table, xv::View{}, xv::Tensor::indices({1, 4}), out); });
+  EXPECT_NE(e.find("gather_rows: index 4 (at 1)"), std::string::npos) << e;
+  e = op_error([&] { xv::ops::gather_rows(table, xv::View{}, xv::Tensor::indices({-1, 0}), out); });
+  EXPECT_NE(e.find("gather_rows: index -1"), std::string::npos) << e;
+  e = op_error([&] { xv::ops::gather_rows(table, other, xv::Tensor::indices({0, -3}), out); });
+  EXPECT_NE(e.find("row 2 of 'b'"), std::string::npos) << e;
+  xv::Tensor dst({4, 3});
+  EXPECT_NO_THROW(xv::ops::copy_rows(out, xv::Tensor::indices({-1, 3}), dst));  // negative: skipped
+  e = op_error([&] { xv::ops::copy_rows(out, xv::Tensor::indices({0, 9}), dst); });
+  EXPECT_NE(e.find("copy_rows: index 9"), std::string::npos) << e;
+  // scatter_add_rows skips the rows whose table is absent, and refuses a row past a present one.
+  xv::Tensor acc({4, 3});
+  EXPECT_NO_THROW(xv::ops::scatter_add_rows(out, xv::Tensor::indices({-7, 2}), acc, xv::View{}));
+  e = op_error([&] { xv::ops::scatter_add_rows(out, xv::Tensor::indices({4, 0}), acc, xv::View{}); });
+  EXPECT_NE(e.find("scatter_add_rows: index 4"), std::string::npos) << e;
+}
+
+// A tensor without storage (released by FSDP, or laid out shape-only) passed to an op, whole or sliced, is an
+// error naming the op, not a dereference of a null pointer.
+TEST(OpsChecks, ShapeOnlyOperandsAreRefusedEvenWhenSliced) {
+  const xv::Tensor w = xv::Tensor::shape_only({6, 4}), x = xv::Tensor::filled({2, 4}, 1.0f);
+  xv::Tensor y({2, 2});
+  std::string e = op_error([&] { xv::ops::linear(x, w.rows(2, 2), xv::View{}, y); });
+  EXPECT_NE(e.find("linear: operand 'W' has no storage"), std::string::npos) << e;
+  e = op_error([&] { xv::ops::add(xv::Tensor::shape_only({2, 4}).cols(1, 2), x.cols(0, 2)); });
+  EXPECT_NE(e.find("no storage"), std::string::npos) << e;
+}
+
+// Zero-sized work is a no-op for every op that has nothing to do (an empty batch reaches the ops as T = 0).
+TEST(OpsChecks, EmptyOperandsAreNoOps) {
+  xv::Tensor x({0, 4});
+  const xv::Tensor pos({0, 4});
+  EXPECT_NO_THROW(xv::ops::add_rows(x, pos));
+  EXPECT_NO_THROW(xv::ops::scale(x, 2.0f));
+  xv::Tensor e;  // a default tensor holds no elements
+  EXPECT_EQ(e.numel(), 0);
+  EXPECT_TRUE(e.empty());
+  EXPECT_FALSE(e.shape_only());
+}

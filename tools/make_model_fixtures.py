@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Golden fixtures for the model forward passes (core/bert_model, core/phi3v_model, core/embedder).
+"""Golden fixtures for the model forward passes (models/bert, models/phi3v, models/embedder).
 
 Regenerate (from the repository root, with a Python that has torch, transformers, tokenizers,
 sentence-transformers, torchvision and pillow; tools/make_fixtures.sh does all of it):

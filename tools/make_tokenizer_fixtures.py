@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Golden fixtures for the tokenizer (core/tokenizer*.cpp), made with the Hugging Face `tokenizers` library.
+"""Golden fixtures for the tokenizer (tokenizer/*.cpp), made with the Hugging Face `tokenizers` library.
 
 Regenerate (from the repository root, with a Python that has `tokenizers`; the MiniLM folder is the one
 scripts/prepare-minilm.sh prepares):

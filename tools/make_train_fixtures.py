@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Golden fixtures for the self-knowledge-distillation training step on the tiny BERT (core/lora,
-core/bert_train, core/kd_loss, core/adamw), from PyTorch + PEFT.
+"""Golden fixtures for the self-knowledge-distillation training step on the tiny BERT (models/lora,
+models/bert, models/kd/losses, the AdamW op of kernels/ops.h), from PyTorch + PEFT.
 
 Regenerate (after tools/make_model_fixtures.py; tools/make_fixtures.sh runs everything):
 

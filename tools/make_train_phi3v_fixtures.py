@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Golden fixtures for the self-knowledge-distillation training step on the tiny Phi-3-vision
-(models/kd/phi3v_kd.cpp, core/phi3_decoder, core/clip_vision, core/phi3v_model), from PyTorch + PEFT.
+(models/kd/phi3v_kd.cpp, models/phi3_decoder, models/clip_vision, models/phi3v), from PyTorch + PEFT.
 
 Regenerate (after tools/make_image_fixtures.py and tools/make_model_fixtures.py; tools/make_fixtures.sh runs
 everything), from the repository root with a Python that has torch, transformers, peft, torchvision, pillow:

@@ -358,19 +358,22 @@ class TrainRun {
     return s;
   }
 
-  // The teacher targets of a micro-batch (B, D), from the .npy cache or the corpus's teacher block.
+  // The teacher targets of a micro-batch (B, D): rows of the .npy cache by the pairs' indices, or the corpus's
+  // teacher block that came with each pair.
   Tensor teacher_targets(const std::vector<TrainPair>& batch, const std::vector<int64_t>& idx) const {
+    if (!teacher_.empty()) {
+      Tensor out({bs_, D_});
+      ops::gather_rows(teacher_, View{}, Tensor::indices(std::vector<int32_t>(idx.begin(), idx.end())), out);
+      return out;
+    }
     std::vector<float> t(static_cast<size_t>(bs_ * D_));
     for (int64_t i = 0; i < bs_; ++i) {
-      const auto& row = batch[size_t(i)].teacher_en;  // corpus teacher block
-      XV_CHECK(!teacher_.empty() || int64_t(row.size()) == D_, "{}: the teacher block has dimension {}, the model {}",
+      const auto& row = batch[size_t(i)].teacher_en;
+      XV_CHECK(int64_t(row.size()) == D_, "{}: the teacher block has dimension {}, the model {}",
                src_->where(idx[size_t(i)]), row.size(), D_);
-      if (teacher_.empty()) std::copy(row.begin(), row.end(), t.begin() + i * D_);
+      std::copy(row.begin(), row.end(), t.begin() + i * D_);
     }
-    Tensor out = Tensor::from_vector({bs_, D_}, t);
-    if (!teacher_.empty())  // rows of the .npy cache, by the pairs' indices
-      for (int64_t i = 0; i < bs_; ++i) ops::copy(teacher_.rows(idx[size_t(i)], 1), out.rows(i, 1));
-    return out;
+    return Tensor::from_vector({bs_, D_}, t);
   }
 
   // grad_accum micro-batches (forward and backward each), the step's loss terms over every rank, then the

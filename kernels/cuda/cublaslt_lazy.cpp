@@ -6,8 +6,10 @@
 #include <cublasLt.h>
 #include <dlfcn.h>
 
+#include <cstdlib>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 
@@ -18,8 +20,14 @@ void* library() {
   static std::string error;
   static std::once_flag once;
   std::call_once(once, [] {
+    // XV_CUBLASLT names the library file when it is not where the loader looks (a Python wheel's copy, say).
     const std::string name = "libcublasLt.so." + std::to_string(CUBLAS_VER_MAJOR);
-    for (const std::string& path : {name, std::string(XV_CUDA_LIBRARY_DIR) + "/" + name}) {
+    const char* env = std::getenv("XV_CUBLASLT");
+    std::vector<std::string> tries;
+    if (env && *env) tries.push_back(env);
+    tries.push_back(name);
+    tries.push_back(std::string(XV_CUDA_LIBRARY_DIR) + "/" + name);
+    for (const std::string& path : tries) {
       handle = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
       if (handle) return;
       const char* e = ::dlerror();

@@ -185,7 +185,7 @@ class BertKdModel : public KdShell {
     const Batch b = tokenize(*tok_, texts, int32_t(model_.cfg.pad_token_id), model_.cfg.max_seq_length, what);
     Tensor e = mean_pool(model_.forward(b.ids, b.mask, b.B, b.T, lora), model_.input_mask(b.mask, b.B, b.T), b.B, b.T);
     if (normalize) ops::l2_normalize(e);
-    return e.to(Device::cpu());
+    return std::move(e).to(Device::cpu());
   }
 
   // Token rows of a pair (the corpus's pre-tokenised ids when it has them); `i` numbers it in messages.

@@ -196,7 +196,7 @@ class Phi3VKdModel : public KdShell {
     model_.decoder.forward(h, s.mask, s.B, s.T, &dl, nullptr, LoraRun{});
     Tensor e = pool_at(h, s.last, s.T);
     if (normalize) ops::l2_normalize(e);
-    return e.to(Device::cpu());
+    return std::move(e).to(Device::cpu());
   }
 
  protected:
