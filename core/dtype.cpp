@@ -15,7 +15,7 @@ struct DTypeInfo {
 constexpr DTypeInfo kInfo[] = {
     {DType::F32, "F32", 4}, {DType::F16, "F16", 2}, {DType::BF16, "BF16", 2}, {DType::F64, "F64", 8},
     {DType::I64, "I64", 8}, {DType::I32, "I32", 4}, {DType::I16, "I16", 2},   {DType::I8, "I8", 1},
-    {DType::U8, "U8", 1},   {DType::BOOL, "BOOL", 1},
+    {DType::U8, "U8", 1},   {DType::BOOL, "BOOL", 1}, {DType::U64, "U64", 8},
 };
 }  // namespace
 
@@ -113,6 +113,9 @@ void convert_to_f32(DType t, const void* src, float* dst, size_t n) {
       return;
     case DType::I8:
       for (size_t i = 0; i < n; ++i) dst[i] = float(load<int8_t>(src, i));
+      return;
+    case DType::U64:
+      for (size_t i = 0; i < n; ++i) dst[i] = float(load<uint64_t>(src, i));
       return;
     case DType::U8:
     case DType::BOOL:

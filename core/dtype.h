@@ -9,7 +9,7 @@
 
 namespace xv {
 
-enum class DType { F32, F16, BF16, F64, I64, I32, I16, I8, U8, BOOL };
+enum class DType { F32, F16, BF16, F64, I64, I32, I16, I8, U8, BOOL, U64 };
 
 size_t dtype_size(DType t);
 std::string_view dtype_name(DType t);         // safetensors spelling: "F32", "BF16", ...

@@ -21,6 +21,7 @@ constexpr bool dtype_holds(DType t) {
   else if constexpr (std::is_same_v<U, uint16_t>) return t == DType::BF16 || t == DType::F16 || t == DType::I16;
   else if constexpr (std::is_same_v<U, int32_t>) return t == DType::I32;
   else if constexpr (std::is_same_v<U, int64_t>) return t == DType::I64;
+  else if constexpr (std::is_same_v<U, uint64_t>) return t == DType::U64;
   else if constexpr (std::is_same_v<U, uint8_t>) return t == DType::U8 || t == DType::BOOL || t == DType::I8;
   else if constexpr (std::is_same_v<U, void>) return true;
   else return false;

@@ -270,7 +270,7 @@ Corpus read_corpus(const std::string& path, const ReadCorpusOptions& opt) {
       // Offsets only: the bytes stay on disk, rows keep their meaning.
       c.images.offsets = f.read<uint64_t>("/images/offsets");
       const auto sh = f.shape("/images/bytes", 1);
-      f.check_kind("/images/bytes", h5::Kind::u8);
+      f.check_dtype("/images/bytes", DType::U8);
       check_offsets(c.images.offsets, uint64_t(sh[0]), path + ": /images");
       c.images.bytes.clear();
     }

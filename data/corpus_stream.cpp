@@ -81,7 +81,7 @@ class CorpusSource : public PairSource {
                "{}: /teacher was computed for another corpus ({}; this one is {}): run `corpus cache-teacher` again",
                path, cf, c_.meta.fingerprint);
       const auto sh = f_.shape("/teacher/embeddings", 2);
-      f_.check_kind("/teacher/embeddings", h5::Kind::f32);
+      f_.check_dtype("/teacher/embeddings", DType::F32);
       XV_CHECK(sh[0] == size(), "{}: /teacher/embeddings has {} rows, the corpus {} pairs", path, sh[0], size());
       teacher_dim_ = sh[1];
       teacher_model_ = f_.read_string_attr("/teacher", "model_fingerprint");

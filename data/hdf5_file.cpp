@@ -15,39 +15,31 @@ void silence_hdf5() {
   std::call_once(once, [] { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); });
 }
 
-hid_t mem_type(Kind k) {
-  switch (k) {
-    case Kind::u8: return H5T_NATIVE_UINT8;
-    case Kind::i32: return H5T_NATIVE_INT32;
-    case Kind::i64: return H5T_NATIVE_INT64;
-    case Kind::u64: return H5T_NATIVE_UINT64;
-    case Kind::f32: return H5T_NATIVE_FLOAT;
+hid_t mem_type(DType dt) {
+  switch (dt) {
+    case DType::U8: return H5T_NATIVE_UINT8;
+    case DType::I32: return H5T_NATIVE_INT32;
+    case DType::I64: return H5T_NATIVE_INT64;
+    case DType::U64: return H5T_NATIVE_UINT64;
+    case DType::F32: return H5T_NATIVE_FLOAT;
+    default: break;
   }
-  return H5T_NATIVE_UINT8;
+  fail("HDF5: no dataset element type for {}", dtype_name(dt));
 }
 
 // Stored (file) types: little-endian, as h5py writes on every common platform.
-hid_t file_type(Kind k) {
-  switch (k) {
-    case Kind::u8: return H5T_STD_U8LE;
-    case Kind::i32: return H5T_STD_I32LE;
-    case Kind::i64: return H5T_STD_I64LE;
-    case Kind::u64: return H5T_STD_U64LE;
-    case Kind::f32: return H5T_IEEE_F32LE;
+hid_t file_type(DType dt) {
+  switch (dt) {
+    case DType::U8: return H5T_STD_U8LE;
+    case DType::I32: return H5T_STD_I32LE;
+    case DType::I64: return H5T_STD_I64LE;
+    case DType::U64: return H5T_STD_U64LE;
+    case DType::F32: return H5T_IEEE_F32LE;
+    default: break;
   }
-  return H5T_STD_U8LE;
+  fail("HDF5: no dataset element type for {}", dtype_name(dt));
 }
 
-size_t kind_size(Kind k) {
-  switch (k) {
-    case Kind::u8: return 1;
-    case Kind::i32: return 4;
-    case Kind::f32: return 4;
-    case Kind::i64: return 8;
-    case Kind::u64: return 8;
-  }
-  return 1;
-}
 
 std::string describe_type(hid_t t) {
   const H5T_class_t c = H5Tget_class(t);
@@ -62,15 +54,16 @@ std::string describe_type(hid_t t) {
 
 }  // namespace
 
-const char* kind_name(Kind k) {
-  switch (k) {
-    case Kind::u8: return "uint8";
-    case Kind::i32: return "int32";
-    case Kind::i64: return "int64";
-    case Kind::u64: return "uint64";
-    case Kind::f32: return "float32";
+const char* element_name(DType dt) {
+  switch (dt) {
+    case DType::U8: return "uint8";
+    case DType::I32: return "int32";
+    case DType::I64: return "int64";
+    case DType::U64: return "uint64";
+    case DType::F32: return "float32";
+    default: break;
   }
-  return "?";
+  return "an unsupported type";
 }
 
 File File::open(const std::string& path, bool writable) {
@@ -142,26 +135,26 @@ std::vector<int64_t> File::shape(const std::string& name, int rank) const {
   return std::vector<int64_t>(dims.begin(), dims.end());
 }
 
-void File::check_kind(const std::string& name, Kind k) const {
+void File::check_dtype(const std::string& name, DType dt) const {
   XV_CHECK(exists(name), "{}: dataset missing (required by the corpus format)", where(name));
   Handle d(H5Dopen2(f_.get(), name.c_str(), H5P_DEFAULT), H5Dclose);
   XV_CHECK(d.valid(), "{}: not a dataset", where(name));
   Handle t(H5Dget_type(d.get()), H5Tclose);
   const H5T_class_t c = H5Tget_class(t.get());
-  const bool want_float = k == Kind::f32;
-  const bool want_signed = k == Kind::i32 || k == Kind::i64;
+  const bool want_float = dt == DType::F32;
+  const bool want_signed = dt == DType::I32 || dt == DType::I64;
   const bool ok = want_float ? (c == H5T_FLOAT && H5Tget_size(t.get()) == 4)
-                             : (c == H5T_INTEGER && H5Tget_size(t.get()) == kind_size(k) &&
+                             : (c == H5T_INTEGER && H5Tget_size(t.get()) == dtype_size(dt) &&
                                 (H5Tget_sign(t.get()) == H5T_SGN_2) == want_signed);
-  XV_CHECK(ok, "{}: expected {} elements, found {}", where(name), kind_name(k), describe_type(t.get()));
+  XV_CHECK(ok, "{}: expected {} elements, found {}", where(name), element_name(dt), describe_type(t.get()));
 }
 
-void File::read_raw(const std::string& name, Kind k, void* out, std::vector<int64_t> start,
+void File::read_raw(const std::string& name, DType dt, void* out, std::vector<int64_t> start,
                     std::vector<int64_t> count) const {
   Handle d(H5Dopen2(f_.get(), name.c_str(), H5P_DEFAULT), H5Dclose);
   XV_CHECK(d.valid(), "{}: dataset missing (required by the corpus format)", where(name));
   if (start.empty()) {
-    XV_CHECK(H5Dread(d.get(), mem_type(k), H5S_ALL, H5S_ALL, H5P_DEFAULT, out) >= 0,
+    XV_CHECK(H5Dread(d.get(), mem_type(dt), H5S_ALL, H5S_ALL, H5P_DEFAULT, out) >= 0,
              "{}: read failed (truncated or corrupt file?)", where(name));
     return;
   }
@@ -176,7 +169,7 @@ void File::read_raw(const std::string& name, Kind k, void* out, std::vector<int6
   hsize_t st[2] = {hsize_t(start[0]), 0}, ct[2] = {hsize_t(count[0]), r == 2 ? dims[1] : 1};
   H5Sselect_hyperslab(fs.get(), H5S_SELECT_SET, st, nullptr, ct, nullptr);
   Handle ms(H5Screate_simple(r, ct, nullptr), H5Sclose);
-  XV_CHECK(H5Dread(d.get(), mem_type(k), ms.get(), fs.get(), H5P_DEFAULT, out) >= 0,
+  XV_CHECK(H5Dread(d.get(), mem_type(dt), ms.get(), fs.get(), H5P_DEFAULT, out) >= 0,
            "{}: read of rows [{}, {}) failed (truncated or corrupt file?)", where(name), start[0], start[0] + count[0]);
 }
 
@@ -196,13 +189,13 @@ size_t File::claimed_count(const std::string& name, const std::vector<int64_t>& 
 }
 
 std::string File::read_bytes(const std::string& name) const {
-  check_kind(name, Kind::u8);
+  check_dtype(name, DType::U8);
   std::string out(claimed_count(name, shape(name, 1), 1), '\0');
-  if (!out.empty()) read_raw(name, Kind::u8, out.data(), {}, {});
+  if (!out.empty()) read_raw(name, DType::U8, out.data(), {}, {});
   return out;
 }
 
-void File::write_raw(const std::string& name, Kind k, const void* data, int64_t n, int64_t cols,
+void File::write_raw(const std::string& name, DType dt, const void* data, int64_t n, int64_t cols,
                      const WriteOptions& o) {
   const int rank = cols > 0 ? 2 : 1;
   hsize_t dims[2] = {hsize_t(cols > 0 ? n / cols : n), hsize_t(cols)};
@@ -212,19 +205,19 @@ void File::write_raw(const std::string& name, Kind k, const void* data, int64_t 
   Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
   if (dims[0] > 0) {
     // Chunks of about chunk_bytes, whole rows: a sequential reader decompresses each chunk once.
-    const int64_t row_bytes = int64_t(kind_size(k)) * (cols > 0 ? cols : 1);
+    const int64_t row_bytes = int64_t(dtype_size(dt)) * (cols > 0 ? cols : 1);
     hsize_t chunk[2] = {hsize_t(std::clamp<int64_t>(o.chunk_bytes / row_bytes, 1, int64_t(dims[0]))), dims[1]};
     H5Pset_chunk(dcpl.get(), rank, chunk);
     if (o.deflate > 0) {
-      if (kind_size(k) > 1) H5Pset_shuffle(dcpl.get());
+      if (dtype_size(dt) > 1) H5Pset_shuffle(dcpl.get());
       H5Pset_deflate(dcpl.get(), unsigned(o.deflate));
     }
   }
-  Handle d(H5Dcreate2(f_.get(), name.c_str(), file_type(k), space.get(), lcpl.get(), dcpl.get(), H5P_DEFAULT),
+  Handle d(H5Dcreate2(f_.get(), name.c_str(), file_type(dt), space.get(), lcpl.get(), dcpl.get(), H5P_DEFAULT),
            H5Dclose);
   XV_CHECK(d.valid(), "{}: cannot create dataset", where(name));
   if (dims[0] > 0)
-    XV_CHECK(H5Dwrite(d.get(), mem_type(k), H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0, "{}: write failed",
+    XV_CHECK(H5Dwrite(d.get(), mem_type(dt), H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0, "{}: write failed",
              where(name));
 }
 

@@ -11,6 +11,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "core/dtype.h"
 #include "core/error.h"
 
 namespace xv::h5 {
@@ -50,16 +51,16 @@ class Handle {
   herr_t (*close_)(hid_t) = nullptr;
 };
 
-// What a dataset element is, as the format names it.
-enum class Kind { u8, i32, i64, u64, f32 };
-const char* kind_name(Kind k);
+// Dataset elements are the project's DType (U8, I32, I64, U64, F32 here); `element_name` spells one as
+// HDF5 users know it ("uint8", "float32").
+const char* element_name(DType t);
 template <typename T>
-constexpr Kind kind_of() {
-  if constexpr (std::is_same_v<T, uint8_t>) return Kind::u8;
-  else if constexpr (std::is_same_v<T, int32_t>) return Kind::i32;
-  else if constexpr (std::is_same_v<T, int64_t>) return Kind::i64;
-  else if constexpr (std::is_same_v<T, uint64_t>) return Kind::u64;
-  else if constexpr (std::is_same_v<T, float>) return Kind::f32;
+constexpr DType dtype_of() {
+  if constexpr (std::is_same_v<T, uint8_t>) return DType::U8;
+  else if constexpr (std::is_same_v<T, int32_t>) return DType::I32;
+  else if constexpr (std::is_same_v<T, int64_t>) return DType::I64;
+  else if constexpr (std::is_same_v<T, uint64_t>) return DType::U64;
+  else if constexpr (std::is_same_v<T, float>) return DType::F32;
   else static_assert(sizeof(T) == 0, "unsupported element type");
 }
 
@@ -84,30 +85,30 @@ class File {
 
   // Dataset shape; errors when missing. `rank` > 0 checks the rank.
   std::vector<int64_t> shape(const std::string& name, int rank = 0) const;
-  // Checks the element type (class, size, signedness) against `k`.
-  void check_kind(const std::string& name, Kind k) const;
+  // Checks the element type (class, size, signedness) against `dt`.
+  void check_dtype(const std::string& name, DType dt) const;
 
-  // Whole dataset of rank 1 (or any rank, flattened, with `rank` 0), after check_kind.
+  // Whole dataset of rank 1 (or any rank, flattened, with `rank` 0), after check_dtype.
   template <typename T>
   std::vector<T> read(const std::string& name, int rank = 1) const {
-    check_kind(name, kind_of<T>());
+    check_dtype(name, dtype_of<T>());
     std::vector<T> out(claimed_count(name, shape(name, rank), sizeof(T)));
-    read_raw(name, kind_of<T>(), out.data(), {}, {});
+    read_raw(name, dtype_of<T>(), out.data(), {}, {});
     return out;
   }
   // Rows [start, start+count) of a rank-1 dataset, or of the first dimension of a rank-2 one (row-major).
   template <typename T>
   void read_rows(const std::string& name, int64_t start, int64_t count, T* out) const {
-    read_raw(name, kind_of<T>(), out, {start}, {count});
+    read_raw(name, dtype_of<T>(), out, {start}, {count});
   }
 
   // Writes a rank-1 (`cols` 0) or rank-2 (n/cols rows x cols) dataset, creating intermediate groups.
   template <typename T>
   void write(const std::string& name, const std::vector<T>& v, const WriteOptions& o = {}, int64_t cols = 0) {
-    write_raw(name, kind_of<T>(), v.data(), int64_t(v.size()), cols, o);
+    write_raw(name, dtype_of<T>(), v.data(), int64_t(v.size()), cols, o);
   }
   void write_bytes(const std::string& name, const std::string& bytes, const WriteOptions& o = {}) {
-    write_raw(name, Kind::u8, bytes.data(), int64_t(bytes.size()), 0, o);
+    write_raw(name, DType::U8, bytes.data(), int64_t(bytes.size()), 0, o);
   }
   std::string read_bytes(const std::string& name) const;
 
@@ -120,9 +121,9 @@ class File {
   void write_attr(const std::string& obj, const std::string& attr, int64_t value);
 
  private:
-  void read_raw(const std::string& name, Kind k, void* out, std::vector<int64_t> start,
+  void read_raw(const std::string& name, DType dt, void* out, std::vector<int64_t> start,
                 std::vector<int64_t> count) const;
-  void write_raw(const std::string& name, Kind k, const void* data, int64_t n, int64_t cols, const WriteOptions& o);
+  void write_raw(const std::string& name, DType dt, const void* data, int64_t n, int64_t cols, const WriteOptions& o);
   // The element count of a dataset of shape `sh`, refused when it cannot be what the file stores (a corrupt
   // dataspace must not make us allocate it).
   size_t claimed_count(const std::string& name, const std::vector<int64_t>& sh, size_t elem_size) const;

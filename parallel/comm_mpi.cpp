@@ -180,6 +180,7 @@ MPI_Datatype mpi_type(DType t) {
     case DType::I64: return MPI_INT64_T;
     case DType::I32: return MPI_INT32_T;
     case DType::U8: return MPI_UINT8_T;
+    case DType::U64: return MPI_UINT64_T;
     case DType::BF16:
     case DType::F16: return MPI_UINT16_T;
     default: break;

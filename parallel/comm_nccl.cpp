@@ -25,6 +25,7 @@ ncclDataType_t nccl_type(DType t) {
     case DType::I64: return ncclInt64;
     case DType::I32: return ncclInt32;
     case DType::U8: return ncclUint8;
+    case DType::U64: return ncclUint64;
     case DType::BF16: return ncclBfloat16;
     case DType::F16: return ncclFloat16;
     default: break;

@@ -29,6 +29,14 @@ TEST(CommSelf, DtypeSizesAndNames) {
   EXPECT_EQ(xv::dtype_size(DType::U8), 1u);
   EXPECT_EQ(xv::dtype_size(DType::BF16), 2u);
   EXPECT_EQ(xv::dtype_name(DType::I64), "I64");
+  // U64 (HDF5 corpus counters) is in the same enum; every name round-trips.
+  EXPECT_EQ(xv::dtype_size(DType::U64), 8u);
+  for (DType t : {DType::F32, DType::F16, DType::BF16, DType::F64, DType::I64, DType::I32, DType::I16, DType::I8,
+                  DType::U8, DType::BOOL, DType::U64}) {
+    DType back = DType::F32;
+    ASSERT_TRUE(xv::dtype_from_name(xv::dtype_name(t), &back)) << xv::dtype_name(t);
+    EXPECT_EQ(back, t);
+  }
   EXPECT_STREQ(xv::par::collective_name(Collective::reduce_scatter), "reduce_scatter");
 }
 
