@@ -72,6 +72,18 @@ class Backend {
   virtual void dropout(const View& x, uint64_t seed, float p, const View& out) = 0;
   virtual void dropout_backward_add(const View& din, uint64_t seed, float p, const View& dx) = 0;
 
+  // Fused ops with a composite default (the CPU's: the unfused ops in sequence, in backend.cpp); a backend
+  // overrides them with its fused kernels.
+  virtual void lora_forward(const View& x, const View& A, const View& B, float scaling, uint64_t seed, float p,
+                            const View& y, const View& xa);
+  virtual void lora_backward(const View& x, const View& A, const View& B, const View& xa, float scaling,
+                             uint64_t seed, float p, const View& dy, const View& dx, const View& dA, const View& dB);
+  virtual ops::DistillTerms distill_loss(const View& s_en, const View& s_xx, const View& t, float weight,
+                                         const View& ds_en, const View& ds_xx);
+
+  virtual void adamw_update_multi(const std::vector<ops::AdamWSegment>& segs, float clip, float lr, int64_t t,
+                                  const ops::AdamWParams& cfg);
+
   virtual double mse_loss(const View& s, const View& t, const View& ds, float weight) = 0;
   virtual void adamw_update(const View& p, const View& g, const View& m, const View& v, float lr, int64_t t,
                             const ops::AdamWParams& cfg) = 0;

@@ -4,6 +4,7 @@
 #include "kernels/ops.h"
 
 #include <initializer_list>
+#include <optional>
 
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_kernels.h"
@@ -103,6 +104,11 @@ void attention_checks(const char* op, const AttentionParams& p) {
     elems(op, "key_mask", p.key_mask, p.B * p.T);
     dtype(op, "key_mask", p.key_mask, DType::F32);
     contiguous(op, "key_mask", p.key_mask);
+  }
+  if (p.lse.present) {
+    elems(op, "lse", p.lse, p.B * p.Hq * p.T);
+    dtype(op, "lse", p.lse, DType::F32);
+    contiguous(op, "lse", p.lse);
   }
   floats(op, {{"q", &p.q}, {"k", &p.k}, {"v", &p.v}});
 }
@@ -404,7 +410,8 @@ void attention(const AttentionParams& p) {
   need(op, "o", p.o);
   shape(op, "o", p.o, p.B * p.T, p.Hq * p.D);
   floats(op, {{"o", &p.o}});
-  const Device d = device_of(op, {{"q", &p.q}, {"k", &p.k}, {"v", &p.v}, {"o", &p.o}, {"key_mask", &p.key_mask}});
+  const Device d = device_of(op, {{"q", &p.q}, {"k", &p.k}, {"v", &p.v}, {"o", &p.o}, {"key_mask", &p.key_mask},
+                                  {"lse", &p.lse}});
   if (p.B == 0 || p.T == 0) return;
   backend(d).attention(p);
 }
@@ -418,9 +425,11 @@ void attention_backward(const AttentionBackwardParams& p) {
   if (p.dq.present) shape(op, "dq", p.dq, R, p.fwd.Hq * p.fwd.D);
   if (p.dk.present) shape(op, "dk", p.dk, R, p.fwd.Hkv * p.fwd.D);
   if (p.dv.present) shape(op, "dv", p.dv, R, p.fwd.Hkv * p.fwd.D);
-  floats(op, {{"dout", &p.dout}, {"dq", &p.dq}, {"dk", &p.dk}, {"dv", &p.dv}});
+  floats(op, {{"o", &p.fwd.o}, {"dout", &p.dout}, {"dq", &p.dq}, {"dk", &p.dk}, {"dv", &p.dv}});
+  if (p.fwd.o.present) shape(op, "o", p.fwd.o, R, p.fwd.Hq * p.fwd.D);
   const Device d = device_of(op, {{"q", &p.fwd.q}, {"k", &p.fwd.k}, {"v", &p.fwd.v}, {"key_mask", &p.fwd.key_mask},
-                                  {"dout", &p.dout}, {"dq", &p.dq}, {"dk", &p.dk}, {"dv", &p.dv}});
+                                  {"o", &p.fwd.o}, {"lse", &p.fwd.lse}, {"dout", &p.dout}, {"dq", &p.dq},
+                                  {"dk", &p.dk}, {"dv", &p.dv}});
   if (R == 0 || (!p.dq.present && !p.dk.present && !p.dv.present)) return;
   backend(d).attention_backward(p);
 }
@@ -475,6 +484,113 @@ void dropout_backward_add(const View& din, uint64_t seed, float p, const View& d
   backend(d).dropout_backward_add(din, seed, p, dx);
 }
 
+namespace {
+bool dropout_on(uint64_t seed, float p) { return seed != 0 && p > 0.0f; }
+void lora_checks(const char* op, const View& x, const View& A, const View& B, const View& xa, float p, uint64_t seed) {
+  need(op, "x", x), need(op, "A", A), need(op, "B", B), need(op, "xa", xa);
+  XV_CHECK(p >= 0.0f && p < 1.0f, "{}: dropout p must be in [0, 1), got {}", op, p);
+  shape(op, "A", A, A.rows, x.cols);
+  XV_CHECK(A.rows >= 1, "{}: A has no rows (rank 0)", op);
+  shape(op, "B", B, B.rows, A.rows);
+  shape(op, "xa", xa, x.rows, A.rows);
+  if (dropout_on(seed, p)) contiguous(op, "x", x);
+}
+}  // namespace
+
+void lora_forward(const View& x, const View& A, const View& B, float scaling, uint64_t seed, float p, const View& y,
+                  const View& xa) {
+  const char* op = "lora_forward";
+  lora_checks(op, x, A, B, xa, p, seed);
+  need(op, "y", y);
+  shape(op, "y", y, x.rows, B.rows);
+  floats(op, {{"x", &x}, {"A", &A}, {"B", &B}, {"y", &y}, {"xa", &xa}});
+  const Device d = device_of(op, {{"x", &x}, {"A", &A}, {"B", &B}, {"y", &y}, {"xa", &xa}});
+  if (x.rows == 0) return;
+  backend(d).lora_forward(x, A, B, scaling, dropout_on(seed, p) ? seed : 0, dropout_on(seed, p) ? p : 0.0f, y, xa);
+}
+
+void lora_backward(const View& x, const View& A, const View& B, const View& xa, float scaling, uint64_t seed,
+                   float p, const View& dy, const View& dx, const View& dA, const View& dB) {
+  const char* op = "lora_backward";
+  lora_checks(op, x, A, B, xa, p, seed);
+  need(op, "dy", dy), need(op, "dA", dA), need(op, "dB", dB);
+  shape(op, "dy", dy, x.rows, B.rows);
+  shape(op, "dA", dA, A.rows, A.cols);
+  shape(op, "dB", dB, B.rows, B.cols);
+  if (dx.present) shape(op, "dx", dx, x.rows, x.cols);
+  if (dx.present && dropout_on(seed, p)) contiguous(op, "dx", dx);
+  floats(op, {{"x", &x}, {"A", &A}, {"B", &B}, {"xa", &xa}, {"dy", &dy}, {"dx", &dx}, {"dA", &dA}, {"dB", &dB}});
+  const Device d = device_of(op, {{"x", &x}, {"A", &A}, {"B", &B}, {"xa", &xa}, {"dy", &dy}, {"dx", &dx},
+                                  {"dA", &dA}, {"dB", &dB}});
+  if (x.rows == 0) return;
+  backend(d).lora_backward(x, A, B, xa, scaling, dropout_on(seed, p) ? seed : 0, dropout_on(seed, p) ? p : 0.0f,
+                           dy, dx, dA, dB);
+}
+
+DistillTerms distill_loss(const View& s_en, const View& s_xx, const View& t, float weight, const View& ds_en,
+                          const View& ds_xx) {
+  const char* op = "distill_loss";
+  need(op, "s_en", s_en), need(op, "s_xx", s_xx), need(op, "t", t);
+  const Device d = device_of(op, {{"s_en", &s_en}, {"s_xx", &s_xx}, {"t", &t}, {"ds_en", &ds_en}, {"ds_xx", &ds_xx}});
+  const int64_t n = t.numel();
+  elems(op, "s_en", s_en, n), elems(op, "s_xx", s_xx, n);
+  if (ds_en.present) elems(op, "ds_en", ds_en, n);
+  if (ds_xx.present) elems(op, "ds_xx", ds_xx, n);
+  floats(op, {{"s_en", &s_en}, {"s_xx", &s_xx}, {"t", &t}, {"ds_en", &ds_en}, {"ds_xx", &ds_xx}});
+  for (const Arg& a : {Arg{"s_en", &s_en}, Arg{"s_xx", &s_xx}, Arg{"t", &t}, Arg{"ds_en", &ds_en},
+                       Arg{"ds_xx", &ds_xx}})
+    contiguous(op, a.name, *a.v);
+  if (n == 0) return {};
+  return backend(d).distill_loss(s_en, s_xx, t, weight, ds_en, ds_xx);
+}
+
+namespace {
+// The pooled embeddings (B, C) of one side, on h's device.
+Tensor pool_side(const char* op, const char* side, const View& h, const DistillPool& pool, int64_t C) {
+  Tensor out({pool.B, C}, DType::F32, h.device);
+  if (pool.idx.present) {
+    XV_CHECK(pool.idx.numel() == pool.B, "{}: {} idx has {} entries, B = {}", op, side, pool.idx.numel(), pool.B);
+    gather_rows(h, View{}, pool.idx, out);
+  } else {
+    XV_CHECK(pool.mask.present, "{}: {} needs idx (last-token pooling) or mask (mean pooling)", op, side);
+    masked_mean_rows(h, pool.mask, pool.B, pool.T, out);
+  }
+  return out;
+}
+// dh += pooling's adjoint of d (B, C).
+void unpool_side(const View& d, const DistillPool& pool, const View& dh) {
+  if (pool.idx.present) {
+    scatter_add_rows(d, pool.idx, dh, View{});
+    return;
+  }
+  Tensor tmp({dh.rows, dh.cols}, DType::F32, dh.device);
+  masked_mean_rows_backward(d, pool.mask, pool.B, pool.T, tmp);
+  add(dh, tmp);
+}
+}  // namespace
+
+DistillTerms distill_loss_pooled(const View& h_en, const DistillPool& pool_en, const View& h_xx,
+                                 const DistillPool& pool_xx, const View& t, float weight, const View& dh_en,
+                                 const View& dh_xx) {
+  const char* op = "distill_loss_pooled";
+  need(op, "h_en", h_en), need(op, "h_xx", h_xx), need(op, "t", t);
+  XV_CHECK(h_en.cols == t.cols && h_xx.cols == t.cols, "{}: hidden rows of {} and {} columns for a target of {}", op,
+           h_en.cols, h_xx.cols, t.cols);
+  XV_CHECK(pool_en.B == t.rows && pool_xx.B == t.rows, "{}: B = {} and {} for a target of {} rows", op, pool_en.B,
+           pool_xx.B, t.rows);
+  if (dh_en.present) shape(op, "dh_en", dh_en, h_en.rows, h_en.cols);
+  if (dh_xx.present) shape(op, "dh_xx", dh_xx, h_xx.rows, h_xx.cols);
+  const Tensor s_en = pool_side(op, "en", h_en, pool_en, t.cols), s_xx = pool_side(op, "xx", h_xx, pool_xx, t.cols);
+  Tensor d_en, d_xx;
+  if (dh_en.present) d_en = Tensor(s_en.shape(), DType::F32, s_en.device());
+  if (dh_xx.present) d_xx = Tensor(s_xx.shape(), DType::F32, s_xx.device());
+  const DistillTerms out = distill_loss(s_en, s_xx, t, weight, dh_en.present ? d_en.view() : View{},
+                                        dh_xx.present ? d_xx.view() : View{});
+  if (dh_en.present) unpool_side(d_en, pool_en, dh_en);
+  if (dh_xx.present) unpool_side(d_xx, pool_xx, dh_xx);
+  return out;
+}
+
 double mse_loss(const View& s, const View& t, const View& ds, float weight) {
   const char* op = "mse_loss";
   need(op, "s", s), need(op, "t", t);
@@ -499,6 +615,28 @@ void adamw_update(const View& p, const View& g, const View& m, const View& v, fl
   contiguous(op, "p", p), contiguous(op, "g", g), contiguous(op, "m", m), contiguous(op, "v", v);
   if (p.numel() == 0) return;
   backend(d).adamw_update(p, g, m, v, lr, t, cfg);
+}
+
+void adamw_update_multi(const std::vector<AdamWSegment>& segs, float clip, float lr, int64_t t,
+                        const AdamWParams& cfg) {
+  const char* op = "adamw_update_multi";
+  XV_CHECK(t >= 1, "adamw_update_multi: update number {} (must be >= 1)", t);
+  std::optional<Device> dev;
+  std::vector<AdamWSegment> live;
+  for (const AdamWSegment& s : segs) {
+    need(op, "p", s.p), need(op, "g", s.g), need(op, "m", s.m), need(op, "v", s.v);
+    const Device d = device_of(op, {{"p", &s.p}, {"g", &s.g}, {"m", &s.m}, {"v", &s.v}});
+    XV_CHECK(!dev || *dev == d, "adamw_update_multi: segments on {} and {} (one device for all)", dev->str(), d.str());
+    dev = d;
+    elems(op, "g", s.g, s.p.numel()), elems(op, "m", s.m, s.p.numel()), elems(op, "v", s.v, s.p.numel());
+    for (const Arg& a : {Arg{"p", &s.p}, Arg{"g", &s.g}, Arg{"m", &s.m}, Arg{"v", &s.v}}) {
+      dtype(op, a.name, *a.v, DType::F32);
+      contiguous(op, a.name, *a.v);
+    }
+    if (s.p.numel() > 0) live.push_back(s);
+  }
+  if (live.empty()) return;
+  backend(*dev).adamw_update_multi(live, clip, lr, t, cfg);
 }
 
 std::vector<double> sum_squares_chunks(const View& x, int64_t chunk) {

@@ -122,14 +122,21 @@ struct AttentionParams {
   View key_mask;  // (B, T) F32: 1 keeps a key, 0 masks it (padding); absent: all kept
   bool causal = false;
   float scale = 1.0f;  // usually 1/sqrt(D)
+  // (B*Hq, T) F32 contiguous, optional: the forward writes each query row's log sum_j exp(s_j) there (-inf for a
+  // row with no key), for the backward to reuse.
+  View lse;
 };
 void attention(const AttentionParams& p);
-// Recomputes the softmax from q, k (fwd.o unused). dout (B*T, Hq*D); dq (B*T, Hq*D), dk, dv (B*T, Hkv*D)
-// (they may be column blocks of one dqkv buffer); dk, dv of a kv head sum over its query heads. Overwritten;
-// any may be absent; fully masked query rows get zero gradients.
+// dout (B*T, Hq*D); dq (B*T, Hq*D), dk, dv (B*T, Hkv*D) (they may be column blocks of one dqkv buffer); dk, dv of
+// a kv head sum over its query heads. Overwritten; any may be absent; fully masked query rows get zero
+// gradients. When both fwd.o and fwd.lse are present they must hold the forward's outputs for these inputs: a
+// backend may reuse them (the CUDA flash kernels do) instead of recomputing the forward; the CPU recomputes.
+// deterministic: the same bits on every run (the CPU always is). false lets the CUDA flash kernels add dq with
+// atomics (faster; dq may then differ in its last bits from run to run).
 struct AttentionBackwardParams {
   AttentionParams fwd;
   View dout, dq, dk, dv;
+  bool deterministic = true;
 };
 void attention_backward(const AttentionBackwardParams& p);
 
@@ -148,6 +155,41 @@ void dropout(const View& x, uint64_t seed, float p, const View& out);
 // dx += keep(i) ? din / (1 - p) : 0 (the same mask).
 void dropout_backward_add(const View& din, uint64_t seed, float p, const View& dx);
 
+// ---- LoRA: the low-rank path, fused ---------------------------------------------------------------------
+// y (M, N) += scaling * drop(x) A^T B^T for x (M, K), A (r, K), B (N, r); xa (M, r) = drop(x) A^T, kept for the
+// backward. drop is `dropout` above with (seed, p) over x's M*K elements in row-major order (x contiguous then);
+// seed 0 or p 0: no dropout. y may be a column block of a wider buffer (one of a fused q/k/v, say). The mask is
+// recomputed from the seed, never stored; the CPU composes dropout and two GEMMs, the CUDA backend reads x
+// once in one kernel (the down projection with its mask) and adds the up projection through cuBLASLt.
+void lora_forward(const View& x, const View& A, const View& B, float scaling, uint64_t seed, float p, const View& y,
+                  const View& xa);
+// From dy (M, N) and the forward's xa: dB (N, r) += scaling dy^T xa; dxa = scaling dy B; dA (r, K) += dxa^T drop(x);
+// dx (M, K) += the gradient through the same mask, ACCUMULATED (it holds the base layer's gradient already). dx
+// may be absent (dA and dB are always given).
+void lora_backward(const View& x, const View& A, const View& B, const View& xa, float scaling, uint64_t seed,
+                   float p, const View& dy, const View& dx, const View& dA, const View& dB);
+
+// ---- The distillation loss, fused --------------------------------------------------------------------------
+// The self-KD loss's two MSE terms in one pass: en = mean((s_en - t)^2), xx = mean((s_xx - t)^2) over t's
+// elements (f64, blocks of 4096 summed in block order: the bits of two mse_loss calls on the CPU), and their
+// gradients ds_en += weight * 2 (s_en - t) / n, ds_xx likewise (either may be absent). s_en, s_xx, t (B, C).
+struct DistillTerms {
+  double en = 0.0, xx = 0.0;
+};
+DistillTerms distill_loss(const View& s_en, const View& s_xx, const View& t, float weight, const View& ds_en,
+                          const View& ds_xx);
+// Where a side's embeddings come from when they are pooled from hidden rows h (B*T, C): the row idx[b] (I32,
+// B entries: last-token pooling) or, when idx is absent, the mean over mask (B, T) (masked_mean_rows).
+struct DistillPool {
+  View idx, mask;
+  int64_t B = 0, T = 0;
+};
+// distill_loss on pooled hidden rows: the gradients land in the hidden rows' dh_en, dh_xx (B*T, C), ACCUMULATED
+// (either may be absent), as pooling, the loss and pooling's backward in sequence would give them.
+DistillTerms distill_loss_pooled(const View& h_en, const DistillPool& pool_en, const View& h_xx,
+                                 const DistillPool& pool_xx, const View& t, float weight, const View& dh_en,
+                                 const View& dh_xx);
+
 // ---- Losses and the optimizer ----------------------------------------------------------------------------
 // Returns weight * mean((s - t)^2) over s's elements, accumulated in f64 in blocks of 4096 summed in block
 // order; ds += weight * 2 (s - t) / n (ds may be absent).
@@ -161,6 +203,14 @@ struct AdamWParams {
 // p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps), the bias corrections in f64.
 void adamw_update(const View& p, const View& g, const View& m, const View& v, float lr, int64_t t,
                   const AdamWParams& cfg);
+// Many tensors' updates in one pass (the CUDA backend: one launch over a table of segments), each segment's
+// gradient multiplied by `clip` first (the global-norm clipping coefficient; 1 leaves it as is): the bits of
+// scale(g, clip) then adamw_update per segment, with g left untouched. g of every segment F32.
+struct AdamWSegment {
+  View p, g, m, v;
+};
+void adamw_update_multi(const std::vector<AdamWSegment>& segs, float clip, float lr, int64_t t,
+                        const AdamWParams& cfg);
 // Sums of squares (f64) of x's elements in chunks of `chunk` (the last one may be short), each chunk summed in
 // order: the gradient-norm pieces that stay the same at every world size.
 std::vector<double> sum_squares_chunks(const View& x, int64_t chunk);

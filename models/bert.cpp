@@ -178,7 +178,7 @@ void BertModel::layer_forward(int64_t l, Tensor& x, const Tensor& mask, int64_t 
   auto adapt = [&](int s, const Tensor& in, const View& y) {
     const LoraAdapter* a = lora ? lora->at(l, s) : nullptr;
     if (!a) return;
-    lora_forward(*a, in, y, run.for_adapter(l * kBertSlots + s), &A.xa[size_t(s)], &A.xd[size_t(s)]);
+    lora_forward(*a, in, y, run.for_adapter(l * kBertSlots + s), &A.xa[size_t(s)]);
   };
   ops::linear(xin, L.qkv_w, L.qkv_b, A.qkv);
   adapt(kQuery, xin, A.qkv.cols(0, C));
@@ -241,7 +241,7 @@ void BertModel::layer_backward(int64_t l, BertActs& acts, Tensor& dx, BertLora& 
   }
   auto adapt_back = [&](int s, const Tensor& in, const View& dy, const View& din) {
     if (LoraAdapter* a = lora.at(l, s))
-      lora_backward(*a, in, A.xa[size_t(s)], A.xd[size_t(s)], run.for_adapter(l * kBertSlots + s), dy, din);
+      lora_backward(*a, in, A.xa[size_t(s)], run.for_adapter(l * kBertSlots + s), dy, din);
   };
   // x_out = LN2(h2), h2 = output.dense(inter) + x1
   ops::layernorm_backward(A.h2, L.ln2_g, dx, dh, gp(&BertLayerGrads::ln2_g), gp(&BertLayerGrads::ln2_b),

@@ -65,7 +65,6 @@ struct BertLayerActs {
   Tensor inter;      // (N, I) GELU output
   Tensor h2;         // (N, C) output.dense + x1, the LayerNorm 2 input
   std::array<Tensor, kBertSlots> xa;  // (N, r) per adapted slot: dropout(x) A^T
-  std::array<Tensor, kBertSlots> xd;  // (N, in) per adapted slot: dropout(x), only when dropout is on
 };
 struct BertActs {
   bool checkpointing = false;  // set before forward: keep only each layer's input, recompute in backward

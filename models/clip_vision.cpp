@@ -139,7 +139,7 @@ void ClipVision::layer_forward(int64_t l, Tensor& x, int64_t N, const ClipLora* 
   Tensor tmp = act({R, C});
   auto adapt = [&](int s, const Tensor& in, const View& y) {
     const LoraAdapter* a = lora ? lora->at[size_t(l)][size_t(s)] : nullptr;
-    if (a) lora_forward(*a, in, y, run.for_adapter(l * kClipSlots + s), &A.xa[size_t(s)], &A.xd[size_t(s)]);
+    if (a) lora_forward(*a, in, y, run.for_adapter(l * kClipSlots + s), &A.xa[size_t(s)]);
   };
   ops::layernorm(x, L.ln1_g, L.ln1_b, A.h1, cfg.layer_norm_eps);
   ops::linear(A.h1, L.qkv_w, L.qkv_b, A.qkv);
@@ -253,7 +253,7 @@ void ClipVision::layer_backward(int64_t l, ClipActs& acts, Tensor& dx, const Cli
   }
   auto adapt_back = [&](int s, const Tensor& in, const View& dy, const View& din) {
     if (LoraAdapter* a = lora.at[size_t(l)][size_t(s)])
-      lora_backward(*a, in, A.xa[size_t(s)], A.xd[size_t(s)], run.for_adapter(l * kClipSlots + s), dy, din);
+      lora_backward(*a, in, A.xa[size_t(s)], run.for_adapter(l * kClipSlots + s), dy, din);
   };
   // x_out = x_mid + fc2(act), act = f(pre), pre = fc1(h2), h2 = ln2(x_mid)
   ops::linear_backward(A.act, L.fc2_w, dx, dpre, gp(&ClipLayerGrads::fc2_w), gp(&ClipLayerGrads::fc2_b));

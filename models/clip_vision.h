@@ -55,7 +55,6 @@ struct ClipLayerActs {
   Tensor pre;    // (R, I) fc1(h2), the activation's input
   Tensor act;    // (R, I) activation output
   std::array<Tensor, kClipSlots> xa;  // (R, r) per adapted slot
-  std::array<Tensor, kClipSlots> xd;  // (R, in) per adapted slot, only when dropout is on
 };
 struct ClipActs {
   bool checkpointing = false;  // set before forward: keep only each layer's input, recompute in backward

@@ -61,49 +61,17 @@ LoraAdapter make_lora(const std::string& module, int64_t in, int64_t out, const 
   return a;
 }
 
-namespace {
-
-bool dropout_on(const LoraAdapter& a, uint64_t seed) { return seed != 0 && a.dropout > 0.0f; }
-
-}  // namespace
-
-void lora_forward(const LoraAdapter& a, const View& x, const View& y, uint64_t dropout_seed, Tensor* xa, Tensor* xd) {
-  Tensor local_xa, local_xd;
+void lora_forward(const LoraAdapter& a, const View& x, const View& y, uint64_t dropout_seed, Tensor* xa) {
+  Tensor local_xa;
   if (!xa) xa = &local_xa;
-  if (!xd) xd = &local_xd;
   const int64_t M = x.rows;
-  View in = x;
-  if (dropout_on(a, dropout_seed)) {
-    *xd = Tensor({M, a.in}, DType::F32, x.device);
-    ops::dropout(x, dropout_seed, a.dropout, *xd);
-    in = xd->view();
-  } else {
-    *xd = Tensor();
-  }
   if (xa->empty() || xa->numel() != M * a.r || xa->device() != x.device) *xa = Tensor({M, a.r}, DType::F32, x.device);
-  ops::gemm(in, false, a.A, true, *xa, 1.0f, 0.0f);       // xa (M, r) = in A^T
-  ops::gemm(*xa, false, a.B, true, y, a.scaling, 1.0f);  // y += scaling * xa B^T
+  ops::lora_forward(x, a.A, a.B, a.scaling, dropout_seed, a.dropout, y, *xa);
 }
 
-void lora_backward(LoraAdapter& a, const View& x, const Tensor& xa, const Tensor& xd, uint64_t dropout_seed,
-                   const View& dy, const View& dx) {
-  const bool drop = dropout_on(a, dropout_seed);
-  const int64_t M = x.rows;
-  XV_CHECK(!drop || (!xd.empty() && xd.numel() == M * a.in), "lora backward: the forward's dropout input is missing");
-  const View in = drop ? xd.view() : x;
-  ops::gemm(dy, true, xa, false, a.dB, a.scaling, 1.0f);  // dB (out, r) += scaling * dy^T xa
-  Tensor dxa({M, a.r}, DType::F32, x.device);
-  ops::gemm(dy, false, a.B, false, dxa, a.scaling, 0.0f);  // dxa (M, r) = scaling * dy B
-  ops::gemm(dxa, true, in, false, a.dA, 1.0f, 1.0f);       // dA (r, in) += dxa^T in
-  if (!dx.present) return;
-  if (!drop) {  // dx (M, in) += dxa A
-    ops::gemm(dxa, false, a.A, false, dx, 1.0f, 1.0f);
-    return;
-  }
-  // Through the mask: dx += keep / (1 - p) * (dxa A).
-  Tensor din({M, a.in}, DType::F32, x.device);
-  ops::gemm(dxa, false, a.A, false, din, 1.0f, 0.0f);
-  ops::dropout_backward_add(din, dropout_seed, a.dropout, dx);
+void lora_backward(LoraAdapter& a, const View& x, const Tensor& xa, uint64_t dropout_seed, const View& dy,
+                   const View& dx) {
+  ops::lora_backward(x, a.A, a.B, xa, a.scaling, dropout_seed, a.dropout, dy, dx, a.dA, a.dB);
 }
 
 }  // namespace xv

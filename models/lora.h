@@ -51,12 +51,12 @@ struct LoraRun {
 };
 
 // y (M, out; a view, e.g. a column block of a fused qkv output) += scaling * (dropout(x) A^T) B^T for x
-// (M, in). Keeps xa (M, r) and, when dropout is on, xd = dropout(x) (M, in) for the backward pass (both on
-// x's device).
-void lora_forward(const LoraAdapter& a, const View& x, const View& y, uint64_t dropout_seed, Tensor* xa, Tensor* xd);
+// (M, in), through ops::lora_forward. Keeps xa (M, r) on x's device for the backward pass; the dropout mask is
+// recomputed there from the seed, never stored.
+void lora_forward(const LoraAdapter& a, const View& x, const View& y, uint64_t dropout_seed, Tensor* xa);
 // Given dy (M, out; a view): dA, dB accumulate; dx (M, in) += the input gradient through the same dropout
-// mask (absent: not needed). xa, xd: as the forward kept them (xd empty without dropout).
-void lora_backward(LoraAdapter& a, const View& x, const Tensor& xa, const Tensor& xd, uint64_t dropout_seed,
-                   const View& dy, const View& dx);
+// mask (absent: not needed). xa: as the forward kept it.
+void lora_backward(LoraAdapter& a, const View& x, const Tensor& xa, uint64_t dropout_seed, const View& dy,
+                   const View& dx);
 
 }  // namespace xv

@@ -111,7 +111,7 @@ void Phi3Decoder::layer_forward(int64_t l, Tensor& x, const Tensor& mask, int64_
   // y (a view) += LoRA of slot s on `in`.
   auto adapt = [&](int s, const Tensor& in, const View& y) {
     const LoraAdapter* a = lora ? lora->at[size_t(l)][size_t(s)] : nullptr;
-    if (a) lora_forward(*a, in, y, run.for_adapter(l * kPhi3Slots + s), &A.xa[size_t(s)], &A.xd[size_t(s)]);
+    if (a) lora_forward(*a, in, y, run.for_adapter(l * kPhi3Slots + s), &A.xa[size_t(s)]);
   };
   ops::rmsnorm(x, L.in_ln, A.h1, cfg.rms_norm_eps);
   ops::linear(A.h1, L.qkv_w, View{}, A.qkv);
@@ -220,7 +220,7 @@ void Phi3Decoder::layer_backward(int64_t l, Phi3Acts& acts, Tensor& dx, const Ph
   }
   auto adapt_back = [&](int s, const Tensor& in, const View& dy, const View& din) {
     if (LoraAdapter* a = lora.at[size_t(l)][size_t(s)])
-      lora_backward(*a, in, A.xa[size_t(s)], A.xd[size_t(s)], run.for_adapter(l * kPhi3Slots + s), dy, din);
+      lora_backward(*a, in, A.xa[size_t(s)], run.for_adapter(l * kPhi3Slots + s), dy, din);
   };
   // x_out = x_mid + down(act), act = swiglu(gu), gu = gate_up(h2), h2 = post_ln(x_mid)
   ops::linear_backward(A.act, L.down_w, dx, dact, gp(&Phi3LayerGrads::down_w), View{});

@@ -49,7 +49,6 @@ struct Phi3LayerActs {
   Tensor gu;     // (N, 2I) gate_up_proj(h2)
   Tensor act;    // (N, I) silu(gate) * up
   std::array<Tensor, kPhi3Slots> xa;  // (N, r) per adapted slot: dropout(x) A^T
-  std::array<Tensor, kPhi3Slots> xd;  // (N, in) per adapted slot: dropout(x), only when dropout is on
 };
 struct Phi3Acts {
   bool checkpointing = false;  // set before forward: keep only each layer's input, recompute in backward

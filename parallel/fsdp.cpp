@@ -220,14 +220,17 @@ double TrainableShards::step(float lr, double max_norm) {
     }
   }
   const double norm = std::sqrt(sumsq);
-  if (max_norm > 0.0) ops::scale(gown, float(std::min(1.0, max_norm / (norm + 1e-6))));
   if (!std::isfinite(norm)) return norm;  // the caller stops; nothing is updated
+  const float clip = max_norm > 0.0 ? float(std::min(1.0, max_norm / (norm + 1e-6))) : 1.0f;
   ++t_;
-  // AdamW on this rank's elements, in place in the model's tensors (the padding has none: its moments stay 0).
+  // AdamW on this rank's elements, in place in the model's tensors (the padding has none: its moments stay 0):
+  // one multi-tensor update, the clipping coefficient applied inside it.
+  std::vector<ops::AdamWSegment> segs;
   for_segments(own_begin_, own_end_, [&](size_t i, int64_t k, int64_t f, int64_t n) {
     const int64_t o = f - own_begin_;
-    ops::adamw_update(part(*tensors_[i].value, k, n), part(gown, o, n), part(m_, o, n), part(v_, o, n), lr, t_, cfg_);
+    segs.push_back({part(*tensors_[i].value, k, n), part(gown, o, n), part(m_, o, n), part(v_, o, n)});
   });
+  ops::adamw_update_multi(segs, clip, lr, t_, cfg_);
   if (o_.group && o_.group->size() > 1) {  // every rank's updated elements to every rank
     Tensor mine({owned}, DType::F32, device_), all({padded_}, DType::F32, device_);
     for_segments(own_begin_, own_end_, [&](size_t i, int64_t k, int64_t f, int64_t n) {

@@ -55,6 +55,7 @@
 #include "core/tensor.h"
 #include "core/view.h"
 #include "kernels/backend.h"
+#include "kernels/cpu/cpu_kernels.h"
 #include "kernels/ops.h"
 
 namespace xv {
@@ -441,11 +442,18 @@ struct Spec {
   bool movement = false;    // data movement: exact on every backend
   int roundings = 1;        // rounding steps allowed on a bf16 / f16 output
   double scalar_rel = 0.0;  // CUDA's agreement on returned scalars
+  // Rounding steps of the input dtype allowed (scaled by the largest value) when bf16 / f16 inputs let CUDA
+  // compute in that dtype (flash attention's tensor-core products round P and dS to bf16).
+  int lowp_in = 0;
 };
 
-Tol device_tol(Device dev, DType out, const Spec& s) {
+Tol device_tol(Device dev, DType out, const Spec& s, const Variant& var) {
   if (dev.is_cpu() || s.movement) return kExact;
   Tol t = s.f32;
+  if (s.lowp_in && !var.mixed && var.in != DType::F32) {
+    const double step = rounding_step(var.in) * s.lowp_in;
+    t.rel += step, t.abs += step, t.scaled = true;
+  }
   if (out != DType::F32) {
     const double step = rounding_step(out) * s.roundings;
     t.rel += step;
@@ -454,11 +462,12 @@ Tol device_tol(Device dev, DType out, const Spec& s) {
   return t;
 }
 
-void compare_outs(Device dev, const Spec& spec, const Outs& got, const Outs& want, const std::string& what) {
+void compare_outs(Device dev, const Spec& spec, const Variant& var, const Outs& got, const Outs& want,
+                  const std::string& what) {
   ASSERT_EQ(got.r.size(), want.r.size()) << what;
   ASSERT_EQ(got.s.size(), want.s.size()) << what;
   for (size_t i = 0; i < got.r.size(); ++i) {
-    const Tol tol = device_tol(dev, got.r[i].t, spec);
+    const Tol tol = device_tol(dev, got.r[i].t, spec, var);
     const Mat w = tol.exact() ? rounded(want.r[i].m, got.r[i].t) : want.r[i].m;
     expect_mat(got.r[i].m, w, tol, what + " " + got.r[i].name);
   }
@@ -484,7 +493,7 @@ Outs check_backends(Device dev, const Spec& spec, const Body& body, const std::s
     Outs got = body(test);
     std::string why;
     EXPECT_TRUE(test.intact(&why)) << w << ": " << why;
-    compare_outs(dev, spec, got, want, w);
+    compare_outs(dev, spec, var, got, want, w);
     if (first) plain = std::move(want), first = false;
   }
   return plain;
@@ -1345,6 +1354,10 @@ constexpr AttnCase kAttnCases[] = {
     {2, 5, 4, 2, 3, 1, false, 0.0f},  {2, 5, 4, 2, 3, 1, true, 0.0f},    {2, 5, 2, 1, 4, 2, false, 0.0f},
     {1, 6, 2, 2, 3, 3, true, 0.0f},   {3, 1, 2, 1, 1, 0, true, 0.0f},    {1, 130, 4, 2, 8, 1, true, 0.0f},
     {2, 65, 3, 3, 16, 0, false, 0.7f}, {1, 127, 2, 1, 33, 1, false, 0.0f}, {2, 70, 6, 2, 5, 2, true, 0.0f},
+    // The head dims of the CUDA flash kernels (taken for bf16 q/k/v): tiles of 64 queries and keys, 32-row
+    // backward steps, partial last tiles, GQA, every mask.
+    {2, 70, 4, 2, 64, 1, true, 0.0f},  {1, 130, 2, 1, 32, 3, true, 0.0f},  {1, 65, 2, 2, 96, 2, false, 0.0f},
+    {1, 40, 2, 1, 128, 0, false, 0.0f}, {2, 33, 2, 2, 64, 3, false, 0.0f},
 };
 
 Mat attn_mask(const AttnCase& k) {
@@ -1409,7 +1422,7 @@ std::string attn_what(const char* op, const AttnCase& k) {
 // zeros on the CPU). In the strided variant q, k, v are column blocks of one fused buffer and o a block of a
 // wider one. T = 130, 65, 127, 70 cross the CPU's 64-row blocks.
 TEST_P(BackendOps, Attention) {
-  const Spec spec{{true, true}, kReduce};
+  const Spec spec{{true, true}, kReduce, false, 1, 0.0, 2};
   uint32_t seed = 1600;
   for (const AttnCase& k : kAttnCases) {
     const int64_t R = k.B * k.T;
@@ -1419,12 +1432,13 @@ TEST_P(BackendOps, Attention) {
     const Outs ref = check_backends(dev(), spec, [&](Ctx& c) {
       const std::vector<Arg> qkv = c.fused_in(0, {&Q, &K, &V});
       const Arg o = c.out(Mat(R, k.Hq * k.D, kNaN));
+      const Arg lse = c.out_as(Mat(k.B * k.Hq, k.T, kNaN), DType::F32);
       ops::AttentionParams p;
-      p.q = qkv[0], p.k = qkv[1], p.v = qkv[2], p.o = o;
+      p.q = qkv[0], p.k = qkv[1], p.v = qkv[2], p.o = o, p.lse = lse;
       p.B = k.B, p.T = k.T, p.Hq = k.Hq, p.Hkv = k.Hkv, p.D = k.D, p.causal = k.causal, p.scale = attn_scale(k);
       if (k.mask) p.key_mask = c.fixed(M, DType::F32);
       ops::attention(p);
-      return Outs{{o.result("o")}, {}};
+      return Outs{{o.result("o"), lse.result("lse")}, {}};
     }, what);
     if (!on_cpu()) continue;
     expect_mat(ref.r[0].m, naive_attention(k, M, DMat(Q), DMat(K), DMat(V)), kReduce, what + " vs naive");
@@ -1455,17 +1469,19 @@ std::vector<size_t> fd_sample(const DMat& x, int64_t T) {
 // around block boundaries of large ones. dq, dk, dv start NaN (overwritten); in the strided variant they are
 // column blocks of one dqkv buffer. Fully masked query rows get exactly zero dq on the CPU.
 TEST_P(BackendOps, AttentionBackward) {
-  const Spec spec{{true, true}, kReduce};
+  const Spec spec{{true, true}, kReduce, false, 1, 0.0, 8};
   uint32_t seed = 1700;
   for (const AttnCase& k : kAttnCases) {
     const int64_t R = k.B * k.T;
     const Mat Q = rand_mat(R, k.Hq * k.D, seed++), K = rand_mat(R, k.Hkv * k.D, seed++),
               V = rand_mat(R, k.Hkv * k.D, seed++), M = attn_mask(k), DO = rand_mat(R, k.Hq * k.D, seed++);
     const Mat NQ(R, k.Hq * k.D, kNaN), NKV(R, k.Hkv * k.D, kNaN);
-    for (int which : {7, 1, 6, 4}) {  // bits: dq, dk, dv
+    // mode 0: the backward alone; 1: given the forward's o and lse (the CUDA flash kernels reuse them, the CPU
+    // recomputes); 2: deterministic = false (CUDA's flash kernels add dq atomically)
+    for (auto [which, mode] : {std::pair{7, 0}, {1, 0}, {6, 0}, {4, 0}, {7, 1}, {7, 2}}) {  // bits: dq, dk, dv
       const bool want_dq = which & 1, want_dk = which & 2, want_dv = which & 4;
-      const std::string what =
-          attn_what("attention_backward", k) + fmt_case("", {{"dq", want_dq}, {"dk", want_dk}, {"dv", want_dv}});
+      const std::string what = attn_what("attention_backward", k) +
+                               fmt_case("", {{"dq", want_dq}, {"dk", want_dk}, {"dv", want_dv}, {"mode", mode}});
       const Outs ref = check_backends(dev(), spec, [&](Ctx& c) {
         const std::vector<Arg> qkv = c.fused_in(0, {&Q, &K, &V});
         std::vector<const Mat*> grads;
@@ -1479,6 +1495,12 @@ TEST_P(BackendOps, AttentionBackward) {
         p.fwd.causal = k.causal, p.fwd.scale = attn_scale(k);
         if (k.mask) p.fwd.key_mask = c.fixed(M, DType::F32);
         p.dout = c.in(1, DO);
+        p.deterministic = mode != 2;
+        if (mode == 1) {
+          p.fwd.o = c.out(Mat(R, k.Hq * k.D, kNaN));
+          p.fwd.lse = c.out_as(Mat(k.B * k.Hq, k.T, kNaN), DType::F32);
+          ops::attention(p.fwd);
+        }
         size_t n = 0;
         if (want_dq) p.dq = g[n++];
         if (want_dk) p.dk = g[n++];
@@ -1491,7 +1513,7 @@ TEST_P(BackendOps, AttentionBackward) {
         if (want_dv) o.r.push_back(g[n++].result("dv"));
         return o;
       }, what);
-      if (!on_cpu()) continue;
+      if (!on_cpu() || mode != 0) continue;
       DMat q(Q), kk(K), v(V);
       const DMat dout(DO);
       auto loss = [&] { return dot(dout, naive_attention(k, M, q, kk, v)); };
@@ -1634,6 +1656,202 @@ TEST_P(BackendOps, Dropout) {
   }
 }
 
+// ---- LoRA, fused -----------------------------------------------------------------------------------------
+
+// Naive (double): xa = drop(x) A^T, y = y0 + scaling xa B^T with drop from the CPU's keep function; the
+// backward's dB = dB0 + scaling dy^T xa, dA = dA0 + dxa^T drop(x) with dxa = scaling dy B, dx = dx0 + the
+// gradient through the mask. y is a column block of a wider buffer in the strided variant. Dropout on and off,
+// ranks that fill no group of 8, odd sizes.
+struct LoraOpCase {
+  int64_t M, K, N, r;
+  float p;
+  uint64_t seed;
+};
+constexpr LoraOpCase kLoraOps[] = {{5, 37, 11, 3, 0.0f, 0}, {9, 64, 16, 8, 0.1f, 77}, {33, 100, 7, 13, 0.25f, 5},
+                                   {70, 48, 24, 16, 0.0f, 3}};
+
+DMat naive_drop(const Mat& X, const LoraOpCase& k) {
+  DMat xd(X);
+  if (k.seed == 0 || k.p == 0.0f) return xd;
+  const double scale = 1.0 / double(1.0f - k.p);
+  for (size_t i = 0; i < xd.v.size(); ++i)
+    xd.v[i] = xv::cpu::dropout_keep(k.seed, uint64_t(i), k.p) ? double(float(X.v[i] * float(scale))) : 0.0;
+  return xd;
+}
+
+DMat naive_mm(const DMat& a, bool ta, const DMat& b, bool tb) {  // op(a) op(b)
+  const int64_t M = ta ? a.cols : a.rows, K = ta ? a.rows : a.cols, N = tb ? b.rows : b.cols;
+  DMat c(M, N);
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j) {
+      double acc = 0.0;
+      for (int64_t q = 0; q < K; ++q) acc += (ta ? a.at(q, i) : a.at(i, q)) * (tb ? b.at(j, q) : b.at(q, j));
+      c.at(i, j) = acc;
+    }
+  return c;
+}
+
+TEST_P(BackendOps, LoraForward) {
+  const Spec spec{{false, true}, kReduce, false, 2};
+  uint32_t seed = 1950;
+  const float scaling = 0.625f;
+  for (const LoraOpCase& k : kLoraOps) {
+    const Mat X = rand_mat(k.M, k.K, seed++), A = rand_mat(k.r, k.K, seed++, -0.5f, 0.5f),
+              B = rand_mat(k.N, k.r, seed++, -0.5f, 0.5f), Y0 = rand_mat(k.M, k.N, seed++);
+    const std::string what = fmt_case("lora_forward", {{"M", k.M}, {"K", k.K}, {"N", k.N}, {"r", k.r}}) +
+                             " p=" + std::to_string(k.p);
+    const Outs ref = check_backends(dev(), spec, [&](Ctx& c) {
+      const Arg x = c.in(0, X, false), a = c.in(1, A), b = c.in(2, B), y = c.out(Y0), xa = c.out(Mat(k.M, k.r, kNaN));
+      ops::lora_forward(x, a, b, scaling, k.seed, k.p, y, xa);
+      return Outs{{y.result("y"), xa.result("xa")}, {}};
+    }, what);
+    if (!on_cpu()) continue;
+    const DMat xa = naive_mm(naive_drop(X, k), false, DMat(A), true);
+    DMat y(Y0);
+    const DMat up = naive_mm(xa, false, DMat(B), true);
+    for (size_t i = 0; i < y.v.size(); ++i) y.v[i] += double(scaling) * up.v[i];
+    expect_mat(ref.r[0].m, y, kReduce, what + " y vs naive");
+    expect_mat(ref.r[1].m, xa, kReduce, what + " xa vs naive");
+  }
+}
+
+TEST_P(BackendOps, LoraBackward) {
+  const Spec spec{{false, true}, kReduce, false, 3};
+  uint32_t seed = 1970;
+  const float scaling = 0.625f;
+  for (const LoraOpCase& k : kLoraOps)
+    for (bool with_dx : {true, false}) {
+      const Mat X = rand_mat(k.M, k.K, seed++), A = rand_mat(k.r, k.K, seed++, -0.5f, 0.5f),
+                B = rand_mat(k.N, k.r, seed++, -0.5f, 0.5f), DY = rand_mat(k.M, k.N, seed++),
+                DX0 = rand_mat(k.M, k.K, seed++), DA0 = rand_mat(k.r, k.K, seed++), DB0 = rand_mat(k.N, k.r, seed++);
+      const std::string what = fmt_case("lora_backward", {{"M", k.M}, {"K", k.K}, {"N", k.N}, {"r", k.r},
+                                                          {"dx", with_dx}}) + " p=" + std::to_string(k.p);
+      const Outs ref = check_backends(dev(), spec, [&](Ctx& c) {
+        const Arg x = c.in(0, X, false), a = c.in(1, A), b = c.in(2, B), dy = c.in(3, DY);
+        const Arg y = c.out(Mat(k.M, k.N, 0.0f)), xa = c.out(Mat(k.M, k.r, kNaN));
+        ops::lora_forward(x, a, b, scaling, k.seed, k.p, y, xa);
+        const Arg dA = c.out(DA0), dB = c.out(DB0);
+        Arg dx;
+        if (with_dx) dx = c.out(DX0, false);
+        ops::lora_backward(x, a, b, xa, scaling, k.seed, k.p, dy, dx, dA, dB);
+        Outs o{{dA.result("dA"), dB.result("dB")}, {}};
+        if (with_dx) o.r.push_back(dx.result("dx"));
+        return o;
+      }, what);
+      if (!on_cpu()) continue;
+      const DMat xd = naive_drop(X, k), xa = naive_mm(xd, false, DMat(A), true);
+      DMat dxa = naive_mm(DMat(DY), false, DMat(B), false);
+      for (double& v : dxa.v) v *= double(scaling);
+      DMat dB(DB0), dA(DA0);
+      const DMat gB = naive_mm(DMat(DY), true, xa, false), gA = naive_mm(dxa, true, xd, false);
+      for (size_t i = 0; i < dB.v.size(); ++i) dB.v[i] += double(scaling) * gB.v[i];
+      for (size_t i = 0; i < dA.v.size(); ++i) dA.v[i] += gA.v[i];
+      expect_mat(ref.r[0].m, dA, kReduce, what + " dA vs naive");
+      expect_mat(ref.r[1].m, dB, kReduce, what + " dB vs naive");
+      if (!with_dx) continue;
+      DMat dx(DX0);
+      const DMat gx = naive_mm(dxa, false, DMat(A), false);
+      const bool drop = k.seed != 0 && k.p > 0.0f;
+      for (size_t i = 0; i < dx.v.size(); ++i)
+        if (!drop || xv::cpu::dropout_keep(k.seed, uint64_t(i), k.p)) dx.v[i] += gx.v[i] / (drop ? 1.0 - k.p : 1.0);
+      expect_mat(ref.r[2].m, dx, kReduce, what + " dx vs naive");
+    }
+}
+
+// ---- The distillation loss, fused ---------------------------------------------------------------------
+
+// Naive (double): en = mean((s_en - t)^2), xx = mean((s_xx - t)^2), ds += weight 2 (s - t) / n; on the CPU the
+// fused op gives exactly the bits of two mse_loss calls. n crosses the 4096-element blocks.
+TEST_P(BackendOps, DistillLoss) {
+  const Spec spec{{false, false}, kElem, false, 1, kMseRelCuda};
+  uint32_t seed = 2050;
+  const float weight = 0.35f;
+  for (auto [R, C] : {std::pair<int64_t, int64_t>{1, 1}, {4, 33}, {3, 4096}, {2, 5000}}) {
+    const Mat SE = rand_mat(R, C, seed++), SX = rand_mat(R, C, seed++), Tm = rand_mat(R, C, seed++),
+              D0 = rand_mat(R, C, seed++, -1e-3f, 1e-3f);
+    for (int grads : {3, 1, 0}) {
+      const std::string what = fmt_case("distill_loss", {{"rows", R}, {"cols", C}, {"grads", grads}});
+      const Outs ref = check_backends(dev(), spec, [&](Ctx& c) {
+        const Arg se = c.in(0, SE), sx = c.in(1, SX), t = c.in(2, Tm);
+        Arg de, dx;
+        if (grads & 1) de = c.out(D0);
+        if (grads & 2) dx = c.out(D0);
+        const ops::DistillTerms terms = ops::distill_loss(se, sx, t, weight, de, dx);
+        Outs o;
+        o.s = {terms.en, terms.xx};
+        if (grads & 1) o.r.push_back(de.result("ds_en"));
+        if (grads & 2) o.r.push_back(dx.result("ds_xx"));
+        return o;
+      }, what);
+      if (!on_cpu()) continue;
+      {  // the bits of two mse_loss calls
+        Tensor s_en = Tensor::from_vector({R, C}, SE.v), s_xx = Tensor::from_vector({R, C}, SX.v),
+               t = Tensor::from_vector({R, C}, Tm.v);
+        EXPECT_EQ(ref.s[0], ops::mse_loss(s_en, t, View{}, 1.0f)) << what;
+        EXPECT_EQ(ref.s[1], ops::mse_loss(s_xx, t, View{}, 1.0f)) << what;
+      }
+      const double n = double(R * C);
+      double se = 0.0, sx = 0.0;
+      DMat de(D0), dx(D0);
+      for (size_t i = 0; i < Tm.v.size(); ++i) {
+        const double a = double(SE.v[i]) - Tm.v[i], b = double(SX.v[i]) - Tm.v[i];
+        se += a * a, sx += b * b;
+        de.v[i] += double(weight) * 2.0 * a / n, dx.v[i] += double(weight) * 2.0 * b / n;
+      }
+      EXPECT_NEAR(ref.s[0], se / n, 1e-12 * se / n) << what;
+      EXPECT_NEAR(ref.s[1], sx / n, 1e-12 * sx / n) << what;
+      size_t r = 0;
+      if (grads & 1) expect_mat(ref.r[r++].m, de, kElem, what + " ds_en vs naive");
+      if (grads & 2) expect_mat(ref.r[r++].m, dx, kElem, what + " ds_xx vs naive");
+    }
+  }
+}
+
+// The pooled variant: English pooled at the last token (idx), the other language by the masked mean (weights
+// 1 and 0); the gradients land in the hidden rows, added to what they hold. Naive (double): pooling, the two
+// terms and pooling's adjoint.
+TEST_P(BackendOps, DistillLossPooled) {
+  const Spec spec{{false, false}, kReduce, false, 1, kMseRelCuda};
+  const int64_t B = 3, T = 7, C = 10;
+  const float weight = 0.5f;
+  const Mat HE = rand_mat(B * T, C, 2070), HX = rand_mat(B * T, C, 2071), Tm = rand_mat(B, C, 2072),
+            DHE = rand_mat(B * T, C, 2073), DHX = rand_mat(B * T, C, 2074);
+  Mat M(B, T, 1.0f);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = T - b; t < T; ++t) M.at(b, t) = 0.0f;  // padding
+  const std::vector<int32_t> last = {6, 7 + 4, 14 + 0};
+  const std::string what = "distill_loss_pooled B=3 T=7 C=10";
+  const Outs ref = check_backends(dev(), spec, [&](Ctx& c) {
+    const Arg he = c.in(0, HE), hx = c.in(1, HX), t = c.in(2, Tm), dhe = c.out(DHE), dhx = c.out(DHX);
+    ops::DistillPool pe, px;
+    pe.idx = c.index(last), pe.B = B, pe.T = T;
+    px.mask = c.fixed(M, DType::F32), px.B = B, px.T = T;
+    const ops::DistillTerms terms = ops::distill_loss_pooled(he, pe, hx, px, t, weight, dhe, dhx);
+    return Outs{{dhe.result("dh_en"), dhx.result("dh_xx")}, {terms.en, terms.xx}};
+  }, what);
+  if (!on_cpu()) return;
+  const double n = double(B * C);
+  DMat de(DHE), dx(DHX);
+  double se = 0.0, sx = 0.0;
+  for (int64_t b = 0; b < B; ++b) {
+    double cnt = 0.0;
+    for (int64_t t = 0; t < T; ++t) cnt += M.at(b, t);
+    for (int64_t c = 0; c < C; ++c) {
+      double mean = 0.0;
+      for (int64_t t = 0; t < T; ++t) mean += M.at(b, t) * HX.at(b * T + t, c);
+      mean /= cnt;
+      const double a = double(HE.at(last[size_t(b)], c)) - Tm.at(b, c), d = mean - Tm.at(b, c);
+      se += a * a, sx += d * d;
+      de.at(last[size_t(b)], c) += double(weight) * 2.0 * a / n;
+      for (int64_t t = 0; t < T; ++t) dx.at(b * T + t, c) += M.at(b, t) / cnt * double(weight) * 2.0 * d / n;
+    }
+  }
+  EXPECT_NEAR(ref.s[0], se / n, 1e-12 * se / n);
+  EXPECT_NEAR(ref.s[1], sx / n, 1e-6 * sx / n);  // the mean pooled in f32
+  expect_mat(ref.r[0].m, de, kElem, what + " dh_en vs naive");
+  expect_mat(ref.r[1].m, dx, kElem, what + " dh_xx vs naive");
+}
+
 // ---- Losses and the optimizer -------------------------------------------------------------------------------
 
 // Naive: weight * mean((s - t)^2) in double (1e-12 relative: only the order of the f64 sum may differ) and
@@ -1714,6 +1932,45 @@ TEST_P(BackendOps, AdamW) {
         EXPECT_EQ(ref.r[1].m.v[1], 0.0f) << what << ": a zero gradient keeps m = 0";
       }
     }
+}
+
+// The multi-tensor update: segments of odd sizes (one across the CUDA kernel's 8192-element blocks), the
+// gradient scaled by clip inside; on every backend the bits of scale(g, clip) + adamw_update per segment on
+// this backend (the same arithmetic, so exact), g left as it was.
+TEST_P(BackendOps, AdamWMulti) {
+  const ops::AdamWParams cfg{1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f};
+  const std::vector<int64_t> sizes = {1, 37, 9000, 5};
+  for (float clip : {1.0f, 0.37f}) {
+    std::vector<Tensor> P, G, M, V, P2, G2, M2, V2;
+    uint32_t seed = 2150;
+    for (int64_t n : sizes) {
+      const Mat p0 = rand_mat(1, n, seed++), g0 = rand_mat(1, n, seed++, -1e-2f, 1e-2f);
+      P.push_back(Tensor::from_vector({n}, p0.v, DType::F32, dev()));
+      P2.push_back(Tensor::from_vector({n}, p0.v, DType::F32, dev()));
+      G.push_back(Tensor::from_vector({n}, g0.v, DType::F32, dev()));
+      G2.push_back(Tensor::from_vector({n}, g0.v, DType::F32, dev()));
+      for (auto* t : {&M, &V, &M2, &V2}) t->push_back(Tensor({n}, DType::F32, dev()));
+    }
+    for (int step = 1; step <= 3; ++step) {
+      std::vector<ops::AdamWSegment> segs;
+      for (size_t i = 0; i < sizes.size(); ++i) segs.push_back({P[i], G[i], M[i], V[i]});
+      ops::adamw_update_multi(segs, clip, cfg.lr, step, cfg);
+      for (size_t i = 0; i < sizes.size(); ++i) {
+        Tensor g = G2[i].to(dev());
+        ops::scale(g, clip);
+        ops::adamw_update(P2[i], g, M2[i], V2[i], cfg.lr, step, cfg);
+      }
+    }
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      const std::string what = "adamw_update_multi clip=" + std::to_string(clip) + " segment " + std::to_string(i);
+      EXPECT_EQ(P[i].to_vector(), P2[i].to_vector()) << what << ": p";
+      EXPECT_EQ(M[i].to_vector(), M2[i].to_vector()) << what << ": m";
+      EXPECT_EQ(V[i].to_vector(), V2[i].to_vector()) << what << ": v";
+      EXPECT_EQ(G[i].to_vector(), G2[i].to_vector()) << what << ": g untouched";
+    }
+    EXPECT_NE(P[2].to_vector(), Tensor::from_vector({sizes[2]}, rand_mat(1, sizes[2], 2154).v).to_vector())
+        << "the update moved p";
+  }
 }
 
 // Naive: the sum of double(x)^2 over each chunk, in order, in double: exactly equal (ops.h fixes f64 and the

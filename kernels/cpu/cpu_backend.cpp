@@ -248,6 +248,7 @@ class CpuBackend final : public Backend {
     cpu::AttentionArgs a = attention_args(p, q, k, v, m);
     a.o = out(p.o, "attention", false);
     a.o_stride = p.o.stride;
+    a.lse = out(p.lse, "attention (lse)", false);
     cpu::attention(a);
   }
   void attention_backward(const ops::AttentionBackwardParams& p) override {

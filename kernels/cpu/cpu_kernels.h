@@ -73,6 +73,7 @@ struct AttentionArgs {
   const float* key_mask = nullptr;  // (B, T): 1 keeps a key, 0 masks it; null: all kept
   bool causal = false;
   float scale = 1.0f;
+  float* lse = nullptr;  // (B, Hq, T): log sum exp of each query row's scores (-inf: no key), or null
 };
 void attention(const AttentionArgs& p);
 struct AttentionBackwardArgs {

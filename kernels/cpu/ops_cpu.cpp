@@ -189,6 +189,7 @@ void attention(const AttentionArgs& p) {
             }
             if (mx == -INFINITY) {  // every key masked: zeros, never NaN
               std::fill(s, s + kend, 0.0f);
+              if (p.lse) p.lse[(b * Hq + h) * T + i0 + r] = -INFINITY;
               continue;
             }
             float sum = 0.0f;
@@ -199,6 +200,7 @@ void attention(const AttentionArgs& p) {
               sum += e;
             }
             const float inv = 1.0f / sum;
+            if (p.lse) p.lse[(b * Hq + h) * T + i0 + r] = mx + std::log(sum);
 #pragma omp simd
             for (int64_t j = 0; j < jend; ++j) s[j] *= inv;
             std::fill(s + jend, s + kend, 0.0f);

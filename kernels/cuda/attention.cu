@@ -73,7 +73,7 @@ __device__ __forceinline__ float row_softmax_exp(float* s, int64_t jend, float* 
 template <class TI, class TO>
 __global__ void attention_fwd_kernel(Mat<const TI> q, Mat<const TI> k, Mat<const TI> v, Mat<TO> o,
                                      const float* key_mask, int64_t T, int64_t Hq, int64_t group, int64_t D,
-                                     bool causal, float scale, int64_t nrows, float* gscores) {
+                                     bool causal, float scale, int64_t nrows, float* gscores, float* lse) {
   extern __shared__ float smem[];
   float* q_s = smem;
   float* s = gscores ? gscores + blockIdx.x * T : smem + D;
@@ -89,6 +89,7 @@ __global__ void attention_fwd_kernel(Mat<const TI> q, Mat<const TI> k, Mat<const
     float inv = 0.0f;
     const float mx = row_softmax_exp(s, jend, &inv);
     TO* orow = o.row(b * T + i) + h * D;
+    if (lse && threadIdx.x == 0) lse[row] = mx == -INFINITY ? -INFINITY : mx - logf(inv);
     if (mx == -INFINITY) {
       for (int64_t d = threadIdx.x; d < D; d += kThreads) st(orow + d, 0.0f);
       continue;
@@ -247,6 +248,7 @@ RowPlan plan_rows(const Ctx& c, int64_t nrows, int64_t T, int64_t D, int nbuf, i
 void attention(const Ctx& c, const Attn& a) {
   const int64_t nrows = a.B * a.Hq * a.T;
   if (nrows == 0 || a.D == 0) return;
+  if (flash_attention_takes(a)) return flash_attention(c, a);
   const RowPlan plan = plan_rows(c, nrows, a.T, a.D, 1, 1);
   Scratch scratch(c);
   float* gscores = plan.global ? scratch.alloc<float>(plan.grid * a.T) : nullptr;
@@ -257,7 +259,7 @@ void attention(const Ctx& c, const Attn& a) {
     set_smem(kernel, plan.smem);
     kernel<<<unsigned(plan.grid), kThreads, plan.smem, c.stream>>>(
         mat<const TI>(a.q), mat<const TI>(a.k), mat<const TI>(a.v), mat<TO>(a.o), a.key_mask, a.T, a.Hq,
-        a.Hq / a.Hkv, a.D, a.causal, a.scale, nrows, gscores);
+        a.Hq / a.Hkv, a.D, a.causal, a.scale, nrows, gscores, a.lse);
   });
   XV_CUDA_CHECK_LAUNCH();
 }
@@ -266,6 +268,7 @@ void attention_backward(const Ctx& c, const Attn& a, const DMat& dout, const DMa
                         const DMat& dv) {
   const int64_t nrows = a.B * a.Hq * a.T;
   if (nrows == 0 || a.D == 0 || (!dq.present && !dk.present && !dv.present)) return;
+  if (flash_attention_takes(a)) return flash_attention_backward(c, a, dout, dq, dk, dv);
   const int64_t group = a.Hq / a.Hkv;
   Scratch scratch(c);
   float* st_max = scratch.alloc<float>(nrows);

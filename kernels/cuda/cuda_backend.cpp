@@ -19,6 +19,7 @@
 
 #include "core/error.h"
 #include "core/storage.h"
+#include "core/tensor.h"
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cuda/cuda_check.h"
@@ -387,6 +388,7 @@ class CudaBackend final : public Backend {
                                   {"dq", &p.dq}, {"dk", &p.dk}, {"dv", &p.dv}});
     Scratch s(c);
     cuda::Attn a = attn(p.fwd);
+    a.deterministic = p.deterministic;
     DMat dout = dm(p.dout);
     unify_inputs(c, s, {&a.q, &a.k, &a.v, &dout});
     // dk and dv are written by one kernel with one element type: when their dtypes differ, the non-F32 one is
@@ -427,6 +429,50 @@ class CudaBackend final : public Backend {
     cuda::dropout_backward_add(c, dm(din), seed, p, 1.0f / (1.0f - p), dm(dx));
   }
 
+  void lora_forward(const View& x, const View& A, const View& B, float scaling, uint64_t seed, float p, const View& y,
+                    const View& xa) override {
+    const Ctx& c = ctx();
+    floats("lora_forward", {{"x", &x}, {"A", &A}, {"B", &B}, {"y", &y}, {"xa", &xa}});
+    cuda::lora_down(c, dm(x), dm(A), dm(xa), seed, p, seed ? 1.0f / (1.0f - p) : 1.0f, seed != 0);
+    gemm(xa, false, B, true, y, scaling, 1.0f);  // y += scaling xa B^T
+  }
+
+  void lora_backward(const View& x, const View& A, const View& B, const View& xa, float scaling, uint64_t seed,
+                     float p, const View& dy, const View& dx, const View& dA, const View& dB) override {
+    const Ctx& c = ctx();
+    floats("lora_backward",
+           {{"x", &x}, {"A", &A}, {"B", &B}, {"xa", &xa}, {"dy", &dy}, {"dx", &dx}, {"dA", &dA}, {"dB", &dB}});
+    gemm(dy, true, xa, false, dB, scaling, 1.0f);  // dB += scaling dy^T xa
+    Tensor dxa({x.rows, A.rows}, DType::F32, device());
+    gemm(dy, false, B, false, dxa, scaling, 0.0f);  // dxa = scaling dy B
+    if (seed == 0) {
+      gemm(dxa, true, x, false, dA, 1.0f, 1.0f);  // dA += dxa^T x
+      if (dx.present) gemm(dxa, false, A, false, dx, 1.0f, 1.0f);
+      return;
+    }
+    const float scale = 1.0f / (1.0f - p);
+    cuda::lora_da(c, dm(x), dm(dxa), dm(dA), seed, p, scale);
+    if (dx.present) cuda::lora_dx(c, dm(dxa), dm(A), dm(dx), seed, p, scale);
+  }
+
+  ops::DistillTerms distill_loss(const View& s_en, const View& s_xx, const View& t, float weight, const View& ds_en,
+                                 const View& ds_xx) override {
+    const Ctx& c = ctx();
+    floats("distill_loss", {{"s_en", &s_en}, {"s_xx", &s_xx}, {"t", &t}, {"ds_en", &ds_en}, {"ds_xx", &ds_xx}});
+    if (ds_en.present && ds_xx.present && ds_en.dtype != ds_xx.dtype)
+      return Backend::distill_loss(s_en, s_xx, t, weight, ds_en, ds_xx);  // one kernel writes one dtype
+    const int64_t n = t.numel();
+    Scratch scratch(c);
+    DMat se = dm(s_en), sx = dm(s_xx), tm = dm(t);
+    unify_inputs(c, scratch, {&se, &sx, &tm});
+    const float gscale = float(2.0 * double(weight) / double(n));
+    std::vector<double> part;
+    cuda::distill_loss(c, se, sx, tm, dm(ds_en), dm(ds_xx), gscale, part);
+    double en = 0.0, xx = 0.0;
+    for (size_t b = 0; b < part.size(); b += 2) en += part[b], xx += part[b + 1];  // block order, as the cpu
+    return {en / double(n), xx / double(n)};
+  }
+
   double mse_loss(const View& s, const View& t, const View& ds, float weight) override {
     const Ctx& c = ctx();
     floats("mse_loss", {{"s", &s}, {"t", &t}, {"ds", &ds}});
@@ -450,7 +496,20 @@ class CudaBackend final : public Backend {
     for (const Arg& a : {Arg{"p", &p}, Arg{"m", &m}, Arg{"v", &v}})
       if (a.v->dtype != DType::F32)
         fail("cuda backend: adamw_update: operand '{}' is {}, expected F32", a.name, dtype_name(a.v->dtype));
-    // The step's scalars exactly as kernels/cpu/rows_cpu.cpp computes them (bias corrections in f64).
+    cuda::adamw_update(c, dm(p), dm(g), dm(m), dm(v), adamw_step(lr, t, cfg));
+  }
+
+  void adamw_update_multi(const std::vector<ops::AdamWSegment>& segs, float clip, float lr, int64_t t,
+                          const ops::AdamWParams& cfg) override {
+    std::vector<cuda::AdamWSeg> table;
+    for (const ops::AdamWSegment& s : segs)
+      table.push_back({static_cast<float*>(s.p.ptr), static_cast<const float*>(s.g.ptr), static_cast<float*>(s.m.ptr),
+                       static_cast<float*>(s.v.ptr), s.p.numel()});
+    cuda::adamw_update_multi(ctx(), table, clip, adamw_step(lr, t, cfg));
+  }
+
+  // The step's scalars exactly as kernels/cpu/rows_cpu.cpp computes them (bias corrections in f64).
+  static cuda::AdamWStep adamw_step(float lr, int64_t t, const ops::AdamWParams& cfg) {
     cuda::AdamWStep st;
     st.b1 = cfg.beta1, st.b2 = cfg.beta2, st.eps = cfg.eps;
     const double bc1 = 1.0 - std::pow(double(st.b1), double(t));
@@ -458,7 +517,7 @@ class CudaBackend final : public Backend {
     st.step_size = float(double(lr) / bc1);
     st.bc2_sqrt = float(std::sqrt(bc2));
     st.decay = 1.0f - lr * cfg.weight_decay;
-    cuda::adamw_update(c, dm(p), dm(g), dm(m), dm(v), st);
+    return st;
   }
 
   std::vector<double> sum_squares_chunks(const View& x, int64_t chunk) override {
@@ -495,6 +554,7 @@ class CudaBackend final : public Backend {
     a.key_mask = p.key_mask.present ? static_cast<const float*>(p.key_mask.ptr) : nullptr;
     a.causal = p.causal;
     a.scale = p.scale;
+    a.lse = p.lse.present ? static_cast<float*>(p.lse.ptr) : nullptr;
     return a;
   }
 

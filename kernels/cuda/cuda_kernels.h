@@ -134,11 +134,35 @@ struct Attn {
   const float* key_mask = nullptr;  // (B*T) contiguous F32, or null
   bool causal = false;
   float scale = 1.0f;
+  float* lse = nullptr;        // (B*Hq*T) F32: written by the forward when set; with o, reused by the backward
+  bool deterministic = true;   // backward: false lets the flash kernels add dq with atomics
 };
+// The flash kernels (flash_attention.cu) when flash_attention_takes(a) (q/k/v BF16, D 32, 64, 96 or 128),
+// else the simple ones. q, k, v, dout of one dtype; dk and dv of one dtype; any of dq, dk, dv may be absent.
 void attention(const Ctx& c, const Attn& a);
-// q, k, v, dout of one dtype; dk and dv of one dtype; any of dq, dk, dv may be absent.
 void attention_backward(const Ctx& c, const Attn& a, const DMat& dout, const DMat& dq, const DMat& dk,
                         const DMat& dv);
+bool flash_attention_takes(const Attn& a);
+void flash_attention(const Ctx& c, const Attn& a);
+void flash_attention_backward(const Ctx& c, const Attn& a, const DMat& dout, const DMat& dq, const DMat& dk,
+                              const DMat& dv);
+
+// ---- lora.cu ---------------------------------------------------------------------------------------------
+// xa (M, r) = drop(x) A^T (drop: the dropout of (seed, p) over x's elements in row-major order, x / (1 - p)
+// kept as scale = 1 / (1 - p); drop false: x itself).
+void lora_down(const Ctx& c, const DMat& x, const DMat& A, const DMat& xa, uint64_t seed, float p, float scale,
+               bool drop);
+// dA (r, K) += dxa^T drop(x), rows in order.
+void lora_da(const Ctx& c, const DMat& x, const DMat& dxa, const DMat& dA, uint64_t seed, float p, float scale);
+// dx (M, K) += keep ? scale (dxa A) : 0.
+void lora_dx(const Ctx& c, const DMat& dxa, const DMat& A, const DMat& dx, uint64_t seed, float p, float scale);
+
+// ---- distill_loss.cu ------------------------------------------------------------------------------------
+// part (host, 2 per block of 4096 elements) = the f64 sums of (s_en - t)^2 and (s_xx - t)^2 per block;
+// ds_en += gscale (s_en - t), ds_xx likewise (either absent). s_en, s_xx, t of one dtype; ds_en and ds_xx of one
+// dtype; all contiguous.
+void distill_loss(const Ctx& c, const DMat& s_en, const DMat& s_xx, const DMat& t, const DMat& ds_en,
+                  const DMat& ds_xx, float gscale, std::vector<double>& part);
 
 // ---- optimizer.cu ----------------------------------------------------------------------------------------
 // part[blk] (host, ceil(n / 4096) entries) = sum over block blk of (s - t)^2 in f64; ds += gscale (s - t).
@@ -148,6 +172,15 @@ struct AdamWStep {
   float b1 = 0, b2 = 0, eps = 0, step_size = 0, bc2_sqrt = 0, decay = 0;
 };
 void adamw_update(const Ctx& c, const DMat& p, const DMat& g, const DMat& m, const DMat& v, const AdamWStep& s);
+// One launch over every segment (all F32 contiguous), g multiplied by clip first.
+struct AdamWSeg {
+  float* p = nullptr;
+  const float* g = nullptr;
+  float* m = nullptr;
+  float* v = nullptr;
+  int64_t n = 0;
+};
+void adamw_update_multi(const Ctx& c, const std::vector<AdamWSeg>& segs, float clip, const AdamWStep& s);
 std::vector<double> sum_squares_chunks(const Ctx& c, const DMat& x, int64_t chunk);
 
 }  // namespace xv::cuda

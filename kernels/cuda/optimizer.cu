@@ -43,6 +43,25 @@ __global__ void adamw_kernel(float* p, const TG* g, float* m, float* v, int64_t 
   }
 }
 
+// Multi-tensor AdamW: block b updates elements [off, off + kMultiChunk) of segment seg (the host's block
+// table), g multiplied by clip first; the per-element arithmetic is adamw_kernel's.
+constexpr int64_t kMultiChunk = 8192;
+__global__ void adamw_multi_kernel(const AdamWSeg* segs, const int2* blocks, float clip, AdamWStep c) {
+  const int2 bt = blocks[blockIdx.x];
+  const AdamWSeg sg = segs[bt.x];
+  const int64_t i0 = int64_t(bt.y) * kMultiChunk, i1 = min(sg.n, i0 + kMultiChunk);
+  const float one_b1 = 1.0f - c.b1, one_b2 = 1.0f - c.b2;
+  for (int64_t i = i0 + threadIdx.x; i < i1; i += blockDim.x) {
+    const float gi = clip == 1.0f ? sg.g[i] : __fmul_rn(sg.g[i], clip);
+    float pi = __fmul_rn(sg.p[i], c.decay);
+    const float mi = __fadd_rn(sg.m[i], __fmul_rn(__fsub_rn(gi, sg.m[i]), one_b1));
+    const float vi = __fadd_rn(__fmul_rn(sg.v[i], c.b2), __fmul_rn(__fmul_rn(one_b2, gi), gi));
+    const float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), c.bc2_sqrt), c.eps);
+    pi = __fadd_rn(pi, __fmul_rn(-c.step_size, __fdiv_rn(mi, denom)));
+    sg.p[i] = pi, sg.m[i] = mi, sg.v[i] = vi;
+  }
+}
+
 // Small chunks: thread q sums chunk q in element order (the cpu's order, so its bits).
 template <class T>
 __global__ void sum_squares_serial_kernel(const T* x, int64_t n, int64_t chunk, int64_t nchunk, double* out) {
@@ -101,6 +120,26 @@ void adamw_update(const Ctx& c, const DMat& p, const DMat& g, const DMat& m, con
         static_cast<float*>(p.p), static_cast<const TG*>(g.p), static_cast<float*>(m.p), static_cast<float*>(v.p), n,
         s);
   });
+  XV_CUDA_CHECK_LAUNCH();
+}
+
+void adamw_update_multi(const Ctx& c, const std::vector<AdamWSeg>& segs, float clip, const AdamWStep& s) {
+  std::vector<int2> blocks;
+  for (size_t i = 0; i < segs.size(); ++i) {
+    const int64_t nb = ceil_div(segs[i].n, kMultiChunk);
+    if (nb > INT32_MAX) throw_error("cuda backend: adamw_update_multi: a segment too large");
+    for (int64_t b = 0; b < nb; ++b) blocks.push_back(make_int2(int(i), int(b)));
+  }
+  if (blocks.empty()) return;
+  Scratch scratch(c);
+  AdamWSeg* dsegs = scratch.alloc<AdamWSeg>(int64_t(segs.size()));
+  int2* dblocks = scratch.alloc<int2>(int64_t(blocks.size()));
+  XV_CUDA_CHECK(cudaMemcpyAsync(dsegs, segs.data(), segs.size() * sizeof(AdamWSeg), cudaMemcpyHostToDevice, c.stream));
+  XV_CUDA_CHECK(
+      cudaMemcpyAsync(dblocks, blocks.data(), blocks.size() * sizeof(int2), cudaMemcpyHostToDevice, c.stream));
+  if (blocks.size() > size_t(INT32_MAX)) throw_error("cuda backend: adamw_update_multi: too many elements");
+  // From pageable host memory: cudaMemcpyAsync has taken the tables when it returns, so they may go.
+  adamw_multi_kernel<<<unsigned(blocks.size()), kThreads, 0, c.stream>>>(dsegs, dblocks, clip, s);
   XV_CUDA_CHECK_LAUNCH();
 }
 

@@ -2,15 +2,13 @@
 //   L = 1/2 [ MSE(S(x_en), T(x_en)) + MSE(S(x_xx), T(x_en)) ]
 //   image-prefix variant: the same two terms on the mean-pooled prefix added, the four terms averaged.
 // MSE is the mean over batch and dimension. The gradients are scaled by loss_scale (1 / micro-batches) and
-// written into fresh tensors on the embeddings' device.
+// written into fresh tensors on the embeddings' device. Each pair of terms against one target is one pass of
+// ops::distill_loss.
 #pragma once
 #include "core/tensor.h"
 #include "models/kd/kd_model.h"
 
 namespace xv {
-
-// One term: returns MSE(s, t) (f64, unweighted); d = weight * dMSE/ds (a new tensor of s's shape).
-double mse_term(const Tensor& s, const Tensor& t, float weight, Tensor* d);
 
 struct KdGrads {
   Tensor d_en, d_xx;    // (B, D) at the pooled student embeddings
