@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The README's test command: installs dependencies, builds with warnings as errors, runs every test.
+# The README's test command: installs dependencies, builds with warnings as errors, checks the CUDA kernels'
+# resources (scripts/kernel-resources.sh), runs every test.
 #   scripts/test.sh [--sanitize] [ctest arguments...]
 # --sanitize: a separate AddressSanitizer + UBSan build (build-asan/, or $XV_ASAN_BUILD_DIR) running the
 # unit tests, which include every bad-input test.
@@ -18,5 +19,7 @@ if [ "${1:-}" = "--sanitize" ]; then
 fi
 build=${XV_BUILD_DIR:-$root/build}
 XV_BUILD_DIR=$build bash "$root/scripts/build.sh" -DXV_WERROR=ON
+# Registers, shared memory and spills of every CUDA kernel (no GPU needed); fails on a flash_/lora_ spill.
+bash "$root/scripts/kernel-resources.sh" "$build/kernel-resources.md"
 cd "$build"
 ctest --output-on-failure -j "${XV_JOBS:-$(nproc)}" "$@"

@@ -9,9 +9,9 @@ build=${XV_BUILD_DIR:-$root/build}
 cd "$root"
 grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
 XV_BUILD_DIR=$build bash scripts/build.sh >/dev/null
-cmake --build "$build" -j "$(nproc)" --target test_backend_ops test_cuda_host bench_kernels >/dev/null
+cmake --build "$build" -j "$(nproc)" --target test_backend_ops test_cuda_host bench_kernels bench_gpu_kernels >/dev/null
 rm -rf .gpu && mkdir -p .gpu/stage/bin .gpu/stage/lib
-bins=(tests/test_backend_ops tests/test_cuda_host benchmarks/bench_kernels)
+bins=(tests/test_backend_ops tests/test_cuda_host benchmarks/bench_kernels benchmarks/bench_gpu_kernels)
 for b in "${bins[@]}"; do cp "$build/$b" .gpu/stage/bin/ && strip .gpu/stage/bin/"$(basename "$b")"; done
 # The libraries outside glibc and libstdc++ that the binaries load (the GPU machine brings its own driver).
 for b in .gpu/stage/bin/*; do ldd "$b"; done | awk '$3 ~ /^\// {print $3}' | sort -u |
