@@ -19,7 +19,8 @@ if [ "${1:-}" = "--sanitize" ]; then
 fi
 build=${XV_BUILD_DIR:-$root/build}
 XV_BUILD_DIR=$build bash "$root/scripts/build.sh" -DXV_WERROR=ON
-# Registers, shared memory and spills of every CUDA kernel (no GPU needed); fails on a flash_/lora_ spill.
-bash "$root/scripts/kernel-resources.sh" "$build/kernel-resources.md"
+# Registers, shared memory and spills of every CUDA kernel (no GPU needed); fails on a flash_/lora_ spill. The
+# table goes to build/kernel-resources.md; its summary line (and any failure, on stderr) to the log.
+bash "$root/scripts/kernel-resources.sh" "$build/kernel-resources.md" | tail -n 1
 cd "$build"
 ctest --output-on-failure -j "${XV_JOBS:-$(nproc)}" "$@"
