@@ -150,7 +150,22 @@ struct SplitArgs {
   bool quiet = false;
 };
 
+// Whether two paths name one file: the same file when both exist, else the same normalised absolute path.
+bool same_file(const std::string& a, const std::string& b) {
+  std::error_code ec;
+  if (fs::exists(a, ec) && fs::exists(b, ec)) return fs::equivalent(a, b, ec);
+  return fs::weakly_canonical(fs::absolute(a), ec) == fs::weakly_canonical(fs::absolute(b), ec);
+}
+
 int run_split(SplitArgs a) {
+  // Refused before anything is read or written: an output onto the input, or both outputs into one file,
+  // would destroy data.
+  XV_CHECK(!same_file(a.train_out, a.heldout_out), "corpus split: --train and --heldout are the same file ({}): give two",
+           a.train_out);
+  XV_CHECK(!same_file(a.train_out, a.corpus), "corpus split: --train {} is the input corpus: write the parts elsewhere",
+           a.train_out);
+  XV_CHECK(!same_file(a.heldout_out, a.corpus),
+           "corpus split: --heldout {} is the input corpus: write the parts elsewhere", a.heldout_out);
   const Corpus c = read_corpus(a.corpus);
   a.o.drop_shared_english = !a.keep_shared;
   SplitResult r = split_corpus(c, a.o, fs::path(a.corpus).filename().string());

@@ -71,6 +71,19 @@ check "corpus validate, another tokenizer" 1 "made by the tokenizer" -- \
   "$bin" corpus validate "$tmp/c.h5" --tokenizer "$fix/tokenizer/bpe_llama/tokenizer.json"
 check "corpus split by source" 0 "held-out sources:" -- "$bin" corpus split "$tmp/c.h5" --heldout-fraction 0.3 \
   --train "$tmp/tr.h5" --heldout "$tmp/ho.h5"
+cp "$tmp/c.h5" "$tmp/c_copy.h5"
+check "corpus split, --train = --heldout" 1 "are the same file" -- "$bin" corpus split "$tmp/c.h5" \
+  --heldout-fraction 0.3 --train "$tmp/same.h5" --heldout "$tmp/./same.h5"
+check "corpus split, --train = the input" 1 "is the input corpus" -- "$bin" corpus split "$tmp/c.h5" \
+  --heldout-fraction 0.3 --train "$tmp/c.h5" --heldout "$tmp/ho3.h5"
+check "corpus split, --heldout = the input" 1 "is the input corpus" -- "$bin" corpus split "$tmp/c.h5" \
+  --heldout-fraction 0.3 --train "$tmp/tr3.h5" --heldout "$tmp/../$(basename "$tmp")/c.h5"
+if ! cmp -s "$tmp/c.h5" "$tmp/c_copy.h5" || [ -e "$tmp/same.h5" ] || [ -e "$tmp/ho3.h5" ] || [ -e "$tmp/tr3.h5" ]; then
+  echo "FAIL: a refused corpus split changed the input or left an output"
+  failed=$((failed + 1))
+else
+  pass=$((pass + 1))
+fi
 check "corpus split, unknown source" 1 "no source named 'nope'" -- "$bin" corpus split "$tmp/c.h5" \
   --heldout-sources nope --train "$tmp/tr2.h5" --heldout "$tmp/ho2.h5"
 check "corpus cache-teacher into the corpus" 0 "/teacher" -- "$bin" corpus cache-teacher --model "$fix/models/tiny_bert" \
