@@ -22,11 +22,7 @@
 #include <cmath>
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define XV_TILE_FN __host__ __device__ __forceinline__
-#else
-#define XV_TILE_FN inline
-#endif
+#include "kernels/cuda/tiles/tile_fn.h"
 
 namespace xv::flash {
 
