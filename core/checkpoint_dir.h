@@ -8,6 +8,8 @@
 
 namespace xv {
 
+// Every step-N folder under output_dir/checkpoints, complete or not, oldest first (what --resume examines).
+std::vector<std::string> list_step_folders(const std::string& output_dir);
 // Every complete checkpoint, oldest first.
 std::vector<std::string> list_checkpoints(const std::string& output_dir);
 // The newest complete checkpoint under output_dir/checkpoints, or "" when there is none.

@@ -14,8 +14,6 @@ using json = nlohmann::json;
 namespace {
 
 json parse_json_file(const std::string& path) {
-  std::error_code ec;
-  XV_CHECK(fs::exists(path, ec), "{}: file not found", path);
   try {
     return json::parse(read_file(path));
   } catch (const json::exception& e) {

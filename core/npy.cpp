@@ -68,7 +68,7 @@ NpyHeader parse_header(const std::string& path, const std::string& bytes) {
   return out;
 }
 
-std::string read_all(const std::string& path) { return read_file(path); }
+std::string read_all(const std::string& path) { return read_file(path, uint64_t(1) << 40); }
 }  // namespace
 
 Tensor read_npy(const std::string& path) {
@@ -112,7 +112,7 @@ std::vector<int64_t> read_npy_i64(const std::string& path, Shape* shape) {
   std::vector<int64_t> out(n);
   if (h.descr == "<i8") {
     XV_CHECK(avail >= n * 8, "{}: .npy data is truncated", path);
-    std::memcpy(out.data(), src, n * 8);
+    if (n > 0) std::memcpy(out.data(), src, n * 8);  // an empty vector's data() may be null
   } else if (h.descr == "<i4") {
     XV_CHECK(avail >= n * 4, "{}: .npy data is truncated", path);
     for (size_t i = 0; i < n; ++i) {

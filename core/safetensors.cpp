@@ -118,6 +118,7 @@ SafeTensorsFile::~SafeTensorsFile() {
 }
 
 WeightStore WeightStore::open_file(const std::string& path) {
+  require_regular_file(path, "weight file");  // a FIFO would block the open, a device has no size
   WeightStore ws;
   ws.where_ = path;
   auto f = std::make_shared<SafeTensorsFile>(path);
@@ -128,13 +129,11 @@ WeightStore WeightStore::open_file(const std::string& path) {
 
 WeightStore WeightStore::open_dir(const std::string& dir) {
   std::error_code ec;
-  XV_CHECK(fs::is_directory(dir, ec), "{}: model folder does not exist", dir);
+  require_dir(dir, "model folder");
   const std::string single = (fs::path(dir) / "model.safetensors").string();
   const std::string index = (fs::path(dir) / "model.safetensors.index.json").string();
   if (fs::exists(single, ec)) {
-    WeightStore ws = open_file(single);
-    ws.where_ = dir;
-    return ws;
+    return open_file(single);  // messages name the file
   }
   XV_CHECK(fs::exists(index, ec), "{}: no model.safetensors or model.safetensors.index.json in the model folder", dir);
   json j;
@@ -204,6 +203,7 @@ std::vector<std::string> WeightStore::names() const {
 SafeTensorsWriter::SafeTensorsWriter(const std::string& path, const std::vector<std::pair<std::string, Shape>>& layout,
                                      DType dtype, const std::map<std::string, std::string>& metadata)
     : path_(path), tmp_(path + ".tmp." + std::to_string(::getpid())), layout_(layout), dtype_(dtype) {
+  require_replaceable_file(path);
   XV_CHECK(dtype == DType::F32 || dtype == DType::BF16 || dtype == DType::F16,
            "{}: safetensors writer supports F32, BF16 and F16, not {}", path, dtype_name(dtype));
   json h = json::object();
@@ -218,7 +218,7 @@ SafeTensorsWriter::SafeTensorsWriter(const std::string& path, const std::vector<
   std::string hs = h.dump();
   hs.append((8 - hs.size() % 8) % 8, ' ');  // 8-byte aligned data buffer, as the reference writer does
   fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  XV_CHECK(fd_ >= 0, "{}: cannot create file: {}", tmp_, std::strerror(errno));
+  XV_CHECK(fd_ >= 0, "{}: cannot write (creating {}): {}", path_, tmp_, std::strerror(errno));
   uint8_t len[8];
   for (int i = 0; i < 8; ++i) len[i] = uint8_t((uint64_t(hs.size()) >> (8 * i)) & 0xff);
   try {
@@ -243,7 +243,7 @@ void SafeTensorsWriter::write_bytes(const void* p, size_t n) {
   const char* c = static_cast<const char*>(p);
   while (n > 0) {
     ssize_t w = ::write(fd_, c, n);
-    XV_CHECK(w > 0, "{}: write failed: {}", tmp_, std::strerror(errno));
+    XV_CHECK(w > 0, "{}: write failed: {}", path_, std::strerror(errno));
     c += w;
     n -= size_t(w);
   }
@@ -277,7 +277,7 @@ void SafeTensorsWriter::append(const Tensor& t) {
 
 void SafeTensorsWriter::finish() {
   XV_CHECK(next_ == layout_.size(), "{}: {} of {} tensors written", path_, next_, layout_.size());
-  XV_CHECK(::fsync(fd_) == 0, "{}: flush failed: {}", tmp_, std::strerror(errno));
+  XV_CHECK(::fsync(fd_) == 0, "{}: flush failed: {}", path_, std::strerror(errno));
   ::close(fd_);
   fd_ = -1;
   if (std::rename(tmp_.c_str(), path_.c_str()) != 0) {

@@ -4,6 +4,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/file_util.h"
 #include "data/builders.h"
 #include "data/mo_catalog.h"
 #include "data/pair_assembler.h"
@@ -37,7 +38,7 @@ Corpus build_gettext(const GettextOptions& opt, BuildReport* report, const Build
   BuildReport& r = report ? *report : local;
   r = BuildReport{};
   r.source = "gettext";
-  XV_CHECK(fs::is_directory(opt.locale_dir), "{}: locale folder does not exist", opt.locale_dir);
+  require_dir(opt.locale_dir, "locale folder");
   XV_CHECK(!opt.langs.empty(), "no language given: at least one language code (it, es, ...) expected");
   Corpus c;
   c.meta.source = "gettext";

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/file_util.h"
 #include "image/image.h"
 #include "data/builders.h"
 #include "data/pair_assembler.h"
@@ -103,8 +104,7 @@ Corpus build_xmmeb(const XmmebOptions& opt, BuildReport* report, const BuildProg
   r = BuildReport{};
   r.source = "xmmeb-jsonl";
   XV_CHECK(!opt.inputs.empty(), "no input file: at least one xMMEB JSONL file expected");
-  XV_CHECK(opt.image_root.empty() || fs::is_directory(opt.image_root), "{}: image root folder does not exist",
-           opt.image_root);
+  if (!opt.image_root.empty()) require_dir(opt.image_root, "image root folder");
   Corpus c;
   c.meta.source = "xmmeb-jsonl";
   PairAssembler out(&c, &r);

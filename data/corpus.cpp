@@ -162,16 +162,31 @@ void write_teacher_block(h5::File& f, const CorpusTeacher& t) {
 
 }  // namespace
 
-std::string corpus_fingerprint(const Corpus& c) {
+namespace {
+
+// `image(i)` gives image i's bytes (a view into the corpus, or bytes read on demand).
+template <typename ImageBytes>
+std::string fingerprint_of(const Corpus& c, ImageBytes&& image) {
   uint64_t h = fnv1a64("xvlm2vec-corpus-v1");
   for (size_t i = 0; i < c.pairs.size(); ++i) {
     h = hash_field(h, c.text_en.at(size_t(c.pairs.en[i])));
     h = hash_field(h, c.text_xx.at(size_t(c.pairs.xx[i])));
     h = hash_field(h, c.meta.languages.at(c.pairs.lang[i]));
-    h = hash_field(h, c.pairs.image[i] < 0 ? std::string_view("\x01none") : c.images.at(size_t(c.pairs.image[i])));
+    if (c.pairs.image[i] < 0) h = hash_field(h, std::string_view("\x01none"));
+    else h = hash_field(h, image(c.pairs.image[i]));
     h = hash_field(h, c.sources.at(size_t(c.pairs.source[i])));
   }
   return fingerprint_hex(h);
+}
+
+}  // namespace
+
+std::string corpus_fingerprint(const Corpus& c, const std::function<std::string(int64_t)>& image_bytes) {
+  return fingerprint_of(c, image_bytes);
+}
+
+std::string corpus_fingerprint(const Corpus& c) {
+  return fingerprint_of(c, [&](int64_t im) { return c.images.at(size_t(im)); });
 }
 
 std::string tokenizer_fingerprint(const std::string& tokenizer_json_path) {
@@ -185,6 +200,7 @@ void write_corpus(const std::string& path, Corpus& c) {
   if (c.meta.created_at.empty()) c.meta.created_at = utc_now();
   if (c.teacher && c.teacher->corpus_fingerprint.empty()) c.teacher->corpus_fingerprint = c.meta.fingerprint;
   const fs::path target = fs::absolute(path);
+  require_replaceable_file(target.string());
   const std::string tmp =
       (target.parent_path() / ("." + target.filename().string() + ".tmp." + std::to_string(::getpid()))).string();
   try {
@@ -222,6 +238,10 @@ void write_corpus(const std::string& path, Corpus& c) {
     std::error_code ec;
     fs::rename(tmp, target, ec);
     XV_CHECK(!ec, "{}: cannot replace it with the written corpus {}: {}", path, tmp, ec.message());
+  } catch (const Error& e) {
+    std::error_code ec;
+    fs::remove(tmp, ec);
+    throw Error(name_destination(e.what(), tmp, target.string()));
   } catch (...) {
     std::error_code ec;
     fs::remove(tmp, ec);

@@ -7,6 +7,7 @@
 #pragma once
 #include <cstdint>
 #include <optional>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -102,6 +103,8 @@ struct Corpus {
 // A hash of every pair's texts, language, image bytes and source, in order (fnv1a64, "fnv1a64:..." hex):
 // what `train --resume` compares, what a teacher block records, and what `corpus validate` recomputes.
 std::string corpus_fingerprint(const Corpus& c);
+// The same for a Corpus read without its image bytes: `image_bytes(i)` returns image i's bytes (read on demand).
+std::string corpus_fingerprint(const Corpus& c, const std::function<std::string(int64_t)>& image_bytes);
 // The fingerprint of a tokenizer.json (a hash of its bytes), recorded with pre-tokenised text.
 std::string tokenizer_fingerprint(const std::string& tokenizer_json_path);
 

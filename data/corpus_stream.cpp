@@ -8,9 +8,11 @@
 #include <map>
 #include <mutex>
 #include <numeric>
+#include <system_error>
 #include <thread>
 
 #include "core/error.h"
+#include "core/file_util.h"
 #include "data/corpus.h"
 #include "data/hdf5_file.h"
 
@@ -19,6 +21,7 @@ namespace xv {
 namespace fs = std::filesystem;
 
 bool is_hdf5_file(const std::string& path) {
+  if (path_kind(path) != "is a regular file") return false;
   std::ifstream f(path, std::ios::binary);
   char sig[8] = {};
   // The HDF5 signature at offset 0 (a user block would move it; our files and h5py's have none).
@@ -64,6 +67,18 @@ class CorpusSource : public PairSource {
     ro.teacher = false;  // read per pair
     ro.tokens = !o.tokenizer_json.empty();
     c_ = read_corpus(path, ro);
+    // The contents must hash to the fingerprint recorded at write time (what `corpus validate` checks): a
+    // corpus modified afterwards would train on something else than it says, and --resume would trust it.
+    const std::string fp = corpus_fingerprint(c_, [&](int64_t im) {
+      const uint64_t a = c_.images.offsets[size_t(im)], b = c_.images.offsets[size_t(im) + 1];
+      std::string bytes(size_t(b - a), '\0');
+      f_.read_rows<uint8_t>("/images/bytes", int64_t(a), int64_t(b - a), reinterpret_cast<uint8_t*>(bytes.data()));
+      return bytes;
+    });
+    XV_CHECK(fp == c_.meta.fingerprint,
+             "{}: root attribute 'fingerprint' is {}, but the contents hash to {} (modified after it was written?); "
+             "`xvlm2vec corpus validate {}` lists what is wrong, and the builder that made it can write it again",
+             path, c_.meta.fingerprint, fp, path);
     if (c_.tokens && c_.tokens->tokenizer_fingerprint != tokenizer_fingerprint(o.tokenizer_json)) {
       note_ = fmt::format("{}: /tokens was made by another tokenizer ({}) than {}: ignored, the reader's workers "
                           "tokenize instead",
@@ -294,11 +309,19 @@ PairStream::PairStream(std::shared_ptr<PairSource> src, const StreamOptions& o, 
   start_ = start.epoch * P_ + start.index;
   impl_->src = std::move(src);
   impl_->o = o;
-  for (int w = 0; w < o.workers; ++w) impl_->workers.emplace_back([this] { impl_->run_worker(); });
-  impl_->io = std::thread([this, g = start_] { impl_->run_io(g); });
+  try {
+    for (int w = 0; w < o.workers; ++w) impl_->workers.emplace_back([this] { impl_->run_worker(); });
+    impl_->io = std::thread([this, g = start_] { impl_->run_io(g); });
+  } catch (const std::system_error& e) {
+    // A thread that could not start (no memory for its stack, a process limit): stop those that did.
+    stop_threads();
+    fail("data stream: cannot start its reader threads ({} worker(s) and the I/O thread): {}", o.workers, e.what());
+  }
 }
 
-PairStream::~PairStream() {
+PairStream::~PairStream() { stop_threads(); }
+
+void PairStream::stop_threads() {
   {
     std::lock_guard lk(impl_->m);
     impl_->stop = true;
@@ -307,7 +330,8 @@ PairStream::~PairStream() {
   impl_->cv_work.notify_all();
   impl_->cv_done.notify_all();
   if (impl_->io.joinable()) impl_->io.join();
-  for (auto& t : impl_->workers) t.join();
+  for (auto& t : impl_->workers)
+    if (t.joinable()) t.join();
 }
 
 TrainPair PairStream::next() {

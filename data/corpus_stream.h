@@ -91,6 +91,7 @@ class PairStream {
   StreamPosition position() const;
 
  private:
+  void stop_threads();  // stops and joins every thread that started
   struct Impl;
   std::unique_ptr<Impl> impl_;
   int64_t start_ = 0;     // global offset (epoch * P + index) the stream started at

@@ -9,10 +9,16 @@ namespace xv::h5 {
 
 namespace {
 
-// HDF5 prints its error stack to stderr by default; we report errors ourselves.
+// HDF5 prints its error stack to stderr by default; we report errors ourselves. Its exit-time clean-up is off
+// (H5dont_atexit, before any other call): every file of ours is closed explicitly with its status checked, and
+// after a close that failed (a full disk) the library's own clean-up at exit dereferences the half-closed file
+// and crashes (seen with 1.10.8) instead of letting the error message stand.
 void silence_hdf5() {
   static std::once_flag once;
-  std::call_once(once, [] { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); });
+  std::call_once(once, [] {
+    H5dont_atexit();
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  });
 }
 
 hid_t mem_type(DType dt) {

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/file_util.h"
 #include "tokenizer/unicode.h"
 
 namespace xv {
@@ -131,6 +132,7 @@ MoCatalog parse_mo_catalog(std::string_view b, const std::string& name) {
 }
 
 MoCatalog read_mo_catalog(const std::string& path) {
+  require_regular_file(path, "the catalog");
   std::ifstream f(path, std::ios::binary);
   XV_CHECK(f.good(), "{}: cannot open the catalog for reading", path);
   std::ostringstream ss;

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/file_util.h"
 
 namespace xv {
 
@@ -40,7 +41,7 @@ uint64_t fnv1a64(std::string_view bytes, uint64_t h) {
 std::string fingerprint_hex(uint64_t h) { return fmt::format("fnv1a64:{:016x}", h); }
 
 TrainData read_train_data(const std::string& path, const std::string& image_root) {
-  XV_CHECK(fs::is_regular_file(path), "{}: the training pairs file (data.train) does not exist", path);
+  require_regular_file(path, "the training pairs file (data.train)");
   std::ifstream f(path, std::ios::binary);
   XV_CHECK(f.good(), "{}: cannot open the training pairs file (data.train)", path);
   const fs::path root = image_root.empty() ? fs::path(path).parent_path() : fs::path(image_root);
@@ -75,7 +76,9 @@ TrainData read_train_data(const std::string& path, const std::string& image_root
       XV_CHECK(!image_field.empty(), "{}: field 'image' is empty (leave it out or null for a text-only pair)", where);
       const fs::path ip(image_field);
       p.image = (ip.is_absolute() ? ip : root / ip).string();
-      XV_CHECK(fs::is_regular_file(p.image), "{}: field 'image': {} does not exist", where, p.image);
+      const std::string k = path_kind(p.image);
+      XV_CHECK(k == "is a regular file", "{}: field 'image': {} {}", where, p.image,
+               k.rfind("is a", 0) == 0 ? k + ", an image file was expected" : k);
     }
     for (const std::string* s : {&p.text_en, &p.text_xx, &p.lang, &image_field}) {
       h_all = fnv1a64(*s, h_all);

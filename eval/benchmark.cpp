@@ -109,7 +109,9 @@ void check_query(const BenchmarkTask& t, const BenchmarkQuery& q, const std::str
   auto exists = [&](const std::string& img, const char* key) {
     if (img.empty()) return;
     const fs::path p = fs::path(img).is_absolute() ? fs::path(img) : fs::path(dir) / img;
-    XV_CHECK(fs::is_regular_file(p), "{}: field '{}': image '{}' does not exist", where, key, p.string());
+    const std::string k = path_kind(p.string());
+    XV_CHECK(k == "is a regular file", "{}: field '{}': image '{}' {}", where, key, p.string(),
+             k.rfind("is a", 0) == 0 ? k + ", an image file was expected" : k);
   };
   exists(q.image, "qry_img_path");
   for (const auto& img : q.candidate_images) exists(img, "tgt_img_path");
@@ -138,6 +140,7 @@ void check_unique_tasks(const Benchmark& b, const std::string& where) {
 
 std::vector<BenchmarkQuery> read_task_file(const std::string& dir, const BenchmarkTask& t) {
   const std::string path = (fs::path(dir) / t.file).string();
+  require_regular_file(path, fmt::format("the file of task '{}'", t.name));
   std::ifstream f(path);
   XV_CHECK(f.good(), "{}: cannot open the file of task '{}'", path, t.name);
   std::vector<BenchmarkQuery> qs;
@@ -168,6 +171,9 @@ std::vector<BenchmarkQuery> read_task_file(const std::string& dir, const Benchma
                  where, c, p.type_name());
         q.candidate_images.push_back(p.is_null() ? "" : p.get<std::string>());
       }
+      XV_CHECK(q.candidate_images.size() == q.candidates.size(),
+               "{}: field 'tgt_img_path' has {} entries, but 'tgt_text' has {}: one per candidate (null for none)",
+               where, q.candidate_images.size(), q.candidates.size());
       // A list of nothing but nulls means no images.
       if (std::all_of(q.candidate_images.begin(), q.candidate_images.end(), [](const auto& s) { return s.empty(); }))
         q.candidate_images.clear();
@@ -184,6 +190,7 @@ std::vector<BenchmarkQuery> read_task_file(const std::string& dir, const Benchma
 }
 
 std::vector<std::string> read_english_file(const std::string& path, int64_t expected) {
+  require_regular_file(path, "the English file");
   std::ifstream f(path);
   XV_CHECK(f.good(), "{}: cannot open the English file", path);
   std::vector<std::string> texts;
@@ -214,7 +221,7 @@ std::string dump(const json& j, const std::string& what) {
 }  // namespace
 
 Benchmark read_benchmark(const std::string& dir) {
-  XV_CHECK(fs::is_directory(dir), "{}: benchmark folder does not exist", dir);
+  require_dir(dir, "benchmark folder");
   const std::string mpath = (fs::path(dir) / "benchmark.json").string();
   XV_CHECK(fs::is_regular_file(mpath), "{}: missing; a benchmark folder needs its manifest benchmark.json", mpath);
   json m;

@@ -196,6 +196,7 @@ std::string p_at_1_chart(const EvalResults& r) {
 }
 
 std::string loss_chart(const std::string& path) {
+  require_regular_file(path, "the training metrics (--train-dir must be a training output_dir)");
   std::ifstream f(path);
   XV_CHECK(f.good(), "{}: cannot open the training metrics (--train-dir must be a training output_dir)", path);
   LineSeries loss{"loss", {}, {}}, en{"loss_en", {}, {}}, xx{"loss_xx", {}, {}};

@@ -12,6 +12,7 @@
 
 #include "models/embedder.h"
 #include "core/error.h"
+#include "core/file_util.h"
 #include "core/model_config.h"
 #include "models/backbones.h"
 
@@ -207,8 +208,8 @@ EvalResults run_benchmark(KdModel& model, const Benchmark& b, bool with_student,
 
 EvalResults evaluate(const std::string& model_dir, const std::string& adapter_dir, const Benchmark& b,
                      const EvalRunOptions& opt) {
-  XV_CHECK(fs::is_directory(model_dir), "{}: model folder does not exist", model_dir);
-  XV_CHECK(adapter_dir.empty() || fs::is_directory(adapter_dir), "{}: adapter folder does not exist", adapter_dir);
+  require_dir(model_dir, "model folder");
+  if (!adapter_dir.empty()) require_dir(adapter_dir, "adapter folder");
   // Both sides run the inference pipeline (models/embedder.h: what `xvlm2vec embed` and a deployment run,
   // batches in parallel); the student is the model with the adapter merged in, in a temporary folder.
   const auto teacher_model = Embedder::load(model_dir);

@@ -27,6 +27,8 @@ namespace {
 
 // PIL raises DecompressionBombError above twice Image.MAX_IMAGE_PIXELS.
 constexpr uint64_t kMaxPixels = 2ull * 89478485ull;
+// An image file is read whole before decoding; none that decodes within kMaxPixels needs more.
+constexpr uint64_t kMaxImageFileBytes = uint64_t(1) << 30;
 
 void check_pixels(const std::string& name, const char* format, uint64_t width, uint64_t height) {
   XV_CHECK(width > 0 && height > 0, "{}: {} image has an empty size {}x{}", name, format, width, height);
@@ -333,7 +335,7 @@ Image decode_image_bytes(const uint8_t* data, size_t n, const std::string& name)
 Image load_image(const std::string& path) {
   std::error_code ec;
   XV_CHECK(!std::filesystem::is_directory(path, ec), "{}: is a directory, not an image file", path);
-  std::string bytes = read_file(path);
+  std::string bytes = read_file(path, kMaxImageFileBytes);
   return decode_image_bytes(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), path);
 }
 

@@ -16,9 +16,11 @@
 #include "train/teacher_cache.h"
 #include "train/train_config.h"
 #include "data/train_data.h"
+#include "core/file_util.h"
 #include "data/corpus.h"
 #include "data/corpus_split.h"
 #include "data/corpus_stream.h"
+#include "launch/cli_checks.h"
 #include "launch/commands.h"
 
 namespace xv::cli {
@@ -39,7 +41,7 @@ struct CacheTeacherArgs {
 
 // The teacher is the model with its adapters off: which adapters exist does not matter here.
 std::unique_ptr<KdModel> load_teacher(const std::string& dir) {
-  XV_CHECK(fs::is_directory(dir), "--model: {}: model folder does not exist", dir);
+  require_dir(dir, "model folder (--model)");
   LoraConfig lc;
   lc.targets = default_lora_targets(read_model_type((fs::path(dir) / "config.json").string()));
   return KdModel::load(dir, "lora", lc, 0);
@@ -61,6 +63,11 @@ int run_cache_teacher(const CacheTeacherArgs& a) {
   XV_CHECK(a.corpus.empty() != a.pairs.empty(),
            "corpus cache-teacher: give either a CORPUS (an HDF5 corpus: the embeddings go into its /teacher block) or "
            "--pairs JSONL with --out FILE.npy");
+  if (!a.pairs.empty()) {
+    XV_CHECK(!a.out.empty(), "corpus cache-teacher: --pairs needs --out FILE.npy");
+    check_output_file(a.out, "--out");
+    check_output_file(teacher_cache_sidecar(a.out), "--out (its sidecar)");
+  }
   auto model = load_teacher(a.model);
   auto progress = progress_printer(a.quiet, t0);
   if (!a.pairs.empty()) {
@@ -166,6 +173,8 @@ int run_split(SplitArgs a) {
            a.train_out);
   XV_CHECK(!same_file(a.heldout_out, a.corpus),
            "corpus split: --heldout {} is the input corpus: write the parts elsewhere", a.heldout_out);
+  check_output_file(a.train_out, "--train");
+  check_output_file(a.heldout_out, "--heldout");
   const Corpus c = read_corpus(a.corpus);
   a.o.drop_shared_english = !a.keep_shared;
   SplitResult r = split_corpus(c, a.o, fs::path(a.corpus).filename().string());
@@ -192,14 +201,14 @@ Runner add_corpus_tools(CLI::App& sub) {
   auto* ins = sub.add_subcommand("inspect", "Counts per language and source, length histograms, images, samples");
   auto ia = std::make_shared<InspectArgs>();
   ins->add_option("corpus", ia->corpus, "Corpus file (.h5)")->required();
-  ins->add_option("--samples", ia->samples, "Example pairs to print")->default_val(5)->check(CLI::NonNegativeNumber);
+  ins->add_option("--samples", ia->samples, "Example pairs to print")->default_val(5)->check(at_least(0));
   ins->add_option("--seed", ia->seed, "Which examples")->default_val(0);
 
   auto* val = sub.add_subcommand("validate", "Check every offset, text, image, token id and fingerprint of a corpus");
   auto va = std::make_shared<ValidateArgs>();
   val->add_option("corpus", va->corpus, "Corpus file (.h5)")->required();
   val->add_option("--tokenizer", va->tokenizer, "tokenizer.json the corpus's token ids must come from");
-  val->add_option("--max-problems", va->max_problems, "Stop listing after this many")->default_val(50)->check(CLI::PositiveNumber);
+  val->add_option("--max-problems", va->max_problems, "Stop listing after this many")->default_val(50)->check(at_least(1));
   val->add_flag("--quiet", va->quiet, "Print only problems");
 
   auto* spl = sub.add_subcommand("split", "Training and held-out parts of a corpus, by whole sources");
@@ -224,7 +233,7 @@ Runner add_corpus_tools(CLI::App& sub) {
   ct->add_option("--pairs", a->pairs, "Instead of a corpus: a JSONL of {text_en, text_xx, lang, image?} (as data.train)");
   ct->add_option("--out", a->out, "With --pairs: output .npy, float32 (N, dim); the sidecar OUT.json records model and pairs");
   ct->add_option("--image-root", a->image_root, "With --pairs: folder image paths are relative to (default: the JSONL's folder)");
-  ct->add_option("--batch-size", a->batch_size, "Pairs per forward pass")->default_val(32)->check(CLI::PositiveNumber);
+  ct->add_option("--batch-size", a->batch_size, "Pairs per forward pass")->default_val(32)->check(at_least(1));
   ct->add_flag("--quiet", a->quiet, "No progress output");
 
   return [=] {

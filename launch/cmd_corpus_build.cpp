@@ -9,9 +9,11 @@
 #include <memory>
 
 #include "core/error.h"
+#include "core/file_util.h"
 #include "tokenizer/tokenizer.h"
 #include "data/builders.h"
 #include "data/corpus.h"
+#include "launch/cli_checks.h"
 #include "launch/commands.h"
 
 namespace xv::cli {
@@ -72,20 +74,18 @@ void check_options(const BuildArgs& a, const CLI::App& sub) {
   if (gettext) {
     XV_CHECK(a.inputs.empty(), "--input: not used with --from gettext (the catalogs are found under --locale-dir)");
     XV_CHECK(!given("--lang"), "--lang: not used with --from gettext (use --langs)");
-    XV_CHECK(fs::is_directory(a.locale_dir), "--locale-dir: {}: folder does not exist", a.locale_dir);
+    require_dir(a.locale_dir, "folder (--locale-dir)");
     XV_CHECK(!a.langs.empty(), "--langs: at least one language code expected");
   } else {
     XV_CHECK(!a.inputs.empty(), "--input: at least one input file is required with --from {}", a.from);
-    for (const auto& in : a.inputs) XV_CHECK(fs::is_regular_file(in), "--input: {}: file does not exist", in);
+    for (const auto& in : a.inputs) require_regular_file(in, "file (--input)");
     for (const char* o : {"--locale-dir", "--langs", "--catalogs"})
       XV_CHECK(!given(o), "{}: only used with --from gettext", o);
     XV_CHECK(a.from == "xmmeb" || !a.lang.empty(), "--lang: the language of the translations is required with --from tsv");
   }
   XV_CHECK(a.from == "xmmeb" || a.image_root.empty(), "--image-root: only used with --from xmmeb");
-  XV_CHECK(a.image_root.empty() || fs::is_directory(a.image_root), "--image-root: {}: folder does not exist",
-           a.image_root);
-  const fs::path parent = fs::absolute(a.out).parent_path();
-  XV_CHECK(fs::is_directory(parent), "--out: {}: the folder {} does not exist", a.out, parent.string());
+  if (!a.image_root.empty()) require_dir(a.image_root, "folder (--image-root)");
+  check_output_file(a.out, "--out");
 }
 
 // Progress on stderr: one line rewritten in place on a terminal, a line per tenth of the work otherwise.
@@ -152,8 +152,16 @@ int run_build(const BuildArgs& a, const CLI::App& sub) {
     c = build_xmmeb(o, &report, progress);
   }
   if (!a.quiet) std::fprintf(stderr, "%s", format_build_report(report).c_str());
-  XV_CHECK(c.pairs.size() > 0, "no pair was kept from --from {} (see the report{}): nothing written to {}", a.from,
-           a.quiet ? "; run without --quiet" : " above", a.out);
+  if (c.pairs.size() == 0) {
+    // Why, in the message itself (the report is not printed with --quiet): the first skipped inputs and the
+    // first example of every drop reason, each naming its file and line or catalog.
+    std::string why;
+    for (size_t i = 0; i < report.inputs_skipped.size() && i < 3; ++i) why += "\n  skipped " + report.inputs_skipped[i];
+    for (const auto& [reason, st] : report.dropped)
+      why += fmt::format("\n  {} dropped: {}{}", st.count, reason, st.examples.empty() ? "" : ", e.g. " + st.examples[0]);
+    fail("no pair was kept from --from {} ({} input(s) read, {} pair(s) seen): nothing written to {}{}", a.from,
+         report.inputs_read, report.pairs_read, a.out, why);
+  }
   if (tok) tokenize(c, *tok, a.tokenizer, a.quiet);
   c.meta.created_by = command_line(sub);
   c.meta.created_at = utc_now_iso8601();
@@ -183,16 +191,16 @@ Runner add_corpus_build(CLI::App& corpus) {
   b->add_option("--lang", a->lang, "tsv: language of the translations; xmmeb: for lines without a \"lang\" field");
   b->add_option("--image-root", a->image_root, "xmmeb: folder image paths are relative to (default: the JSONL's)");
   b->add_option("--min-chars", a->min_chars, "Fewest characters on either side (gettext 5, others 1)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(at_least(0));
   b->add_option("--max-chars", a->max_chars, "Most characters on either side, 0 = no limit (gettext 400, others 20000)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(at_least(0));
   b->add_option("--min-letters", a->min_letters, "Fewest letters on either side (gettext 3, others 1)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(at_least(0));
   b->add_option("--min-words", a->min_words, "Fewest words on the English side (gettext 2, others 1)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(at_least(0));
   b->add_option("--max-length-ratio", a->max_length_ratio,
                 "Longest side / shortest side in characters, 0 = no limit (gettext 3, others 0)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(at_least(0));
   b->add_option("--tokenizer", a->tokenizer, "tokenizer.json: store the token ids of every text in the corpus")
       ->check(CLI::ExistingFile);
   b->add_flag("--quiet", a->quiet, "No progress and no report (errors are still printed)");

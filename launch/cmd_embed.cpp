@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "core/file_util.h"
 #include "core/npy.h"
+#include "launch/cli_checks.h"
 #include "launch/commands.h"
 
 namespace xv::cli {
@@ -30,6 +31,7 @@ struct EmbedArgs {
 
 // JSONL input: one object per line with "text" and/or "image" (a path, relative to the JSONL's folder).
 std::vector<EmbedItem> read_jsonl(const std::string& path) {
+  require_regular_file(path, "--input");
   std::ifstream f(path);
   XV_CHECK(f.good(), "{}: cannot open input file", path);
   std::vector<EmbedItem> items;
@@ -127,11 +129,19 @@ Runner add_embed(CLI::App& app) {
   sub->add_option("--jsonl", a->jsonl, "Also write JSONL lines {index, text, image, embedding}");
   sub->add_flag("--normalize", a->normalize, "L2-normalise the embeddings (as at evaluation)");
   sub->add_flag("--truncate", a->truncate, "Cut texts longer than the model's limit instead of failing");
-  sub->add_option("--batch-size", a->batch_size, "Items per forward pass")->default_val(32)->check(CLI::PositiveNumber);
+  sub->add_option("--batch-size", a->batch_size, "Items per forward pass")->default_val(32)->check(at_least(1));
   sub->add_flag("--quiet", a->quiet, "No progress output");
   sub->add_flag("--similarity", a->similarity, "Print the cosine similarity matrix of the embeddings");
   return [a] {
     const auto t0 = std::chrono::steady_clock::now();
+    check_output_file(a->out, "--out");
+    if (!a->jsonl.empty()) check_output_file(a->jsonl, "--jsonl");
+    XV_CHECK(a->jsonl.empty() || fs::weakly_canonical(a->jsonl) != fs::weakly_canonical(a->out),
+             "--jsonl: {} is also --out: give two files", a->jsonl);
+    if (!a->input.empty())
+      XV_CHECK(fs::weakly_canonical(a->input) != fs::weakly_canonical(a->out) &&
+                   (a->jsonl.empty() || fs::weakly_canonical(a->input) != fs::weakly_canonical(a->jsonl)),
+               "--input: {} is also an output: write the embeddings elsewhere", a->input);
     std::vector<EmbedItem> items = collect_items(*a);
     auto model = Embedder::load(a->model);
     EmbedOptions opt;

@@ -8,11 +8,13 @@
 #include <filesystem>
 
 #include "core/error.h"
+#include "core/file_util.h"
 #include "data/corpus.h"
 #include "eval/benchmark.h"
 #include "eval/make_text_benchmark.h"
 #include "eval/report.h"
 #include "eval/runner.h"
+#include "launch/cli_checks.h"
 #include "launch/commands.h"
 
 namespace xv::cli {
@@ -41,8 +43,9 @@ double since(std::chrono::steady_clock::time_point t0) {
 
 int run_eval(const RunArgs& a) {
   const auto t0 = std::chrono::steady_clock::now();
-  XV_CHECK(fs::is_directory(a.model), "{}: model folder does not exist", a.model);
-  XV_CHECK(a.adapter.empty() || fs::is_directory(a.adapter), "{}: adapter folder does not exist", a.adapter);
+  check_output_dir(a.out, "--out");
+  require_dir(a.model, "model folder");
+  if (!a.adapter.empty()) require_dir(a.adapter, "adapter folder");
   XV_CHECK(a.train_dir.empty() || fs::is_regular_file(fs::path(a.train_dir) / "metrics.jsonl"),
            "{}: no metrics.jsonl here; --train-dir must be a training output_dir", a.train_dir);
   const Benchmark b = read_benchmark(a.benchmark);
@@ -81,7 +84,8 @@ int run_eval(const RunArgs& a) {
 
 int run_make(const MakeArgs& a) {
   const auto t0 = std::chrono::steady_clock::now();
-  XV_CHECK(fs::is_regular_file(a.corpus), "{}: corpus file does not exist", a.corpus);
+  check_output_dir(a.out, "--out");
+  require_regular_file(a.corpus, "corpus file");
   ReadCorpusOptions ro;
   ro.images = false;
   ro.tokens = false;
@@ -124,7 +128,7 @@ Runner add_eval(CLI::App& app) {
   run->add_option("--benchmark", r->benchmark, "Benchmark folder (benchmark.json + task JSONL files)")->required();
   run->add_option("--out", r->out, "Report folder: results.json, results.md, p_at_1.svg (loss.svg)")->required();
   run->add_option("--train-dir", r->train_dir, "Training output_dir: loss.svg from its metrics.jsonl");
-  run->add_option("--batch-size", r->batch_size, "Texts per forward pass")->default_val(64)->check(CLI::PositiveNumber);
+  run->add_option("--batch-size", r->batch_size, "Texts per forward pass")->default_val(64)->check(at_least(1));
   run->add_flag("--quiet", r->quiet, "No progress output (the table still goes to stdout)");
 
   auto* mk = sub->add_subcommand("make-text-benchmark", "Build a text-retrieval benchmark (xx->en, en->xx) from a corpus");
@@ -133,13 +137,13 @@ Runner add_eval(CLI::App& app) {
   mk->add_option("--out", m->out, "Benchmark folder to write")->required();
   mk->add_option("--candidates", m->candidates, "Candidates per query, the gold included")
       ->default_val(1000)
-      ->check(CLI::Range(int64_t{2}, int64_t{1} << 30));
+      ->check(in_range(2, double(int64_t{1} << 30)));
   mk->add_option("--queries", m->queries, "Queries per language and direction")
       ->default_val(500)
-      ->check(CLI::PositiveNumber);
+      ->check(at_least(1));
   mk->add_option("--english", m->english, "Held-out English texts for the English-preservation score")
       ->default_val(1000)
-      ->check(CLI::NonNegativeNumber);
+      ->check(at_least(0));
   mk->add_option("--seed", m->seed, "Seed of every sampling choice")->default_val(0);
   mk->add_option("--langs", m->langs, "Languages, comma-separated")->delimiter(',')->default_str("it,es,fr,de");
   mk->add_option("--name", m->name, "Benchmark name (default: text-retrieval-<corpus file stem>)");

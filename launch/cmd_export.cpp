@@ -5,6 +5,7 @@
 #include "train/checkpoint.h"
 #include "models/kd/kd_model.h"
 #include "train/train_config.h"
+#include "core/file_util.h"
 #include "launch/commands.h"
 
 namespace xv::cli {
@@ -19,18 +20,33 @@ struct ExportArgs {
 
 int run_export(const ExportArgs& a) {
   XV_CHECK(!a.adapter.empty() || !a.merged.empty(), "export: give --adapter OUT and/or --merged OUT");
+  if (!a.adapter.empty()) check_output_dir(a.adapter, "--adapter");
+  if (!a.merged.empty()) check_output_dir(a.merged, "--merged");
+  XV_CHECK(a.adapter.empty() || a.merged.empty() ||
+               fs::weakly_canonical(a.adapter) != fs::weakly_canonical(a.merged),
+           "--merged: {} is also --adapter: give two folders", a.merged);
   std::string ckpt = a.checkpoint;
-  if (!fs::exists(fs::path(ckpt) / "state.json")) {
-    // An output_dir: its newest checkpoint.
-    const std::string newest = latest_checkpoint(ckpt);
-    XV_CHECK(!newest.empty(), "{}: neither a checkpoint folder (state.json) nor an output_dir with checkpoints", ckpt);
-    ckpt = newest;
+  require_dir(ckpt, "checkpoint folder (--checkpoint)");
+  if (fs::exists(fs::path(ckpt) / "checkpoints") && !fs::exists(fs::path(ckpt) / "state.json")) {
+    // An output_dir: its newest intact checkpoint (a damaged newer one is named and skipped).
+    const auto all = list_step_folders(ckpt);
+    XV_CHECK(!all.empty(), "{}: an output_dir without checkpoints", ckpt);
+    std::string chosen;
+    for (auto it = all.rbegin(); it != all.rend() && chosen.empty(); ++it) {
+      const std::string why = checkpoint_problem(*it);
+      if (why.empty()) chosen = *it;
+      else std::fprintf(stderr, "export: skipping a damaged checkpoint: %s (%s)\n", it->c_str(), why.c_str());
+    }
+    XV_CHECK(!chosen.empty(), "{}: no intact checkpoint in {}/checkpoints", ckpt, ckpt);
+    ckpt = chosen;
+  } else {
+    const std::string why = checkpoint_problem(ckpt);
+    XV_CHECK(why.empty(), "--checkpoint: {} is not an intact checkpoint: {}", ckpt, why);
   }
   const std::string cfg_file = (fs::path(ckpt) / "config.yaml").string();
   const TrainConfig cfg = parse_train_config(read_checkpoint_config(ckpt), cfg_file);
   const std::string model_dir = a.model.empty() ? cfg.model : a.model;
-  XV_CHECK(fs::is_directory(model_dir), "{}: model folder does not exist{}", model_dir,
-           a.model.empty() ? " (from the checkpoint's config.yaml; give --model)" : "");
+  require_dir(model_dir, a.model.empty() ? "model folder (from the checkpoint's config.yaml; give --model)" : "model folder");
   auto model = KdModel::load(model_dir, cfg.trainable, cfg.lora_config(), uint64_t(cfg.seed));
   load_checkpoint(ckpt, model->trainable());
   if (!a.adapter.empty()) {

@@ -2,6 +2,8 @@
 #include <cstdio>
 
 #include "models/init.h"
+#include "core/file_util.h"
+#include "launch/cli_checks.h"
 #include "launch/commands.h"
 
 namespace xv::cli {
@@ -17,12 +19,13 @@ Runner add_init_model(CLI::App& app) {
   sub->add_option("--out", opt->out_dir, "Output model folder")->required();
   sub->add_option("--seed", opt->seed, "Random seed")->default_val(0);
   sub->add_option("--layers", opt->layers, "Encoder (bert) / decoder (phi3_v) layers instead of the preset's")
-      ->check(CLI::Range(int64_t{1}, int64_t{1024}));
+      ->check(in_range(1, 1024));
   sub->add_option("--dtype", *dtype, "Weight storage dtype")->check(CLI::IsMember({"f32", "bf16", "f16"}))->default_val("f32");
   sub->add_option("--tokenizer", opt->tokenizer_json,
                   "tokenizer.json to copy in (default: a small byte-level BPE for phi3_v, WordPiece for bert)")
       ->check(CLI::ExistingFile);
   return [opt, dtype] {
+    check_output_dir(opt->out_dir, "--out");
     opt->progress = true;
     opt->dtype = *dtype == "bf16" ? DType::BF16 : *dtype == "f16" ? DType::F16 : DType::F32;
     const int64_t n = init_model(*opt);

@@ -1,15 +1,18 @@
 // xvlm2vec train: self-knowledge distillation from a YAML config (docs/config.md). Under mpirun or srun with
 // more than one rank, every rank runs this: MPI is started, the ranks train together (docs/distributed.md), and
 // a rank that fails ends the whole job (MPI_Abort) after printing its rank and the cause.
+#include <algorithm>
 #include <cstdio>
 
 #include "core/error.h"
 #include "train/train_config.h"
 #include "train/trainer.h"
+#include "launch/cli_checks.h"
 #include "launch/commands.h"
 #include "parallel/launch_env.h"
 #ifdef XV_HAVE_MPI
 #include "parallel/comm_mpi.h"
+#include "parallel/mpi_watchdog.h"
 #endif
 
 namespace xv::cli {
@@ -36,7 +39,7 @@ Runner add_train(CLI::App& app) {
   sub->add_flag("--quiet", a->quiet, "No terminal output (output_dir/metrics.jsonl is still written)");
   sub->add_option("--stop-after", a->stop_after,
                   "Stop after this many steps of this run, as an interrupted run would (then --resume); 0 = to the end")
-      ->check(CLI::NonNegativeNumber);
+      ->check(at_least(0));
   return [a] {
     const par::LaunchEnv env = par::launch_env();
     TrainOptions opt;
@@ -55,7 +58,14 @@ Runner add_train(CLI::App& app) {
       const TrainConfig cfg = load_train_config(a->config, a->sets);
       auto world = par::make_mpi_communicator();
       opt.world = world.get();
-      train(cfg, opt);
+      {
+        // A rank stopped, hung or lost is named by the heartbeat within parallel.collective_timeout_s; a
+        // collective still not done a little later (every rank alive, but stuck) ends the job on its own.
+        const double t = cfg.parallel.collective_timeout_s;
+        par::mpi_set_collective_timeout(t > 0 ? t + std::max(2.0, t / 10) : 0);
+        par::MpiWatchdog watchdog(cfg.parallel.collective_timeout_s);
+        train(cfg, opt);
+      }
       world.reset();
       par::mpi_finalize();
       return 0;

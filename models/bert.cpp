@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include <fmt/ranges.h>
+
 #include "core/safetensors.h"
 #include "kernels/ops.h"
 #include "models/grads.h"
@@ -74,7 +76,8 @@ BertLora BertLora::create(const BertModel& m, const LoraConfig& cfg, uint64_t se
     }
     l.slot.push_back(idx);
   }
-  XV_CHECK(!l.adapters.empty(), "lora: target_modules match no Linear layer of the bert model");
+  XV_CHECK(!l.adapters.empty(), "lora.targets [{}] match no Linear layer of the bert model (its Linear layers: query, "
+           "key, value, dense (attention.output.dense and output.dense), intermediate.dense)", fmt::join(cfg.targets, ", "));
   return l;
 }
 

@@ -244,7 +244,7 @@ class Phi3VEmbedder : public Embedder {
 
 std::unique_ptr<Embedder> Embedder::load(const std::string& model_dir, Device device) {
   const std::string cfg = (fs::path(model_dir) / "config.json").string();
-  XV_CHECK(fs::is_directory(model_dir), "{}: model folder does not exist", model_dir);
+  require_dir(model_dir, "model folder");
   const std::string mt = read_model_type(cfg);
   if (mt == "bert") return std::make_unique<BertEmbedder>(model_dir, device);
   if (mt == "phi3_v") return std::make_unique<Phi3VEmbedder>(model_dir, device);

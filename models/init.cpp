@@ -1,5 +1,7 @@
 #include "models/init.h"
 
+#include "core/atomic_dir.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -289,13 +291,10 @@ int64_t init_phi3v(const InitModelOptions& opt, Builder& b) {
   return V;
 }
 
-}  // namespace
-
-int64_t init_model(const InitModelOptions& opt) {
-  XV_CHECK(!opt.out_dir.empty(), "init-model: --out is required");
-  std::error_code ec;
-  fs::create_directories(opt.out_dir, ec);
-  XV_CHECK(!ec, "{}: cannot create the output folder: {}", opt.out_dir, ec.message());
+// init_model's work, written into the staging folder and committed.
+int64_t init_into(const InitModelOptions& in, StagingDir& staging) {
+  InitModelOptions opt = in;
+  opt.out_dir = staging.path();
   Builder b{Rng{opt.seed}, {}, 0};
   if (opt.arch == "bert") init_bert(opt, b);
   else if (opt.arch == "phi3_v") init_phi3v(opt, b);
@@ -304,7 +303,32 @@ int64_t init_model(const InitModelOptions& opt) {
   if (!opt.tokenizer_json.empty()) write_file_atomic(tok, read_file(opt.tokenizer_json));
   else write_file_atomic(tok, (opt.arch == "bert" ? bert_char_tokenizer() : llama_byte_tokenizer()).dump() + "\n");
   b.write((fs::path(opt.out_dir) / "model.safetensors").string(), opt.dtype, opt.progress);
+  staging.commit();
   return b.params;
 }
+
+}  // namespace
+
+int64_t init_model(const InitModelOptions& in) {
+  XV_CHECK(!in.out_dir.empty(), "init-model: --out is required");
+  // The folder appears whole or not at all (a full disk, a bad preset leave nothing), and only ever replaces a
+  // folder holding nothing but what init-model writes.
+  std::error_code ec;
+  if (fs::is_directory(in.out_dir, ec))
+    for (const auto& e : fs::directory_iterator(in.out_dir, ec)) {
+      const std::string n = e.path().filename().string();
+      XV_CHECK(n == "config.json" || n == "model.safetensors" || n == "tokenizer.json" ||
+                   n == "preprocessor_config.json",
+               "--out: {} holds {}, which init-model does not write: give a new or empty folder (an existing model "
+               "folder made by init-model is replaced)", in.out_dir, n);
+    }
+  StagingDir staging(in.out_dir);
+  try {
+    return init_into(in, staging);
+  } catch (const Error& e) {
+    throw Error(name_destination(e.what(), staging.path(), in.out_dir));
+  }
+}
+
 
 }  // namespace xv

@@ -69,7 +69,7 @@ void save_peft_adapter(const std::string& dir, const std::vector<const LoraAdapt
 }
 
 LoraConfig read_peft_adapter_config(const std::string& dir, std::string* weights_path) {
-  XV_CHECK(fs::is_directory(dir), "{}: adapter folder does not exist", dir);
+  require_dir(dir, "adapter folder");
   const std::string cfg_path = (fs::path(dir) / "adapter_config.json").string();
   const std::string w_path = (fs::path(dir) / "adapter_model.safetensors").string();
   XV_CHECK(fs::is_regular_file(cfg_path), "{}: no adapter_config.json (not a PEFT adapter folder)", dir);

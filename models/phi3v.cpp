@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include <fmt/ranges.h>
+
 #include "core/safetensors.h"
 #include "tokenizer/tokenizer.h"
 #include "kernels/ops.h"
@@ -326,8 +328,8 @@ Phi3VLora Phi3VLora::create(const Phi3VModel& m, const LoraConfig& cfg, uint64_t
     for (int s = 0; s < kPhi3Slots; ++s) idx[size_t(s)] = add(phi3v_decoder_module(layer, s), din[s], dout[s]);
     l.dec.push_back(idx);
   }
-  XV_CHECK(!l.adapters.empty(), "lora: target_modules match no Linear layer of the phi3_v model (decoder: "
-           "qkv_proj, o_proj, gate_up_proj, down_proj; CLIP: q_proj, k_proj, v_proj, out_proj, fc1, fc2)");
+  XV_CHECK(!l.adapters.empty(), "lora.targets [{}] match no Linear layer of the phi3_v model (decoder: qkv_proj, "
+           "o_proj, gate_up_proj, down_proj; CLIP: q_proj, k_proj, v_proj, out_proj, fc1, fc2)", fmt::join(cfg.targets, ", "));
   return l;
 }
 

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <climits>
+#include <cmath>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
@@ -34,8 +35,10 @@ namespace {
 struct MpiGlobal {
   std::mutex mu;
   int provided = -1;                     // thread level MPI provided; -1 before mpi_init
+  int world_rank = 0, world_size = 0;    // this process in MPI_COMM_WORLD (set by mpi_init)
   std::atomic<int> live_comms{0};        // MpiCommunicators alive (mpi_finalize refuses while > 0)
   std::atomic<size_t> max_count{INT_MAX};
+  std::atomic<double> collective_timeout_s{0};  // 0: wait for ever
 };
 MpiGlobal& global() {
   static MpiGlobal g;
@@ -83,9 +86,24 @@ struct Task {
     }
     cv.notify_all();
   }
+  // Waits until the task ran. Past the collective timeout (mpi_set_collective_timeout) a peer is taken to be
+  // hung, stopped or lost: this rank says so and ends the job. It cannot throw instead: the progress thread is
+  // inside MPI with the caller's buffers, and unwinding would wait on it for ever.
   void wait_done() {
+    const double limit = global().collective_timeout_s.load();
     std::unique_lock<std::mutex> lk(mu);
-    cv.wait(lk, [&] { return done; });
+    if (limit <= 0) {
+      cv.wait(lk, [&] { return done; });
+      return;
+    }
+    if (cv.wait_for(lk, std::chrono::duration<double>(limit), [&] { return done; })) return;
+    lk.unlock();
+    std::fprintf(stderr,
+                 "xvlm2vec: rank %d of %d: MPI %s has not completed after %g s (parallel.collective_timeout_s): "
+                 "another rank is hung, stopped or lost, or the ranks called different collectives; stopping every "
+                 "rank\n",
+                 global().world_rank, global().world_size, what.c_str(), limit);
+    mpi_abort(1);
   }
   std::string message() const {
     return fmt::format("MPI {} failed on rank {} of {}: {}", what, rank, size, error);
@@ -518,6 +536,8 @@ void mpi_init() {
            "least MPI_THREAD_SERIALIZED ({}); use an MPI built with thread support (Open MPI: the default since 3.0)",
            provided, MPI_THREAD_SERIALIZED);
   g.provided = provided;
+  MPI_Comm_rank(MPI_COMM_WORLD, &g.world_rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &g.world_size);
 }
 
 bool mpi_initialized() {
@@ -571,5 +591,12 @@ void mpi_set_max_count(size_t n) {
 }
 
 size_t mpi_max_count() { return global().max_count.load(); }
+
+void mpi_set_collective_timeout(double seconds) {
+  XV_CHECK(seconds >= 0 && std::isfinite(seconds), "collective timeout: {} s is not >= 0 (0: none)", seconds);
+  global().collective_timeout_s = seconds;
+}
+
+double mpi_collective_timeout() { return global().collective_timeout_s.load(); }
 
 }  // namespace xv::par

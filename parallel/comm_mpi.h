@@ -44,4 +44,9 @@ std::unique_ptr<Communicator> make_mpi_communicator();
 void mpi_set_max_count(size_t n);
 size_t mpi_max_count();
 
+// How long a rank waits for one collective (every communicator of this process) before it takes a peer to be
+// hung, stopped or lost: it prints which collective on which rank, then mpi_abort(1). 0 (the default): for ever.
+void mpi_set_collective_timeout(double seconds);
+double mpi_collective_timeout();
+
 }  // namespace xv::par

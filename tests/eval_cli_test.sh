@@ -71,7 +71,7 @@ check "broken benchmark" 1 "en_to_es.jsonl:2: field 'task_type' is 'captioning'"
 [ ! -e "$tmp/r3" ] || { echo "FAIL: a refused run wrote a report"; failed=$((failed + 1)); }
 check "missing corpus" 1 "nope.h5: corpus file does not exist" -- \
   x eval make-text-benchmark --corpus "$tmp/nope.h5" --out "$tmp/b"
-check "too few candidates" 105 "--candidates: Value 1 not in range" -- \
+check "too few candidates" 105 "--candidates: must be a number in .2, 1073741824.*found .1." -- \
   x eval make-text-benchmark --corpus "$tmp/nope.h5" --out "$tmp/b" --candidates 1
 
 echo "eval CLI: $pass passed, $failed failed"

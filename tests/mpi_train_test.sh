@@ -5,8 +5,9 @@
 #   2. the default (fast) reduction: run-to-run bit-identical at 3 ranks, and within fp32 tolerance of 1 process
 #   3. resuming at other world sizes: 2 ranks -> 3 ranks -> 1 process equals the straight run
 #   4. the bytes each rank logs per step equal docs/distributed.md's formula
-#   5. faults: a rank killed (SIGKILL) or failing stops every rank within seconds, naming the rank; the last
-#      checkpoint stays whole and the run resumes from it to the straight run's result
+#   5. faults: a rank killed (SIGKILL), stopped (SIGSTOP: the heartbeat names it) or failing stops every rank
+#      within seconds, naming the rank; the last checkpoint stays whole and the run resumes from it to the
+#      straight run's result
 #   6. phi3_v (configs/tiny-phi3v.yaml: 7 of 12 pairs with an image, so one rank's micro-batch may have images
 #      while another's has none; decoder and tower adapters, prefix loss) with its base sharded in units (CLIP
 #      layer groups, projector, embeddings, decoder layers): 1 x 6 = 2 x 3 = 3 x 2 bit-identical, the default
@@ -190,6 +191,29 @@ echo "  rank 1 killed: every rank stopped in ${dt}s (exit $rc); last checkpoint 
 "$bin" train configs/tiny-bert.yaml "${long[@]}" --set train.grad_accum=2 --set output_dir="$tmp/kill-straight"
 cmp "$tmp/kill/adapter/adapter_model.safetensors" "$tmp/kill-straight/adapter/adapter_model.safetensors" \
   || fail "the resumed run differs from the straight one"
+echo "  resumed from it (1 process): the straight run's adapter, bit for bit"
+# A rank that hangs (SIGSTOP: alive, silent) stops every rank within parallel.collective_timeout_s, named by the
+# heartbeat (parallel/mpi_watchdog.h); the last checkpoint stays whole and the run resumes from it.
+mpi 2 train configs/tiny-bert.yaml "${long[@]}" --set parallel.collective_timeout_s=3 --set output_dir="$tmp/stop" \
+  > "$tmp/stop.log" 2>&1 &
+job=$!
+for _ in $(seq 1 600); do [ -d "$tmp/stop/checkpoints/step-100" ] && break; sleep 0.1; done
+[ -d "$tmp/stop/checkpoints/step-100" ] || { cat "$tmp/stop.log"; fail "no checkpoint appeared"; }
+pid=$(sed -n 's/.*(pid \([0-9]*\)).*/\1/p' "$tmp/stop/logs/rank-00001.log" | head -1)
+kill -STOP "$pid"
+t0=$(date +%s)
+rc=0
+wait $job || rc=$?
+dt=$(( $(date +%s) - t0 ))
+sleep 1; kill -9 "$pid" 2>/dev/null && fail "the stopped rank (pid $pid) outlived the job"
+[ $rc -ne 0 ] || fail "the job exited 0 after a rank was stopped"
+[ $dt -le 10 ] || { cat "$tmp/stop.log"; fail "the other rank took ${dt}s to stop"; }
+grep -Eq "rank 0 of 2: rank 1 \(.*, pid $pid\) has not been heard from" "$tmp/stop.log" || { cat "$tmp/stop.log"; fail "the message does not name rank 1"; }
+last=$(ls -d "$tmp/stop/checkpoints"/step-* | sort -t- -k2 -n | tail -1)
+echo "  rank 1 stopped (SIGSTOP): every rank stopped in ${dt}s (exit $rc): $(grep -m1 -Eo 'rank 0 of 2: rank 1 \(.*\) has not been heard from for [0-9.]* s' "$tmp/stop.log"); last checkpoint $(basename "$last")"
+"$bin" train configs/tiny-bert.yaml "${long[@]}" --set train.grad_accum=2 --set output_dir="$tmp/stop" --resume
+cmp "$tmp/stop/adapter/adapter_model.safetensors" "$tmp/kill-straight/adapter/adapter_model.safetensors" \
+  || fail "the run resumed after the stopped rank differs from the straight one"
 echo "  resumed from it (1 process): the straight run's adapter, bit for bit"
 # A rank that fails (here: a pair too long for the model, read by one rank) stops every rank, naming it.
 python3 - "$tmp/bad.jsonl" <<'PY'

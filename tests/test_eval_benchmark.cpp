@@ -216,13 +216,13 @@ TEST(EvalBenchmark, FileLevelErrors) {
     write_lines(d + "/english.jsonl", {"{\"text\": \"a\"}"});
     EXPECT_HAS(read_error(d), "english.jsonl: 1 texts, but the manifest gives english num_texts 10");
     fs::remove(d + "/english.jsonl");
-    EXPECT_HAS(read_error(d), "english.jsonl: cannot open the English file");
+    EXPECT_HAS(read_error(d), "english.jsonl: the English file does not exist");
     fs::remove_all(d);
   }
   {
     const std::string d = copy_tiny("taskfile");
     fs::remove(d + "/en_to_de.jsonl");
-    EXPECT_HAS(read_error(d), "en_to_de.jsonl: cannot open the file of task 'en->de'");
+    EXPECT_HAS(read_error(d), "en_to_de.jsonl: the file of task 'en->de' does not exist");
     fs::remove_all(d);
   }
   EXPECT_HAS(read_error(kFix + "/eval/no_such_benchmark"), "no_such_benchmark: benchmark folder does not exist");

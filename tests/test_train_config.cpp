@@ -95,6 +95,14 @@ TEST(TrainConfig, ResolvedYamlReadsBackUnchanged) {
     EXPECT_EQ(xv::train_config_value(back, k), xv::train_config_value(c, k)) << k;
 }
 
+// Found by tests/fuzz/fuzz_train_config.cpp: yaml-cpp passes invalid UTF-8 through, and the resolved config of
+// such a value could not be written (train_config_yaml threw a JSON exception, not an xv::Error).
+TEST(TrainConfig, InvalidUtf8IsRefused) {
+  expect_has(error_of(kMin, {"data.train=t.js\x8a" "onl"}), {"--set data.train=", "data.train must be UTF-8 text"});
+  expect_has(error_of(kMin + "lora:\n  targets: [query, \"v\xff\"]\n"), {"c.yaml", "lora.targets must be UTF-8 text"});
+  expect_has(error_of("model: m\xc3\ndata:\n  train: p.jsonl\noutput_dir: out\n"), {"c.yaml", "model must be UTF-8 text"});
+}
+
 TEST(TrainConfig, MalformedYaml) {
   expect_has(error_of("model: m\ntrain: [1, 2\n"), {"c.yaml:", "not valid YAML"});
   expect_has(error_of("model: m\n  bad indent: 1\n x"), {"c.yaml:", "not valid YAML"});

@@ -64,7 +64,7 @@ cmp -s "$out/merged/model.safetensors" "$tmp/m2/model.safetensors" ||
   { echo "FAIL: exported merged model differs"; failed=$((failed + 1)); }
 check "export an output_dir (newest checkpoint)" 0 "step-20" -- x export --checkpoint "$out" --adapter "$tmp/a3"
 check "export without outputs" 1 "give --adapter OUT and/or --merged OUT" -- x export --checkpoint "$out"
-check "export a non-checkpoint" 1 "neither a checkpoint folder" -- x export --checkpoint "$tmp" --adapter "$tmp/a4"
+check "export a non-checkpoint" 1 "not a checkpoint folder" -- x export --checkpoint "$tmp" --adapter "$tmp/a4"
 
 # Teacher cache.
 check "cache-teacher" 0 "16 pairs, dim 64" -- \
@@ -88,7 +88,7 @@ check "teacher cache of another model" 1 "was made by another model" -- \
 # Bad configs.
 printf 'model: m\ntrain: [1, 2\n' >"$tmp/bad.yaml"
 check "malformed YAML" 1 "bad.yaml:3:1: not valid YAML" -- x train "$tmp/bad.yaml"
-check "missing config" 1 "nope.yaml: cannot open file" -- x train "$tmp/nope.yaml"
+check "missing config" 1 "nope.yaml: does not exist" -- x train "$tmp/nope.yaml"
 sed 's/^  lr: /  learning_rate: /' "$cfg" >"$tmp/unknown.yaml"
 check "unknown key" 1 "unknown key 'train.learning_rate' (did you mean 'train.lr'?)" -- x train "$tmp/unknown.yaml"
 check "unknown --set key" 1 "unknown key 'train.bach_size' (did you mean 'train.batch_size'?)" -- \

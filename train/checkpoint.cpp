@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/file_util.h"
 #include "core/safetensors.h"
+#include "train/train_config.h"
 
 namespace xv {
 
@@ -25,7 +26,7 @@ int64_t get_int(const json& j, const char* key, const std::string& file) {
 
 std::string checkpoint_state_json(const TrainState& st, int64_t adamw_steps) {
   json s = {{"format", "xvlm2vec checkpoint"},
-            {"version", 2},
+            {"version", kCheckpointStateVersion},
             {"step", st.step},
             {"adamw_step", adamw_steps},
             {"epoch", st.epoch},
@@ -47,6 +48,11 @@ TrainState read_checkpoint_state(const std::string& dir) {
   XV_CHECK(fs::is_regular_file(file), "{}: not a checkpoint folder (no state.json)", dir);
   json j = json::parse(read_file(file), nullptr, false);
   XV_CHECK(j.is_object() && j.value("format", "") == "xvlm2vec checkpoint", "{}: not a checkpoint state file", file);
+  // Version 1 had no 'world' and 'grad_accum' (read as 1 rank, the config's grad_accum); 2 is written now.
+  const int64_t version = get_int(j, "version", file);
+  XV_CHECK(version >= 1 && version <= kCheckpointStateVersion,
+           "{}: field 'version' is {}; this build reads checkpoint versions 1 to {} (written by a newer xvlm2vec?)",
+           file, version, kCheckpointStateVersion);
   TrainState st;
   st.step = get_int(j, "step", file);
   st.epoch = get_int(j, "epoch", file);
@@ -65,10 +71,35 @@ TrainState read_checkpoint_state(const std::string& dir) {
   st.data_fingerprint = j["data_fingerprint"].get<std::string>();
   XV_CHECK(st.step >= 0 && st.epoch >= 0 && st.index >= 0 && st.index <= st.num_pairs,
            "{}: inconsistent data position (epoch {}, index {} of {})", file, st.epoch, st.index, st.num_pairs);
+  XV_CHECK(st.total_steps >= 1 && st.step <= st.total_steps,
+           "{}: field 'step' is {}, past the run's {} steps (field 'total_steps')", file, st.step, st.total_steps);
   return st;
 }
 
 std::string read_checkpoint_config(const std::string& dir) { return read_file((fs::path(dir) / "config.yaml").string()); }
+
+std::string checkpoint_problem(const std::string& dir) {
+  try {
+    read_checkpoint_state(dir);
+    const std::string cfg = (fs::path(dir) / "config.yaml").string();
+    require_regular_file(cfg, "the checkpoint's config");
+    parse_train_config(read_file(cfg), cfg);
+    WeightStore::open_file((fs::path(dir) / "trainable.safetensors").string());
+    const std::string mfile = (fs::path(dir) / "manifest.json").string();
+    require_regular_file(mfile, "the optimizer manifest");
+    const json man = json::parse(read_file(mfile), nullptr, false);
+    XV_CHECK(man.is_object() && man.contains("shards") && man["shards"].is_array() && !man["shards"].empty(),
+             "{}: not a sharded optimizer manifest", mfile);
+    for (const json& sh : man["shards"]) {
+      XV_CHECK(sh.is_object() && sh.contains("file") && sh["file"].is_string(), "{}: a shard without a file name",
+               mfile);
+      WeightStore::open_file((fs::path(dir) / sh["file"].get<std::string>()).string());
+    }
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
 
 void load_trainable(const std::string& path, const std::vector<TrainableTensor>& trainable) {
   auto ws = WeightStore::open_file(path);

@@ -17,6 +17,9 @@
 
 namespace xv {
 
+// state.json's "version": 2 added 'world' and 'grad_accum'.
+inline constexpr int64_t kCheckpointStateVersion = 2;
+
 struct TrainState {
   int64_t step = 0;         // optimizer steps done
   int64_t epoch = 0;        // data position: the epoch of the next pair
@@ -33,6 +36,9 @@ struct TrainState {
 std::string checkpoint_state_json(const TrainState& st, int64_t adamw_steps);
 TrainState read_checkpoint_state(const std::string& dir);
 std::string read_checkpoint_config(const std::string& dir);  // config.yaml's text
+// "" when the checkpoint folder is intact (state.json, config.yaml, trainable.safetensors, the optimizer manifest
+// and every shard it names read and agree with their formats); otherwise what is wrong with it.
+std::string checkpoint_problem(const std::string& dir);
 // Loads a checkpoint's trainable tensors (every one must be present with its shape, and nothing else).
 void load_checkpoint(const std::string& dir, const std::vector<TrainableTensor>& trainable);
 void load_trainable(const std::string& safetensors_path, const std::vector<TrainableTensor>& trainable);

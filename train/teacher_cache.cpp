@@ -23,6 +23,7 @@ namespace {
 // The safetensors header of a weight file (its names, dtypes, shapes and offsets): together with the file
 // size it identifies the weights without reading gigabytes.
 std::string safetensors_header(const std::string& path) {
+  require_regular_file(path, "weight file");
   std::ifstream f(path, std::ios::binary);
   XV_CHECK(f.good(), "{}: cannot open weight file", path);
   unsigned char len[8] = {};
@@ -41,7 +42,7 @@ std::string safetensors_header(const std::string& path) {
 
 std::string model_fingerprint(const std::string& dir) {
   const fs::path d(dir);
-  XV_CHECK(fs::is_directory(d), "{}: model folder does not exist", dir);
+  require_dir(d, "model folder");
   uint64_t h = fnv1a64(read_file((d / "config.json").string()));
   std::vector<std::string> files;
   const fs::path index = d / "model.safetensors.index.json";
@@ -60,7 +61,7 @@ std::string model_fingerprint(const std::string& dir) {
   }
   for (const auto& name : files) {
     const fs::path p = d / name;
-    XV_CHECK(fs::is_regular_file(p), "{}: weight file does not exist", p.string());
+    require_regular_file(p, "weight file");
     h = fnv1a64(name + "\x1f" + std::to_string(fs::file_size(p)) + "\x1f", h);
     h = fnv1a64(safetensors_header(p.string()), h);
   }
@@ -108,7 +109,7 @@ void write_teacher_cache(const std::string& npy_path, const Tensor& emb, const s
 Tensor load_teacher_cache(const std::string& npy_path, const std::string& model_dir, const TrainData& data,
                           int64_t dim) {
   const std::string side = teacher_cache_sidecar(npy_path);
-  XV_CHECK(fs::is_regular_file(npy_path), "{}: the teacher cache (data.teacher_cache) does not exist", npy_path);
+  require_regular_file(npy_path, "the teacher cache (data.teacher_cache)");
   XV_CHECK(fs::is_regular_file(side),
            "{}: the teacher cache has no sidecar {} (it is written by `xvlm2vec corpus cache-teacher`)", npy_path,
            side);

@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/file_util.h"
+#include "tokenizer/unicode.h"
 
 namespace xv {
 
@@ -68,6 +69,7 @@ const std::vector<KeySpec>& schema() {
       XV_KEY("parallel.prefetch", parallel.prefetch, false),
       XV_KEY("parallel.ranks_per_node", parallel.ranks_per_node, false),
       XV_KEY("parallel.vision_layers_per_unit", parallel.vision_layers_per_unit, false),
+      XV_KEY("parallel.collective_timeout_s", parallel.collective_timeout_s, false),
       XV_KEY("export.adapter", export_.adapter, false),
       XV_KEY("export.merged", export_.merged, false),
   };
@@ -133,6 +135,10 @@ std::string suggest(const std::string& unknown) {
     if (leaf_of(c) == leaf && c != unknown) return c;
   std::string best;
   size_t best_d = SIZE_MAX;
+  // A misspelt Hugging Face name ("lerning_rate"): its key.
+  for (const auto& [alias, key] : aliases())
+    if (size_t d = edit_distance(leaf, alias); d < best_d) best_d = d, best = key;
+  if (best_d > std::max<size_t>(2, leaf.size() / 4)) best_d = SIZE_MAX, best.clear();
   for (const auto& c : cands) {
     const std::string cl = leaf_of(c);
     size_t d = edit_distance(leaf, cl) + (section_of(c) == section_of(unknown) ? 0 : 2);
@@ -225,6 +231,14 @@ void set_field(TrainConfig& cfg, const KeySpec& spec, const YAML::Node& n, const
       },
       f);
   if (!ok) bad();
+  // YAML text is Unicode, but yaml-cpp passes invalid UTF-8 through; train_config_yaml could not write it back.
+  auto utf8 = [&](const std::string& s) {
+    XV_CHECK(tok::utf8_invalid_at(s) == std::string::npos, "{}: {} must be UTF-8 text, found invalid bytes", where,
+             spec.key);
+  };
+  if (auto* s = std::get_if<std::string*>(&f)) utf8(**s);
+  if (auto* v = std::get_if<std::vector<std::string>*>(&f))
+    for (const auto& s : **v) utf8(s);
 }
 
 struct Entry {
@@ -307,6 +321,10 @@ void validate(const TrainConfig& c, const std::map<std::string, Entry>& flat, co
   check(c.lora.dropout >= 0 && c.lora.dropout < 1, "lora.dropout", "in [0, 1)");
   check(c.lora.init == "kaiming" || c.lora.init == "gaussian", "lora.init", "kaiming or gaussian");
   for (const auto& t : c.lora.targets) check(!t.empty(), "lora.targets", "a list of non-empty module names");
+  // Absent means the backbone's default; an explicit empty list would train nothing (and is not the default).
+  if (flat.count("lora.targets"))
+    check(!c.lora.targets.empty(), "lora.targets",
+          "a non-empty list of module names, e.g. [query, value] (leave the key out for the backbone's default)");
   check(c.train.epochs >= 1, "train.epochs", ">= 1");
   check(c.train.max_steps >= 0, "train.max_steps", ">= 0 (0: derived from train.epochs)");
   check(c.train.batch_size >= 1, "train.batch_size", ">= 1");
@@ -331,6 +349,7 @@ void validate(const TrainConfig& c, const std::map<std::string, Entry>& flat, co
   check(c.parallel.ranks_per_node >= 0, "parallel.ranks_per_node", ">= 0 (0: from the launcher)");
   check(c.parallel.vision_layers_per_unit >= 1 && c.parallel.vision_layers_per_unit <= 1024,
         "parallel.vision_layers_per_unit", "in [1, 1024]");
+  check(c.parallel.collective_timeout_s >= 0, "parallel.collective_timeout_s", ">= 0 (0: wait for ever)");
 }
 
 }  // namespace
@@ -465,6 +484,11 @@ std::string train_config_yaml(const TrainConfig& c) {
     if (sec != section) {
       section = sec;
       if (!sec.empty()) out += sec + ":\n";
+    }
+    // Unresolved targets (empty: the backbone's default) are left out, which reads back as the default.
+    if (key == "lora.targets" && c.lora.targets.empty()) {
+      out += "  # targets: the backbone's default\n";
+      continue;
     }
     out += (sec.empty() ? "" : "  ") + leaf + ": " + train_config_value(c, key) + "\n";
   }

@@ -69,6 +69,8 @@ struct TrainConfig {
     bool prefetch = true;            // gather the next unit while this one computes
     int64_t ranks_per_node = 0;      // hybrid: ranks per shard group; 0 = from the launcher (nodes)
     int64_t vision_layers_per_unit = 8;  // phi3_v: CLIP layers per unit of the frozen base
+    double collective_timeout_s = 600;   // a rank not heard from, or a collective not done, for this long ends
+                                         // the job naming it (0: wait for ever)
   } parallel;
   struct Export {
     bool adapter = true;  // output_dir/adapter: a PEFT adapter folder

@@ -11,9 +11,11 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <sstream>
 
 #include "core/error.h"
+#include "core/resources.h"
 #include "core/file_util.h"
 #include "core/model_config.h"
 #include "data/corpus_stream.h"
@@ -84,13 +86,23 @@ void truncate_metrics(const std::string& path, int64_t step) {
   write_file_atomic(path, kept);
 }
 
+// What a killed run leaves half-written: checkpoint staging folders (checkpoints/.step-N.tmp.PID), export staging
+// folders (.adapter.tmp.PID, .merged.tmp.PID, and their .old when killed while replacing), and the temporary
+// files of metrics.jsonl and config.yaml. None of it is ever read; a resumed run removes it.
 void remove_stale_staging(const std::string& output_dir) {
-  const fs::path root = fs::path(output_dir) / "checkpoints";
   std::error_code ec;
-  if (!fs::is_directory(root, ec)) return;
-  for (const auto& e : fs::directory_iterator(root, ec)) {
+  const fs::path root = fs::path(output_dir) / "checkpoints";
+  if (fs::is_directory(root, ec))
+    for (const auto& e : fs::directory_iterator(root, ec)) {
+      const std::string n = e.path().filename().string();
+      if (!n.empty() && n[0] == '.' && n.find(".tmp.") != std::string::npos) fs::remove_all(e.path(), ec);
+    }
+  if (!fs::is_directory(output_dir, ec)) return;
+  for (const auto& e : fs::directory_iterator(output_dir, ec)) {
     const std::string n = e.path().filename().string();
-    if (!n.empty() && n[0] == '.' && n.find(".tmp.") != std::string::npos) fs::remove_all(e.path(), ec);
+    if (n.rfind(".adapter.tmp.", 0) == 0 || n.rfind(".merged.tmp.", 0) == 0 || n.rfind("metrics.jsonl.tmp.", 0) == 0 ||
+        n.rfind("config.yaml.tmp.", 0) == 0)
+      fs::remove_all(e.path(), ec);
   }
 }
 
@@ -115,11 +127,15 @@ class TrainRun {
 
   TrainSummary run() {
     open_data();
+    const fs::path out(cfg_.output_dir);
+    std::error_code ec;
+    const bool had_out = fs::exists(out, ec), had_logs = fs::exists(out / "logs", ec);
     open_rank_log();
     try {
       return train_steps();
     } catch (const std::exception& e) {
       rlog(std::string("error: ") + e.what());
+      if (!started_) undo_outputs(had_out, had_logs);
       throw;
     }
   }
@@ -163,12 +179,27 @@ class TrainRun {
     fs::create_directories(fs::path(cfg_.output_dir) / "logs", ec);
     XV_CHECK(!ec, "output_dir: {}: cannot create folder: {}", cfg_.output_dir, ec.message());
     const std::string path = (fs::path(cfg_.output_dir) / "logs" / fmt::format("rank-{:05}.log", R_)).string();
+    rank_log_path_ = path;
+    created_log_ = !fs::exists(path, ec) || !o_.resume;
     rank_log_.f = std::fopen(path.c_str(), o_.resume ? "a" : "w");
     XV_CHECK(rank_log_.f, "{}: cannot open for writing", path);
     char host[256] = {};
     ::gethostname(host, sizeof(host) - 1);
     rlog(fmt::format("rank {} of {} on {} (pid {}), strategy {}{}", R_, W_, host, ::getpid(), cfg_.parallel.strategy,
                      cfg_.parallel.deterministic ? ", deterministic reduction" : ""));
+  }
+
+  // A run that failed before its first step leaves nothing behind: what it made (its rank log, the lead's
+  // metrics.jsonl and config.yaml, the logs folder, output_dir) goes, what was there before stays.
+  void undo_outputs(bool had_out, bool had_logs) {
+    std::error_code ec;
+    if (rank_log_.f) std::fclose(rank_log_.f), rank_log_.f = nullptr;
+    if (created_log_) fs::remove(rank_log_path_, ec);
+    if (lead_ && !o_.resume)
+      for (const char* f : {"metrics.jsonl", "config.yaml"})
+        if (wrote_.count(f)) fs::remove(fs::path(cfg_.output_dir) / f, ec);
+    if (!had_logs) fs::remove(fs::path(cfg_.output_dir) / "logs", ec);  // only when empty
+    if (!had_out) fs::remove(cfg_.output_dir, ec);
   }
 
   void rlog(const std::string& line) {
@@ -183,10 +214,13 @@ class TrainRun {
 
   TrainSummary train_steps() {
     resume_state();
+    check_memory();
     load_model();
     shard_model();
+    check_disk();
     open_metrics();
     open_stream();
+    started_ = true;
     while (st_.step < total_) {
       if (o_.stop_after > 0 && st_.step - start_step_ >= o_.stop_after) break;
       step();
@@ -201,6 +235,31 @@ class TrainRun {
     return sum_;
   }
 
+  // The newest step-N folder that is intact (checkpoint_problem), saying which newer ones were skipped and why;
+  // "" when there are none at all. Folders that exist but none intact: refused (never a silent step 0).
+  std::string newest_intact_checkpoint(const std::string& out) {
+    const auto all = list_step_folders(out);
+    std::vector<std::string> skipped;
+    for (auto it = all.rbegin(); it != all.rend(); ++it) {
+      const std::string why = checkpoint_problem(*it);
+      if (why.empty()) {
+        for (const auto& s : skipped) {
+          if (lead_) std::fprintf(stderr, "train: --resume: skipping a damaged checkpoint: %s\n", s.c_str());
+          if (rank_log_.f) rlog("--resume: skipped a damaged checkpoint: " + s);
+        }
+        if (lead_ && !skipped.empty())
+          std::fprintf(stderr, "train: --resume: continuing from %s, the newest intact checkpoint\n", it->c_str());
+        return *it;
+      }
+      skipped.push_back(fmt::format("{} ({})", *it, why));
+    }
+    if (skipped.empty()) return "";
+    std::string list;
+    for (const auto& s : skipped) list += "\n  " + s;
+    fail("--resume: no intact checkpoint in {}/checkpoints; damaged:{}\nmove them aside to start again from step 0",
+         out, list);
+  }
+
   // Where to start: step 0, or the newest checkpoint of output_dir with --resume (after checking that it is a
   // run of this config and data).
   void resume_state() {
@@ -211,11 +270,11 @@ class TrainRun {
     st_.world = W_;
     st_.grad_accum = ga_;
     const std::string& out = cfg_.output_dir;
-    resume_from_ = o_.resume ? latest_checkpoint(out) : "";
+    resume_from_ = o_.resume ? newest_intact_checkpoint(out) : "";
     if (!o_.resume) {
-      const std::string prev = latest_checkpoint(out);
+      const auto prev = list_step_folders(out);
       XV_CHECK(prev.empty(), "output_dir: {} already holds checkpoints (newest {}): pass --resume to continue that "
-               "run, or choose another output_dir", out, fs::path(prev).filename().string());
+               "run, or choose another output_dir", out, fs::path(prev.back()).filename().string());
     }
     if (lead_) remove_stale_staging(out);
     par_.world->barrier();
@@ -276,6 +335,47 @@ class TrainRun {
     }
   }
 
+  // The bytes of the model's weight files (what loading it reads, and about what a merged export writes).
+  uint64_t model_file_bytes() const {
+    uint64_t n = 0;
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(cfg_.model, ec))
+      if (e.path().extension() == ".safetensors" && e.is_regular_file(ec)) n += uint64_t(e.file_size(ec));
+    return n;
+  }
+
+  // Before the model loads: its frozen weights must fit in the memory this process can have (at least: the files'
+  // size, halved in bf16 from f32 files, split over the shard group; activations and the optimizer come on top).
+  void check_memory() {
+    const int64_t group = par_.frozen ? std::max<int64_t>(1, par_.frozen->size()) : 1;
+    uint64_t need = model_file_bytes() / uint64_t(group);
+    if (cfg_.weight_dtype() == DType::BF16) need /= 2;
+    require_memory(need, fmt::format("model: {} (its weights{}{})", cfg_.model,
+                                     group > 1 ? fmt::format(", sharded over {} ranks", group) : "",
+                                     cfg_.weight_dtype() == DType::BF16 ? ", in bf16" : ""),
+                   cfg_.weight_dtype() == DType::BF16 ? ": use more ranks, or a machine with more memory"
+                                                      : ": use model.weight_dtype: bf16, more ranks, or a machine "
+                                                        "with more memory");
+  }
+
+  // Before the first step: room on disk for the checkpoints this run keeps (at most checkpoint.keep + 1 at once:
+  // a new one is written before the oldest goes; 12 bytes per trainable parameter, the values and two Adam
+  // moments) and its exports.
+  void check_disk() {
+    if (!lead_) return;
+    const uint64_t P = uint64_t(n_trainable_);
+    const int64_t every = cfg_.checkpoint.every_steps;
+    const int64_t written = every > 0 ? (total_ - st_.step) / every + 1 : 1;
+    const int64_t copies = std::min<int64_t>(written, resume_from_.empty() ? cfg_.checkpoint.keep + 1 : 1);
+    uint64_t need = 12 * P * uint64_t(std::max<int64_t>(copies, 1));
+    if (cfg_.export_.adapter && cfg_.trainable == "lora") need += 4 * P;
+    if (cfg_.export_.merged || cfg_.trainable == "full") need += model_file_bytes();
+    require_disk(cfg_.output_dir, need,
+                 fmt::format("output_dir: this run ({} checkpoint(s) of {} trainable parameters and the export)", copies,
+                             P),
+                 ": free some space, lower checkpoint.keep, or choose another output_dir");
+  }
+
   // The frozen base, sharded over the shard group (full, hybrid) or, in bf16 on one process, widened a unit at a
   // time; the trainable tensors in flat buffers (sharded or replicated), from the checkpoint when resuming.
   void shard_model() {
@@ -311,9 +411,10 @@ class TrainRun {
   void open_metrics() {
     metrics_path_ = (fs::path(cfg_.output_dir) / "metrics.jsonl").string();
     if (lead_) {
-      if (resume_from_.empty()) write_file_atomic(metrics_path_, "");
+      if (resume_from_.empty()) write_file_atomic(metrics_path_, ""), wrote_.insert("metrics.jsonl");
       else truncate_metrics(metrics_path_, st_.step);
       write_file_atomic((fs::path(cfg_.output_dir) / "config.yaml").string(), config_yaml_);
+      wrote_.insert("config.yaml");
       metrics_.f = std::fopen(metrics_path_.c_str(), "a");
       XV_CHECK(metrics_.f, "{}: cannot open for appending", metrics_path_);
     }
@@ -571,6 +672,10 @@ class TrainRun {
   // Where the run is.
   TrainState st_;
   std::string resume_from_;
+  // What this run made before its first step (undo_outputs removes it when it never gets there).
+  bool started_ = false, created_log_ = false;
+  std::string rank_log_path_;
+  std::set<std::string> wrote_;
   int64_t start_step_ = 0;
   TrainSummary sum_;
   // The model and its shards.
@@ -598,7 +703,7 @@ TrainConfig resolve_train_config(const TrainConfig& in) {
   TrainConfig c = in;
   for (std::string* p : {&c.model, &c.data.train, &c.data.image_root, &c.data.teacher_cache, &c.output_dir})
     if (!p->empty() && !(p == &c.data.teacher_cache && *p == "corpus")) *p = fs::absolute(*p).lexically_normal().string();
-  XV_CHECK(fs::is_directory(c.model), "model: {}: model folder does not exist", c.model);
+  require_dir(c.model, "model folder");
   if (c.lora.targets.empty()) c.lora.targets = default_lora_targets(read_model_type(c.model + "/config.json"));
   return c;
 }

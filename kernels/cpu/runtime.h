@@ -8,4 +8,9 @@ namespace xv::cpu {
 // frameworks' caching allocators do.
 void tune_allocator();
 
+// Runs one GEMM on every compute thread, so the BLAS reserves its per-thread work buffers now, at start-up, while
+// the address space is free: OpenBLAS retries a failing buffer allocation for ever (a hang under `ulimit -v`),
+// whereas a later allocation of ours fails as std::bad_alloc with a message.
+void warm_up_blas();
+
 }  // namespace xv::cpu
