@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # The README's test command: installs dependencies, builds with warnings as errors, checks the CUDA kernels'
 # resources (scripts/kernel-resources.sh), runs every test.
-#   scripts/test.sh [--sanitize] [ctest arguments...]
+#   scripts/test.sh [--sanitize | --fuzz] [ctest arguments...]
 # --sanitize: a separate AddressSanitizer + UBSan build (build-asan/, or $XV_ASAN_BUILD_DIR) running the
 # unit tests, which include every bad-input test.
+# --fuzz: the libFuzzer targets of every parser, 60 s each, in their own clang build (scripts/fuzz.sh).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+if [ "${1:-}" = "--fuzz" ]; then
+  exec bash "$root/scripts/fuzz.sh" 60
+fi
 bash "$root/scripts/install-deps.sh"
 if [ "${1:-}" = "--sanitize" ]; then
   shift

@@ -1,7 +1,7 @@
 // The corpus reader's untrusted-input path, as one call: the bytes of a would-be corpus file go to `path`,
 // then read_corpus and validate_corpus run on it, once reading everything and once without the image bytes,
 // tokens and teacher block (the streaming-friendly path). Shared by the libFuzzer target
-// (tests/fuzz_corpus_reader.cpp) and its replay test (tests/test_corpus_fuzz_replay.cpp), so CI exercises
+// (tests/fuzz/fuzz_corpus_reader.cpp) and its replay test (tests/test_corpus_fuzz_replay.cpp), so CI exercises
 // exactly what the fuzzer does.
 //
 // Contract under test (docs/corpus-format.md, DESIGN "Errors"): any input ends in success or an xv::Error;

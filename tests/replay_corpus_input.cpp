@@ -1,4 +1,4 @@
-// Replays one input of the corpus-reader fuzzer (tests/fuzz_corpus_reader.cpp) in this process, under a
+// Replays one input of the corpus-reader fuzzer (tests/fuzz/fuzz_corpus_reader.cpp) in this process, under a
 // debugger or a sanitizer build: the same entry point (tests/corpus_reader_entry.h), then a line saying how it
 // ended. An xv::Error is the contract (exit 0); anything else escapes or crashes, as it would in the fuzzer.
 //   build/tests/replay_corpus_input FILE

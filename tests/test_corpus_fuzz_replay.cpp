@@ -1,5 +1,5 @@
 // The fuzz target's entry point (tests/corpus_reader_entry.h) on fixed inputs, so every CI run, and the
-// sanitizer build in particular, exercises what tests/fuzz_corpus_reader.cpp does: the seed corpora, then a
+// sanitizer build in particular, exercises what tests/fuzz/fuzz_corpus_reader.cpp does: the seed corpora, then a
 // few hundred deterministic mutations of them (bit flips, overwritten runs, truncations, 8-byte words set to
 // extreme values, copied blocks). Each input must end in success or an xv::Error; each runs in a child
 // process, so a crash or hang is reported with its input. One inside libhdf5 itself (not instrumented; some
