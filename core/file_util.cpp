@@ -161,8 +161,9 @@ std::string read_file(const std::string& path, uint64_t max_bytes) {
     fail("{}: cannot open file: {}", path, std::strerror(e));
   }
   struct stat st;
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    const std::string k = ::fstat(fd, &st) == 0 ? kind_of(st) : "cannot be examined";
+  const bool examined = ::fstat(fd, &st) == 0;
+  if (!examined || !S_ISREG(st.st_mode)) {
+    const std::string k = examined ? kind_of(st) : "cannot be examined";
     ::close(fd);
     if (k == "is a folder") fail("{}: is a folder, a file was expected", path);
     fail("{}: {}, a regular file was expected", path, k);

@@ -29,16 +29,11 @@ int run_export(const ExportArgs& a) {
   require_dir(ckpt, "checkpoint folder (--checkpoint)");
   if (fs::exists(fs::path(ckpt) / "checkpoints") && !fs::exists(fs::path(ckpt) / "state.json")) {
     // An output_dir: its newest intact checkpoint (a damaged newer one is named and skipped).
-    const auto all = list_step_folders(ckpt);
-    XV_CHECK(!all.empty(), "{}: an output_dir without checkpoints", ckpt);
-    std::string chosen;
-    for (auto it = all.rbegin(); it != all.rend() && chosen.empty(); ++it) {
-      const std::string why = checkpoint_problem(*it);
-      if (why.empty()) chosen = *it;
-      else std::fprintf(stderr, "export: skipping a damaged checkpoint: %s (%s)\n", it->c_str(), why.c_str());
-    }
-    XV_CHECK(!chosen.empty(), "{}: no intact checkpoint in {}/checkpoints", ckpt, ckpt);
-    ckpt = chosen;
+    const IntactCheckpoint c = newest_intact_checkpoint(ckpt);
+    XV_CHECK(!c.dir.empty() || !c.skipped.empty(), "{}: an output_dir without checkpoints", ckpt);
+    for (const auto& s : c.skipped) std::fprintf(stderr, "export: skipping a damaged checkpoint: %s\n", s.c_str());
+    XV_CHECK(!c.dir.empty(), "{}: no intact checkpoint in {}/checkpoints", ckpt, ckpt);
+    ckpt = c.dir;
   } else {
     const std::string why = checkpoint_problem(ckpt);
     XV_CHECK(why.empty(), "--checkpoint: {} is not an intact checkpoint: {}", ckpt, why);

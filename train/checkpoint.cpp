@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/atomic_dir.h"
+#include "core/checkpoint_dir.h"
 #include "core/error.h"
 #include "core/file_util.h"
 #include "core/safetensors.h"
@@ -99,6 +100,20 @@ std::string checkpoint_problem(const std::string& dir) {
     return e.what();
   }
   return "";
+}
+
+IntactCheckpoint newest_intact_checkpoint(const std::string& output_dir) {
+  IntactCheckpoint r;
+  const auto all = list_step_folders(output_dir);
+  for (auto it = all.rbegin(); it != all.rend(); ++it) {
+    const std::string why = checkpoint_problem(*it);
+    if (why.empty()) {
+      r.dir = *it;
+      break;
+    }
+    r.skipped.push_back(fmt::format("{} ({})", *it, why));
+  }
+  return r;
 }
 
 void load_trainable(const std::string& path, const std::vector<TrainableTensor>& trainable) {

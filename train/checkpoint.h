@@ -39,6 +39,13 @@ std::string read_checkpoint_config(const std::string& dir);  // config.yaml's te
 // "" when the checkpoint folder is intact (state.json, config.yaml, trainable.safetensors, the optimizer manifest
 // and every shard it names read and agree with their formats); otherwise what is wrong with it.
 std::string checkpoint_problem(const std::string& dir);
+// The newest step-N folder under output_dir/checkpoints that checkpoint_problem finds intact ("" when none), and
+// the newer ones it passed over as "path (what is wrong)", newest first (what --resume and export say).
+struct IntactCheckpoint {
+  std::string dir;
+  std::vector<std::string> skipped;
+};
+IntactCheckpoint newest_intact_checkpoint(const std::string& output_dir);
 // Loads a checkpoint's trainable tensors (every one must be present with its shape, and nothing else).
 void load_checkpoint(const std::string& dir, const std::vector<TrainableTensor>& trainable);
 void load_trainable(const std::string& safetensors_path, const std::vector<TrainableTensor>& trainable);

@@ -237,25 +237,20 @@ class TrainRun {
 
   // The newest step-N folder that is intact (checkpoint_problem), saying which newer ones were skipped and why;
   // "" when there are none at all. Folders that exist but none intact: refused (never a silent step 0).
-  std::string newest_intact_checkpoint(const std::string& out) {
-    const auto all = list_step_folders(out);
-    std::vector<std::string> skipped;
-    for (auto it = all.rbegin(); it != all.rend(); ++it) {
-      const std::string why = checkpoint_problem(*it);
-      if (why.empty()) {
-        for (const auto& s : skipped) {
-          if (lead_) std::fprintf(stderr, "train: --resume: skipping a damaged checkpoint: %s\n", s.c_str());
-          if (rank_log_.f) rlog("--resume: skipped a damaged checkpoint: " + s);
-        }
-        if (lead_ && !skipped.empty())
-          std::fprintf(stderr, "train: --resume: continuing from %s, the newest intact checkpoint\n", it->c_str());
-        return *it;
+  std::string resume_point(const std::string& out) {
+    const IntactCheckpoint c = newest_intact_checkpoint(out);
+    if (!c.dir.empty()) {
+      for (const auto& s : c.skipped) {
+        if (lead_) std::fprintf(stderr, "train: --resume: skipping a damaged checkpoint: %s\n", s.c_str());
+        if (rank_log_.f) rlog("--resume: skipped a damaged checkpoint: " + s);
       }
-      skipped.push_back(fmt::format("{} ({})", *it, why));
+      if (lead_ && !c.skipped.empty())
+        std::fprintf(stderr, "train: --resume: continuing from %s, the newest intact checkpoint\n", c.dir.c_str());
+      return c.dir;
     }
-    if (skipped.empty()) return "";
+    if (c.skipped.empty()) return "";
     std::string list;
-    for (const auto& s : skipped) list += "\n  " + s;
+    for (const auto& s : c.skipped) list += "\n  " + s;
     fail("--resume: no intact checkpoint in {}/checkpoints; damaged:{}\nmove them aside to start again from step 0",
          out, list);
   }
@@ -270,7 +265,7 @@ class TrainRun {
     st_.world = W_;
     st_.grad_accum = ga_;
     const std::string& out = cfg_.output_dir;
-    resume_from_ = o_.resume ? newest_intact_checkpoint(out) : "";
+    resume_from_ = o_.resume ? resume_point(out) : "";
     if (!o_.resume) {
       const auto prev = list_step_folders(out);
       XV_CHECK(prev.empty(), "output_dir: {} already holds checkpoints (newest {}): pass --resume to continue that "
