@@ -107,6 +107,12 @@ void require_replaceable_file(const std::string& path) {
            "{}: {}: outputs are written only as regular files (a new path or an existing file)", path, k);
 }
 
+bool same_file(const std::string& a, const std::string& b) {
+  std::error_code ec;
+  if (fs::exists(a, ec) && fs::exists(b, ec)) return fs::equivalent(a, b, ec);
+  return fs::weakly_canonical(fs::absolute(a), ec) == fs::weakly_canonical(fs::absolute(b), ec);
+}
+
 std::string name_destination(std::string message, const std::string& staged, const std::string& destination) {
   if (staged.empty()) return message;
   for (size_t at = message.find(staged); at != std::string::npos; at = message.find(staged, at + destination.size()))

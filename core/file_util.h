@@ -32,6 +32,9 @@ void require_replaceable_file(const std::string& path);
 // that exists and is not a regular file.
 void write_file_atomic(const std::string& path, std::string_view bytes);
 
+// Whether two paths name one file: the same file when both exist (links included), else the same path.
+bool same_file(const std::string& a, const std::string& b);
+
 // `message` with every `staged` path (a temporary file or staging folder) replaced by the `destination` it
 // stands for: what a writer's error names, so that the user reads the path they gave.
 std::string name_destination(std::string message, const std::string& staged, const std::string& destination);

@@ -158,12 +158,6 @@ struct SplitArgs {
 };
 
 // Whether two paths name one file: the same file when both exist, else the same normalised absolute path.
-bool same_file(const std::string& a, const std::string& b) {
-  std::error_code ec;
-  if (fs::exists(a, ec) && fs::exists(b, ec)) return fs::equivalent(a, b, ec);
-  return fs::weakly_canonical(fs::absolute(a), ec) == fs::weakly_canonical(fs::absolute(b), ec);
-}
-
 int run_split(SplitArgs a) {
   // Refused before anything is read or written: an output onto the input, or both outputs into one file,
   // would destroy data.

@@ -136,11 +136,9 @@ Runner add_embed(CLI::App& app) {
     const auto t0 = std::chrono::steady_clock::now();
     check_output_file(a->out, "--out");
     if (!a->jsonl.empty()) check_output_file(a->jsonl, "--jsonl");
-    XV_CHECK(a->jsonl.empty() || fs::weakly_canonical(a->jsonl) != fs::weakly_canonical(a->out),
-             "--jsonl: {} is also --out: give two files", a->jsonl);
+    XV_CHECK(a->jsonl.empty() || !same_file(a->jsonl, a->out), "--jsonl: {} is also --out: give two files", a->jsonl);
     if (!a->input.empty())
-      XV_CHECK(fs::weakly_canonical(a->input) != fs::weakly_canonical(a->out) &&
-                   (a->jsonl.empty() || fs::weakly_canonical(a->input) != fs::weakly_canonical(a->jsonl)),
+      XV_CHECK(!same_file(a->input, a->out) && (a->jsonl.empty() || !same_file(a->input, a->jsonl)),
                "--input: {} is also an output: write the embeddings elsewhere", a->input);
     std::vector<EmbedItem> items = collect_items(*a);
     auto model = Embedder::load(a->model);

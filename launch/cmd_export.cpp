@@ -22,8 +22,7 @@ int run_export(const ExportArgs& a) {
   XV_CHECK(!a.adapter.empty() || !a.merged.empty(), "export: give --adapter OUT and/or --merged OUT");
   if (!a.adapter.empty()) check_output_dir(a.adapter, "--adapter");
   if (!a.merged.empty()) check_output_dir(a.merged, "--merged");
-  XV_CHECK(a.adapter.empty() || a.merged.empty() ||
-               fs::weakly_canonical(a.adapter) != fs::weakly_canonical(a.merged),
+  XV_CHECK(a.adapter.empty() || a.merged.empty() || !same_file(a.adapter, a.merged),
            "--merged: {} is also --adapter: give two folders", a.merged);
   std::string ckpt = a.checkpoint;
   require_dir(ckpt, "checkpoint folder (--checkpoint)");
