@@ -194,6 +194,12 @@ void WeightStore::release_pages(const std::string& name) const {
   if (b < e) ::madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);  // advisory: a failure costs memory only
 }
 
+int64_t WeightStore::elements() const {
+  int64_t n = 0;
+  for (const auto& [name, info] : index_) n += shape_numel(info->shape);
+  return n;
+}
+
 std::vector<std::string> WeightStore::names() const {
   std::vector<std::string> out;
   for (const auto& [n, _] : index_) out.push_back(n);

@@ -64,6 +64,7 @@ class WeightStore {
   // converting it, so that reading a checkpoint unit by unit does not leave the whole file resident.
   void release_pages(const std::string& name) const;
   std::vector<std::string> names() const;
+  int64_t elements() const;  // of every tensor together (a model's size in f32 is 4x this)
   const std::string& where() const { return where_; }
 
  private:

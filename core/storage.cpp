@@ -30,6 +30,14 @@ class HostMemory final : public DeviceMemory {
 
 HostMemory g_host;
 std::array<std::atomic<DeviceMemory*>, 2> g_memory{&g_host, nullptr};
+std::array<std::atomic<size_t>, 2> g_live{}, g_peak{};
+
+void count_allocation(DeviceKind k, size_t bytes) {
+  const size_t now = g_live[size_t(k)].fetch_add(bytes, std::memory_order_relaxed) + bytes;
+  size_t peak = g_peak[size_t(k)].load(std::memory_order_relaxed);
+  while (now > peak && !g_peak[size_t(k)].compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
+  }
+}
 
 }  // namespace
 
@@ -53,11 +61,18 @@ std::shared_ptr<Storage> Storage::allocate(Device d, size_t bytes, bool zero) {
   DeviceMemory& m = device_memory(d.kind);
   void* p = m.allocate(d.index, bytes);
   if (zero && bytes) m.zero(d.index, p, bytes);
+  count_allocation(d.kind, bytes);
   return std::shared_ptr<Storage>(new Storage(d, p, bytes));
 }
 
 Storage::~Storage() {
-  if (p_) device_memory(device_.kind).deallocate(device_.index, p_);
+  if (!p_) return;
+  device_memory(device_.kind).deallocate(device_.index, p_);
+  g_live[size_t(device_.kind)].fetch_sub(bytes_, std::memory_order_relaxed);
 }
+
+size_t storage_live_bytes(DeviceKind k) { return g_live[size_t(k)].load(std::memory_order_relaxed); }
+size_t storage_peak_bytes(DeviceKind k) { return g_peak[size_t(k)].load(std::memory_order_relaxed); }
+void reset_storage_peak(DeviceKind k) { g_peak[size_t(k)].store(storage_live_bytes(k), std::memory_order_relaxed); }
 
 }  // namespace xv

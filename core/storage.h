@@ -24,6 +24,12 @@ class DeviceMemory {
 // naming the device and why there is none).
 DeviceMemory& device_memory(DeviceKind k);
 void register_device_memory(DeviceKind k, DeviceMemory* m);
+// Bytes held by live Storage blocks of a device kind (every index together), and the most held at once since
+// the last reset_storage_peak: what the training memory plan's estimates are checked against.
+size_t storage_live_bytes(DeviceKind k);
+size_t storage_peak_bytes(DeviceKind k);
+void reset_storage_peak(DeviceKind k);  // the peak becomes the bytes live now
+
 // Any copy between two devices (host <-> GPU, GPU <-> GPU, host <-> host).
 void copy_bytes(void* dst, Device dd, const void* src, Device sd, size_t bytes);
 

@@ -193,6 +193,17 @@ std::string tokenizer_fingerprint(const std::string& tokenizer_json_path) {
   return fingerprint_hex(fnv1a64(read_file(tokenizer_json_path)));
 }
 
+uint64_t corpus_payload_bytes(const Corpus& c) {
+  const auto ragged = [](const Ragged& r) { return uint64_t(r.bytes.size()) + 8 * uint64_t(r.offsets.size()); };
+  uint64_t n = ragged(c.text_en) + ragged(c.text_xx) + ragged(c.sources) + ragged(c.images) + ragged(c.image_names);
+  n += uint64_t(c.pairs.size()) * (8 + 8 + 1 + 8 + 4) + 8 * uint64_t(c.image_width.size());
+  if (c.tokens)
+    for (const RaggedIds* r : {&c.tokens->en, &c.tokens->xx})
+      n += 4 * uint64_t(r->ids.size()) + 8 * uint64_t(r->offsets.size());
+  if (c.teacher) n += 4 * uint64_t(c.teacher->embeddings.size());
+  return n;
+}
+
 void write_corpus(const std::string& path, Corpus& c) {
   check_corpus(c, path);
   c.meta.format_version = kCorpusFormatVersion;

@@ -112,6 +112,9 @@ std::string tokenizer_fingerprint(const std::string& tokenizer_json_path);
 // write leaves no file behind. Sets meta.fingerprint. Checks the Corpus is consistent first (rows in range,
 // offsets monotonic, one image size per image, tokens and teacher of the right length).
 void write_corpus(const std::string& path, Corpus& c);
+// The bytes of every dataset write_corpus stores for `c` (texts, images, tables, tokens, teacher), before
+// HDF5's own structures: what a disk-space check before writing asks for.
+uint64_t corpus_payload_bytes(const Corpus& c);
 
 // The root attributes of an open corpus file, checked (format name, version, languages, fingerprint).
 CorpusMeta read_corpus_meta(const h5::File& f);

@@ -100,7 +100,8 @@ void File::close() {
   const herr_t a = H5Fflush(f_.get(), H5F_SCOPE_LOCAL);
   const hid_t id = f_.release();  // closed here, with its status checked
   const herr_t b = H5Fclose(id);
-  XV_CHECK(a >= 0 && b >= 0, "{}: writing the HDF5 file failed (disk full?)", path_);
+  XV_CHECK(a >= 0 && b >= 0, "{}: writing the HDF5 file failed (disk full, or the file-size limit ulimit -f reached?)",
+           path_);
 }
 
 bool File::exists(const std::string& obj) const {

@@ -14,6 +14,8 @@
 #include "core/error.h"
 #include "core/file_util.h"
 #include "core/model_config.h"
+#include "core/resources.h"
+#include "core/safetensors.h"
 #include "models/backbones.h"
 
 namespace xv {
@@ -206,10 +208,37 @@ EvalResults run_benchmark(KdModel& model, const Benchmark& b, bool with_student,
   return run_with(teacher, with_student ? &student : nullptr, model.arch(), model.dim(), opt.batch_size, b, opt);
 }
 
+namespace {
+
+// Before anything loads: the models in f32 (the teacher; with an adapter also the student being merged and the
+// merged student, three at once) and the embeddings of every distinct text (twice with an adapter) must fit
+// in memory, and the merged student (a temporary model folder) on the temporary folder's disk.
+void check_resources(const std::string& model_dir, bool adapter, const Benchmark& b) {
+  const uint64_t weights = 4 * uint64_t(WeightStore::open_dir(model_dir).elements());
+  const std::string mt = read_model_type((fs::path(model_dir) / "config.json").string());
+  // (Another model type: the loader below names it; the embeddings are then left out of the check.)
+  const int64_t dim = mt == "bert"     ? load_bert_config(model_dir).hidden_size
+                      : mt == "phi3_v" ? load_phi3v_config(model_dir).hidden_size
+                                       : 0;
+  const uint64_t texts = uint64_t(index_texts(b).texts.size());
+  const uint64_t embeddings = texts * uint64_t(std::max<int64_t>(dim, 1)) * 4 * (adapter ? 2 : 1);
+  require_memory(weights * (adapter ? 3 : 1) + embeddings,
+                 fmt::format("eval: {} ({} in f32{}) and the embeddings of {} texts", model_dir, human_bytes(weights),
+                             adapter ? ", three copies while the adapter is merged" : "", texts),
+                 ": use a machine with more memory, or a benchmark with fewer texts");
+  if (adapter)
+    require_disk(fs::temp_directory_path().string(), weights,
+                 "eval: the student with the adapter merged (a temporary model folder)",
+                 ": free some space there, or point TMPDIR at a folder with more room");
+}
+
+}  // namespace
+
 EvalResults evaluate(const std::string& model_dir, const std::string& adapter_dir, const Benchmark& b,
                      const EvalRunOptions& opt) {
   require_dir(model_dir, "model folder");
   if (!adapter_dir.empty()) require_dir(adapter_dir, "adapter folder");
+  check_resources(model_dir, !adapter_dir.empty(), b);
   // Both sides run the inference pipeline (models/embedder.h: what `xvlm2vec embed` and a deployment run,
   // batches in parallel); the student is the model with the adapter merged in, in a temporary folder.
   const auto teacher_model = Embedder::load(model_dir);

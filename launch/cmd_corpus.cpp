@@ -17,6 +17,7 @@
 #include "train/train_config.h"
 #include "data/train_data.h"
 #include "core/file_util.h"
+#include "core/resources.h"
 #include "data/corpus.h"
 #include "data/corpus_split.h"
 #include "data/corpus_stream.h"
@@ -90,6 +91,15 @@ int run_cache_teacher(const CacheTeacherArgs& a) {
   t.dim = D;
   t.model_fingerprint = model_fingerprint(a.model);
   t.corpus_fingerprint = src->fingerprint();
+  // The block is written into a copy of the file, renamed over it at the end: room for both, before the work.
+  std::error_code ec;
+  const uint64_t file = uint64_t(fs::file_size(a.corpus, ec));
+  require_disk(a.corpus, file + 4 * uint64_t(P) * uint64_t(D) + (uint64_t(1) << 20),
+               fmt::format("cache-teacher: a copy of the corpus with its /teacher block ({} x {} floats)", P, D),
+               ": free some space next to the corpus");
+  require_memory(4 * uint64_t(P) * uint64_t(D),
+                 fmt::format("cache-teacher: the embeddings of {} pairs ({} floats each)", P, D),
+                 ": use a machine with more memory, or split the corpus (corpus split) and cache each part");
   t.embeddings.resize(size_t(P * D));
   for (int64_t s = 0; s < P; s += a.batch_size) {
     const int64_t e = std::min(P, s + a.batch_size);
@@ -174,6 +184,10 @@ int run_split(SplitArgs a) {
   SplitResult r = split_corpus(c, a.o, fs::path(a.corpus).filename().string());
   const std::string cmd = fmt::format("xvlm2vec corpus split {}", a.corpus);
   r.train.meta.created_by = r.heldout.meta.created_by = cmd + " (from: " + c.meta.created_by + ")";
+  require_disk(a.train_out, corpus_payload_bytes(r.train) + (uint64_t(1) << 20), "--train: the training part",
+               ": free some space, or write it elsewhere");
+  require_disk(a.heldout_out, corpus_payload_bytes(r.heldout) + (uint64_t(1) << 20), "--heldout: the held-out part",
+               ": free some space, or write it elsewhere");
   write_corpus(a.train_out, r.train);
   write_corpus(a.heldout_out, r.heldout);
   if (!a.quiet) {

@@ -2,6 +2,7 @@
 // (docs/corpus-build.md), optionally pre-tokenised.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -10,6 +11,7 @@
 
 #include "core/error.h"
 #include "core/file_util.h"
+#include "core/resources.h"
 #include "tokenizer/tokenizer.h"
 #include "data/builders.h"
 #include "data/corpus.h"
@@ -121,12 +123,41 @@ void tokenize(Corpus& c, const Tokenizer& tok_ref, const std::string& path, bool
   c.tokens = std::move(t);
 }
 
+// The bytes of what a build reads: the catalogs of --langs under --locale-dir (those of --catalogs), or the
+// --input files (images of xmmeb lines come on top, each bounded by the image decoder's limits).
+uint64_t input_bytes(const BuildArgs& a) {
+  uint64_t n = 0;
+  std::error_code ec;
+  if (a.from != "gettext") {
+    for (const auto& in : a.inputs) n += uint64_t(fs::file_size(in, ec)), ec.clear();
+    return n;
+  }
+  for (const auto& lang : a.langs) {
+    const fs::path dir = fs::path(a.locale_dir) / lang / "LC_MESSAGES";
+    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+      const fs::path& f = it->path();
+      if (f.extension() != ".mo" || !it->is_regular_file(ec)) continue;
+      if (!a.catalogs.empty() &&
+          std::find(a.catalogs.begin(), a.catalogs.end(), f.stem().string()) == a.catalogs.end())
+        continue;
+      n += uint64_t(it->file_size(ec));
+    }
+    ec.clear();
+  }
+  return n;
+}
+
 int run_build(const BuildArgs& a, const CLI::App& sub) {
   const auto t0 = std::chrono::steady_clock::now();
   check_options(a, sub);
   // Loaded first: a bad tokenizer file should not cost a whole build.
   std::unique_ptr<Tokenizer> tok;
   if (!a.tokenizer.empty()) tok = Tokenizer::from_file(a.tokenizer);
+  // The build holds every text it keeps, with the indexes that deduplicate them: about twice what it reads.
+  const uint64_t in_bytes = input_bytes(a);
+  require_memory(2 * in_bytes, fmt::format("corpus build (--from {}: {} of input)", a.from, human_bytes(in_bytes)),
+                 ": build from fewer inputs (--langs, --catalogs, --input) and join the parts in training, or use a "
+                 "machine with more memory");
   BuildReport report;
   const BuildProgress progress = make_progress(a.quiet);
   Corpus c;
@@ -165,6 +196,10 @@ int run_build(const BuildArgs& a, const CLI::App& sub) {
   if (tok) tokenize(c, *tok, a.tokenizer, a.quiet);
   c.meta.created_by = command_line(sub);
   c.meta.created_at = utc_now_iso8601();
+  const uint64_t payload = corpus_payload_bytes(c);
+  require_disk(a.out, payload + payload / 100 + (uint64_t(1) << 20),
+               fmt::format("--out: the corpus ({} pairs, {} images)", c.pairs.size(), c.images.size()),
+               ": free some space, or write it elsewhere");
   write_corpus(a.out, c);
   if (!a.quiet)
     std::fprintf(stderr, "corpus build: %zu pairs, %zu images, %.2f s -> %s\n", c.pairs.size(), c.images.size(),

@@ -1,5 +1,6 @@
 // xvlm2vec: the command-line entry point. Errors at the boundary print one line naming the file and
 // field, and exit non-zero.
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -15,6 +16,9 @@
 #include "launch/commands.h"
 
 int main(int argc, char** argv) {
+  // Over the file-size limit (ulimit -f) a write fails with EFBIG, which the writers report naming the file and
+  // clean up after, instead of SIGXFSZ killing the process and leaving a temporary file behind.
+  std::signal(SIGXFSZ, SIG_IGN);
   xv::cpu::select_blas_core(argc, argv);
   xv::cpu::tune_allocator();
   CLI::App app{"xvlm2vec: adapt LVLM-based embedding models to new languages by self-knowledge distillation,\n"

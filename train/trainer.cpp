@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -16,6 +17,7 @@
 
 #include "core/error.h"
 #include "core/resources.h"
+#include "core/storage.h"
 #include "core/file_util.h"
 #include "core/model_config.h"
 #include "data/corpus_stream.h"
@@ -26,6 +28,7 @@
 #include "parallel/fsdp.h"
 #include "parallel/sharded_checkpoint.h"
 #include "train/checkpoint.h"
+#include "train/memory_plan.h"
 #include "train/parallel_plan.h"
 #include "train/schedule.h"
 #include "train/teacher_cache.h"
@@ -217,6 +220,7 @@ class TrainRun {
     check_memory();
     load_model();
     shard_model();
+    plan_memory();
     check_disk();
     open_metrics();
     open_stream();
@@ -353,6 +357,63 @@ class TrainRun {
                                                         "with more memory");
   }
 
+  // Before the first step: what the loaded model and optimizer hold (measured) and what a step adds (estimated
+  // for the longest pairs of the data), printed, and refused when it cannot fit (train/memory_plan.h).
+  void plan_memory() {
+    MemoryPlan p;
+    p.device = device_.str();
+    p.held = storage_live_bytes(device_.kind);
+    p.frozen = uint64_t(frozen_ ? frozen_->resident_bytes() : widened_ ? widened_->resident_bytes() : 0);
+    const uint64_t P = uint64_t(shards_->size()), padded = uint64_t(shards_->padded());
+    const uint64_t owned = uint64_t(shards_->own_end() - shards_->own_begin());
+    const uint64_t ga = uint64_t(ga_);
+    p.trainable = 4 * (2 * P + 2 * owned) + (cfg_.parallel.deterministic ? 4 * ga * padded : 0);
+    if (!frozen_ && !widened_) p.frozen = p.held > p.trainable ? p.held - p.trainable : 0;  // the model holds it
+    p.step = 4 * (cfg_.parallel.deterministic ? 2 * ga * padded + padded : 2 * padded + owned);
+    const uint64_t wide = 4 * uint64_t(largest_unit_);
+    const uint64_t at_once = cfg_.parallel.prefetch ? 2 : 1;
+    if (frozen_) p.gathered = at_once * uint64_t(largest_unit_bytes_) + (cfg_.weight_dtype() != DType::F32 ? wide : 0);
+    else if (widened_) p.gathered = at_once * wide;
+    p.shape = activation_shape();
+    p.activations = model_->activation_bytes(p.shape);
+    MemoryPlanSettings ms;
+    ms.batch_size = bs_;
+    ms.checkpointing = cfg_.train.checkpointing;
+    ms.bf16_weights = cfg_.weight_dtype() == DType::BF16;
+    ms.sharded = shard_frozen_;
+    if (device_.is_cpu()) check_memory_plan(p, available_memory(), ms);
+    const std::string line = format_memory_plan(p);
+    rlog(line);
+    if (lead_ && !o_.quiet) std::fprintf(stderr, "train: %s\n", line.c_str());
+  }
+
+  // The micro-batch the plan sizes: batch_size pairs as long as the longest of the data (in tokens, measured on
+  // the kLongest pairs with the most bytes), with as many image crops as the most any of those had, each.
+  ActivationShape activation_shape() {
+    constexpr size_t kLongest = 16;
+    std::vector<std::pair<int64_t, int64_t>> by_length;  // (bytes, pair)
+    by_length.reserve(size_t(N_));
+    for (int64_t i = 0; i < N_; ++i) by_length.emplace_back(src_->length(i), i);
+    const size_t k = std::min(kLongest, by_length.size());
+    std::partial_sort(by_length.begin(), by_length.begin() + ptrdiff_t(k), by_length.end(),
+                      [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
+    std::vector<int64_t> idx;
+    for (size_t i = 0; i < k; ++i) idx.push_back(by_length[i].second);
+    ActivationShape s;
+    s.batch = bs_;
+    s.checkpointing = cfg_.train.checkpointing;
+    s.teacher_cache = !cfg_.data.teacher_cache.empty();
+    s.image_prefix_loss = cfg_.train.image_prefix_loss;
+    int64_t crops = 0;
+    for (TrainPair& pair : src_->fetch(idx)) {
+      const PreparedSize z = model_->prepared_size(*model_->prepare(pair));
+      s.tokens = std::max(s.tokens, z.tokens);
+      crops = std::max(crops, z.crops);
+    }
+    s.crops = crops * bs_;
+    return s;
+  }
+
   // Before the first step: room on disk for the checkpoints this run keeps (at most checkpoint.keep + 1 at once:
   // a new one is written before the oldest goes; 12 bytes per trainable parameter, the values and two Adam
   // moments) and its exports.
@@ -376,11 +437,18 @@ class TrainRun {
   void shard_model() {
     UnitOptions uo;
     uo.vision_layers_per_unit = cfg_.parallel.vision_layers_per_unit;
+    std::vector<WeightUnit> units = model_->frozen_units(uo);
+    for (const WeightUnit& u : units) {  // the largest unit, for the memory plan
+      int64_t n = 0, bytes = 0;
+      for (const Tensor* t : u.tensors) n += t->numel(), bytes += t->numel() * int64_t(dtype_size(t->dtype()));
+      largest_unit_ = std::max(largest_unit_, n);
+      largest_unit_bytes_ = std::max(largest_unit_bytes_, bytes);
+    }
     if (shard_frozen_) {
-      frozen_ = std::make_unique<par::FrozenShards>(*par_.frozen, model_->frozen_units(uo), cfg_.parallel.prefetch);
+      frozen_ = std::make_unique<par::FrozenShards>(*par_.frozen, std::move(units), cfg_.parallel.prefetch);
       model_->set_unit_access(frozen_.get());
     } else if (cfg_.weight_dtype() != DType::F32) {
-      widened_ = std::make_unique<WidenedUnits>(model_->frozen_units(uo));
+      widened_ = std::make_unique<WidenedUnits>(std::move(units));
       model_->set_unit_access(widened_.get());
     }
     const std::vector<TrainableTensor> trainable = model_->trainable();
@@ -677,6 +745,7 @@ class TrainRun {
   std::unique_ptr<KdModel> model_;
   bool shard_frozen_ = false;
   int64_t D_ = 0, n_trainable_ = 0;
+  int64_t largest_unit_ = 0, largest_unit_bytes_ = 0;  // elements and stored bytes of the largest frozen unit
   Tensor teacher_;  // (N, D) from a .npy teacher cache, on the host
   std::unique_ptr<par::FrozenShards> frozen_;
   std::unique_ptr<WidenedUnits> widened_;

@@ -166,6 +166,31 @@ class BertKdModel : public KdShell {
     const std::string stem = pre_ + name.substr(0, q) + "attention.self.", kind = name.substr(name.rfind('.'));
     return {stem + "query" + kind, stem + "key" + kind, stem + "value" + kind};
   }
+  PreparedSize prepared_size(const PreparedInputs& p) const override {
+    const auto& b = dynamic_cast<const BertPrepared&>(p);
+    return {std::min<int64_t>(int64_t(std::max(b.en.size(), b.xx.size())), model_.cfg.max_seq_length), 0};
+  }
+
+  // Per row (N = batch x tokens, f32): a layer's BertLayerActs hold 8C + 2I + (the ranks of its adapters);
+  // each student pass keeps that for every layer (only the layer input C with checkpointing). Besides: the
+  // hidden states of both students and the teacher and both students' gradients (5C), one layer recomputed
+  // in backward (checkpointing) and one layer's backward temporaries.
+  uint64_t activation_bytes(const ActivationShape& s) const override {
+    const BertConfig& c = model_.cfg;
+    const int64_t C = c.hidden_size, I = c.intermediate_size, L = c.num_hidden_layers;
+    const int64_t T = c.max_seq_length > 0 ? std::min(s.tokens, c.max_seq_length) : s.tokens;
+    int64_t ranks = 0;  // the most LoRA rank any one layer carries
+    for (int64_t l = 0; l < int64_t(lora_.slot.size()); ++l) {
+      int64_t r = 0;
+      for (int k = 0; k < kBertSlots; ++k)
+        if (const LoraAdapter* a = lora_.at(l, k)) r += a->r;
+      ranks = std::max(ranks, r);
+    }
+    const int64_t layer = 8 * C + 2 * I + ranks;
+    const int64_t kept = L * (s.checkpointing ? C : layer);
+    const int64_t per_row = 2 * kept + (s.teacher_cache ? 4 : 5) * C + (s.checkpointing ? layer : 0) + layer;
+    return uint64_t(s.batch) * uint64_t(T) * uint64_t(per_row) * sizeof(float);
+  }
   std::vector<std::string> peft_prefixes() const override { return {"bert."}; }
   MergedFiles merged_files() const override {
     return {{"config.json", "tokenizer.json"},

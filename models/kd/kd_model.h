@@ -38,6 +38,21 @@ struct KdStepOptions {
   bool vision_units = false;
 };
 
+// A micro-batch's size, for the activation-memory estimate (train/memory_plan.h).
+struct ActivationShape {
+  int64_t batch = 0;   // pairs
+  int64_t tokens = 0;  // tokens of the longest side of any pair (image tokens included)
+  int64_t crops = 0;   // image crops in the micro-batch (phi3_v: the HD sub-crops and the global crop)
+  bool checkpointing = true;
+  bool teacher_cache = false;  // the English targets come from a teacher cache (no teacher pass)
+  bool image_prefix_loss = false;
+};
+
+// The size of one prepared pair: its longest side in tokens (image tokens included) and its image crops.
+struct PreparedSize {
+  int64_t tokens = 0, crops = 0;
+};
+
 class KdModel {
  public:
   virtual ~KdModel() = default;
@@ -67,6 +82,13 @@ class KdModel {
   // The per-pair work of a step that needs no weights (tokenizing, decoding and preprocessing the image),
   // done ahead by the data reader's worker threads. Thread-safe (const); may throw xv::Error.
   virtual std::shared_ptr<const PreparedInputs> prepare(const TrainPair& pair) const = 0;
+  // What prepare() made, measured: the pair's longest side in tokens and its image crops.
+  virtual PreparedSize prepared_size(const PreparedInputs& p) const = 0;
+  // An upper estimate of the device memory (bytes) one forward_backward on a micro-batch of this shape
+  // allocates on top of what the model holds (activations kept for backward, the passes' hidden states and
+  // gradients, one layer's recomputation and backward temporaries); tests/test_memory_plan.cpp holds it
+  // against the bytes a step really allocates.
+  virtual uint64_t activation_bytes(const ActivationShape& s) const = 0;
   // Forward and backward of the loss on one micro-batch; gradients accumulate into trainable().
   virtual KdLossTerms forward_backward(const std::vector<TrainPair>& batch, const KdStepOptions& opt) = 0;
   // Teacher embeddings of the English side (B, D) on the host, for a teacher cache.

@@ -141,6 +141,58 @@ class Phi3VKdModel : public KdShell {
     return out;
   }
 
+  PreparedSize prepared_size(const PreparedInputs& p) const override {
+    const auto& q = dynamic_cast<const Phi3VPrepared&>(p);
+    return {int64_t(std::max(q.en.size(), q.xx.size())), q.image ? q.image->pixel_values.dim(0) : 0};
+  }
+
+  // Per decoder row (N = batch x tokens, f32): a layer's Phi3LayerActs hold 4C + QKV + Hq D + 3I + (the ranks
+  // of its adapters); each student pass keeps that for every layer (only the input C with checkpointing) and
+  // the final norm's input. Besides: the passes' hidden states and gradients (h, dh, dx of both students, the
+  // teacher's h; image tokens of the student, the teacher and their gradient, at most N rows each), one layer
+  // recomputed (checkpointing) and one layer's backward temporaries. The tower, per CLIP row
+  // (R = crops x (1 + patches)): its pixels, the student's and the teacher's hidden states and one layer's
+  // temporaries (one layer more recomputed in its backward with checkpointing); kept through the step when it
+  // trains (adapters on the tower, or 'full'): its ClipLayerActs (7C' + 2I' + ranks) per layer as the decoder's,
+  // and the embeddings' inputs with 'full'. (A sum: the tower's pass and the decoder's peak do not all coexist,
+  // so this is above a step's peak, by up to about 2x with images; tests/test_memory_plan.cpp.)
+  uint64_t activation_bytes(const ActivationShape& s) const override {
+    const Phi3VConfig& c = model_.cfg;
+    const int64_t C = c.hidden_size, I = c.intermediate_size, L = decoder_layers(), D = c.head_dim();
+    const int64_t QKV = (c.num_attention_heads + 2 * c.num_key_value_heads) * D;
+    const auto ranks = [&](const auto& slots) {
+      int64_t most = 0;
+      for (const auto& layer : slots) {
+        int64_t r = 0;
+        for (const int i : layer)
+          if (i >= 0) r += lora_.adapters[size_t(i)].r;
+        most = std::max(most, r);
+      }
+      return most;
+    };
+    const bool teacher = !s.teacher_cache || (s.image_prefix_loss && s.crops > 0);
+    const int64_t layer = 4 * C + QKV + c.num_attention_heads * D + 3 * I + ranks(lora_.dec);
+    const int64_t kept = L * (s.checkpointing ? C : layer) + C;
+    const int64_t live = (teacher ? 7 : 6) * C + (s.crops > 0 ? 3 * C : 0);
+    const int64_t per_row = 2 * kept + live + (s.checkpointing ? layer : 0) + layer;
+    const uint64_t decoder = uint64_t(s.batch) * uint64_t(s.tokens) * uint64_t(per_row);
+    uint64_t kept_vision = 0, tower = 0;  // the tower's kept activations; its pass's own
+    if (s.crops > 0) {
+      const ClipVision& v = model_.vision.clip;
+      const int64_t S = v.cfg.image_size, P = (S / v.cfg.patch_size) * (S / v.cfg.patch_size);
+      const int64_t Cv = v.cfg.hidden_size, Iv = v.cfg.intermediate_size, Lv = int64_t(v.layers.size());
+      const bool trains = full_ || lora_.vision_adapted();
+      const int64_t vlayer = 7 * Cv + 2 * Iv + ranks(lora_.clip);
+      const uint64_t rows = uint64_t(s.crops) * uint64_t(1 + P);
+      int64_t kept_row = trains ? Lv * (s.checkpointing ? Cv : vlayer) : 0;
+      if (full_) kept_row += 3 * v.cfg.patch_size * v.cfg.patch_size + Cv;
+      kept_vision = rows * uint64_t(kept_row);
+      tower = rows * uint64_t(2 * Cv + vlayer + (trains && s.checkpointing ? vlayer : 0)) +
+              uint64_t(s.crops) * 3 * uint64_t(S * S);
+    }
+    return (kept_vision + tower + decoder) * sizeof(float);
+  }
+
   std::vector<WeightUnit> frozen_units(const UnitOptions& o) override {
     if (full_) return {};
     XV_CHECK(o.vision_layers_per_unit >= 1 && o.vision_layers_per_unit <= 1024,

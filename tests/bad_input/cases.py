@@ -20,11 +20,12 @@ class Skip(Exception):
 
 class Case:
     def __init__(self, group, name, argv, expect=(), absent=(), unchanged=(), setup=None, accept=False,
-                 after=None, ulimit_v_kb=None):
+                 after=None, ulimit_v_kb=None, ulimit_f_kb=None):
         self.group, self.name, self.argv = group, name, list(argv)
         self.expect, self.absent, self.unchanged = list(expect), list(absent), list(unchanged)
         self.setup, self.accept, self.after = setup, accept, after
         self.ulimit_v_kb = ulimit_v_kb  # the address-space limit the command runs under (ulimit -v), if any
+        self.ulimit_f_kb = ulimit_f_kb  # the file-size limit (ulimit -f), if any
 
 
 class Env:
@@ -540,6 +541,12 @@ def cases():
                                 env.write("big.tsv", "".join(f"message number {i} of the catalog\t"
                                                              f"messaggio numero {i} del catalogo\n"
                                                              for i in range(4000))))),
+        Case("corpus", "build over the file-size limit (ulimit -f)",
+             ["corpus", "build", "--quiet", "--from", "tsv", "--input", "{d}/big.tsv", "--lang", "it", "--out",
+              "{d}/c.h5"], ["{d}/c.h5"], absent=["{d}/c.h5"], ulimit_f_kb=64,
+             setup=lambda env: env.write("big.tsv", "".join(f"message number {i} of the catalog\t"
+                                                            f"messaggio numero {i} del catalogo\n"
+                                                            for i in range(4000)))),
         Case("corpus", "cache-teacher --out a folder", ["corpus", "cache-teacher", "--model", "{w}/model",
                                                         "--pairs", "{w}/pairs.jsonl", "--out", "{d}"],
              ["--out", "{d}", "is a folder"]),
@@ -720,6 +727,21 @@ def cases():
              ["model", "{d}/model", "of memory", "available"], absent=["{d}/out"],
              setup=chain(lambda env: env.copy("{w}/model", "model"),
                          lambda env: os.truncate(env.p("model/model.safetensors"), 1 << 40))),
+        Case("resources", "eval of a model larger than the memory",
+             ["eval", "run", "--quiet", "--model", "{d}/model", "--benchmark", "{w}/bench", "--out", "{d}/r"],
+             ["eval:", "{d}/model", "64.0 GB in f32", "of memory", "available"], absent=["{d}/r"],
+             setup=chain(lambda env: env.copy("{w}/model", "model"),
+                         lambda env: sparse_safetensors(env.p("model/model.safetensors"), [16, 1 << 30]))),
+        Case("resources", "corpus build from more input than the memory",
+             ["corpus", "build", "--quiet", "--from", "tsv", "--input", "{d}/huge.tsv", "--lang", "it", "--out",
+              "{d}/c.h5"], ["corpus build", "64.0 GB of input", "of memory", "--input"], absent=["{d}/c.h5"],
+             setup=chain(lambda env: env.write("huge.tsv", "a\tb\n"),
+                         lambda env: os.truncate(env.p("huge.tsv"), 64 << 30))),
+        Case("resources", "a training step larger than the memory",
+             TRAIN + ["--set", "train.batch_size=10000000", "--set", "train.max_steps=1", "--set",
+                      "train.checkpointing=false"],
+             ["a step needs about", "largest part is the activations", "train.batch_size:",
+              "train.checkpointing: true"], absent=["{d}/out"]),
         Case("resources", "train under a small ulimit -v", TRAIN, ["ulimit -v", "raise it"], absent=["{d}/out"],
              ulimit_v_kb=600000),
         Case("resources", "embed under a small ulimit -v", EMBED + ["--model", "{w}/model"], ["ulimit -v"],
@@ -728,10 +750,24 @@ def cases():
                                                                   "--input", "{w}/pairs.it.tsv", "--lang", "it",
                                                                   "--out", "{d}/c.h5"], ["ulimit -v"],
              absent=["{d}/c.h5"], ulimit_v_kb=600000),
+        Case("output", "train over the file-size limit (ulimit -f)", TRAIN,
+             ["{d}/out/checkpoints/", "write failed", "File too large"], ulimit_f_kb=64),
         Case("output", "train onto a full disk", TRAIN[:-1] + ["output_dir={d}/full/out"], ["{d}/full/out"],
              setup=lambda env: env.tmpfs("full", "16k")),
     ]
     return c
+
+
+def sparse_safetensors(path, shape):
+    """A valid .safetensors file of one f32 tensor of `shape`, its data a hole (nothing is written)."""
+    n = 4
+    for d in shape:
+        n *= d
+    header = json.dumps({"big": {"dtype": "F32", "shape": shape, "data_offsets": [0, n]}}).encode()
+    header += b" " * (-len(header) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(header)) + header)
+    os.truncate(path, 8 + len(header) + n)
 
 
 def first_tensor_name():

@@ -71,9 +71,12 @@ def run_case(case, ctx):
     t0 = time.monotonic()
     try:
         limit = None
-        if case.ulimit_v_kb:
+        if case.ulimit_v_kb or case.ulimit_f_kb:
             def limit():
-                resource.setrlimit(resource.RLIMIT_AS, (case.ulimit_v_kb * 1024, case.ulimit_v_kb * 1024))
+                if case.ulimit_v_kb:
+                    resource.setrlimit(resource.RLIMIT_AS, (case.ulimit_v_kb * 1024, case.ulimit_v_kb * 1024))
+                if case.ulimit_f_kb:
+                    resource.setrlimit(resource.RLIMIT_FSIZE, (case.ulimit_f_kb * 1024, case.ulimit_f_kb * 1024))
         p = subprocess.run(argv, cwd=d, stdin=subprocess.DEVNULL, capture_output=True, timeout=TIMEOUT_S,
                            preexec_fn=limit)
         rc, out = p.returncode, (p.stdout + p.stderr).decode("utf-8", "replace")
