@@ -11,6 +11,7 @@
 #include "core/file_util.h"
 #include "data/corpus.h"
 #include "eval/benchmark.h"
+#include "eval/import_vlm2vec.h"
 #include "eval/make_text_benchmark.h"
 #include "eval/report.h"
 #include "eval/runner.h"
@@ -114,10 +115,57 @@ int run_make(const MakeArgs& a) {
   return 0;
 }
 
+struct ImportArgs {
+  std::vector<std::string> files;
+  std::string out, name = "imported", image_root, lang, family;
+  bool quiet = false;
+};
+
+int run_import(const ImportArgs& a) {
+  const auto t0 = std::chrono::steady_clock::now();
+  check_output_dir(a.out, "--out");
+  if (!a.image_root.empty()) require_dir(a.image_root, "image folder (--image-root)");
+  std::vector<ImportSource> srcs;
+  std::string cmd = "xvlm2vec eval import --out " + a.out + " --name " + a.name;
+  if (!a.image_root.empty()) cmd += " --image-root " + a.image_root;
+  if (!a.lang.empty()) cmd += " --lang " + a.lang;
+  if (!a.family.empty()) cmd += " --family " + a.family;
+  for (const auto& f : a.files) {
+    ImportSource s;
+    s.file = f;
+    s.language = a.lang;
+    s.family = a.family;
+    s.image_root = a.image_root;
+    srcs.push_back(std::move(s));
+    cmd += " " + f;
+  }
+  ImportOptions o;
+  o.name = a.name;
+  o.out_dir = a.out;
+  o.created_by = cmd;
+  const Benchmark b = import_vlm2vec(srcs, o);
+  write_benchmark(a.out, b);
+  const Benchmark back = read_benchmark(a.out);  // the images resolve from the folder as written
+  if (!a.quiet) {
+    int64_t queries = 0, images = 0;
+    for (const auto& t : back.tasks)
+      for (const auto& q : t.queries) {
+        ++queries;
+        images += !q.image.empty();
+        for (const auto& p : q.candidate_images) images += !p.empty();
+      }
+    std::fprintf(stderr, "eval import: %zu tasks, %lld queries, %lld image references (not copied), %.2f s -> %s\n",
+                 back.tasks.size(), static_cast<long long>(queries), static_cast<long long>(images), since(t0),
+                 a.out.c_str());
+  }
+  return 0;
+}
+
 }  // namespace
 
 Runner add_eval(CLI::App& app) {
-  auto* sub = app.add_subcommand("eval", "Evaluate embedding models (MMMEB protocol): run, make-text-benchmark");
+  auto* sub =
+      app.add_subcommand("eval", "Evaluate embedding models (MMMEB protocol): run, make-text-benchmark, import");
   sub->require_subcommand(1);
 
   auto* run = sub->add_subcommand("run", "Evaluate a model, before and after an adapter, on a benchmark folder");
@@ -149,9 +197,24 @@ Runner add_eval(CLI::App& app) {
   mk->add_option("--name", m->name, "Benchmark name (default: text-retrieval-<corpus file stem>)");
   mk->add_flag("--quiet", m->quiet, "No summary line");
 
-  return [run, mk, r, m] {
+  auto* im = sub->add_subcommand("import", "Turn released MMEB / MMMEB evaluation JSONL files (one per dataset and "
+                                            "language) into a benchmark folder, images referenced where they are");
+  auto ia = std::make_shared<ImportArgs>();
+  im->add_option("files", ia->files, "Released files, named <dataset>_<lang>.jsonl (e.g. ImageNet-1K_it.jsonl)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  im->add_option("--out", ia->out, "Benchmark folder to write")->required();
+  im->add_option("--name", ia->name, "Benchmark name")->default_val("imported");
+  im->add_option("--image-root", ia->image_root, "Folder relative image paths start from (default: each file's)");
+  im->add_option("--lang", ia->lang, "Language of every file (default: from each file name)");
+  im->add_option("--family", ia->family, "Task family of every file (default: from the MMEB dataset name)")
+      ->check(CLI::IsMember({"classification", "vqa", "retrieval", "grounding"}));
+  im->add_flag("--quiet", ia->quiet, "No summary line");
+
+  return [run, mk, im, r, m, ia] {
     if (run->parsed()) return run_eval(*r);
     if (mk->parsed()) return run_make(*m);
+    if (im->parsed()) return run_import(*ia);
     return 0;
   };
 }

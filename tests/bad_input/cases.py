@@ -647,6 +647,25 @@ def cases():
                                                           "--benchmark", "{w}/bench", "--out", "{d}/r",
                                                           "--train-dir", "{w}/model"],
              ["{w}/model", "metrics.jsonl"], absent=["{d}/r"]),
+        Case("benchmark", "import: a released file whose image is missing",
+             ["eval", "import", "--quiet", "--out", "{d}/b", "{d}/rel/MSCOCO_t2i_de.jsonl"],
+             ["{d}/rel/MSCOCO_t2i_de.jsonl:1", "tgt_img_path", "does not exist", "--image-root"], absent=["{d}/b"],
+             setup=lambda env: env.copy("{fx}/eval/vlm2vec_release/MSCOCO_t2i_de.jsonl", "rel/MSCOCO_t2i_de.jsonl")),
+        Case("benchmark", "import: a dataset of no known family",
+             ["eval", "import", "--quiet", "--out", "{d}/b", "{fx}/eval/vlm2vec_release/Emoji_fr.jsonl"],
+             ["Emoji_fr.jsonl", "dataset 'Emoji'", "--family"], absent=["{d}/b"]),
+        Case("benchmark", "import: a file name without a language",
+             ["eval", "import", "--quiet", "--out", "{d}/b", "{d}/ImageNet-1K.jsonl"],
+             ["{d}/ImageNet-1K.jsonl", "no language", "--lang"], absent=["{d}/b"],
+             setup=lambda env: env.write("ImageNet-1K.jsonl", '{"qry_text": "q", "tgt_text": ["a"]}\n')),
+        Case("benchmark", "import: other candidate counts",
+             ["eval", "import", "--quiet", "--out", "{d}/b", "{d}/VOC2007_it.jsonl"],
+             ["{d}/VOC2007_it.jsonl:2", "tgt_text", "3 candidates", "line 1 has 2"], absent=["{d}/b"],
+             setup=lambda env: env.write("VOC2007_it.jsonl", '{"qry_text": "q", "tgt_text": ["a", "b"]}\n'
+                                                             '{"qry_text": "r", "tgt_text": ["a", "b", "c"]}\n')),
+        Case("benchmark", "import --out is a file",
+             ["eval", "import", "--quiet", "--out", "{d}/b", "{fx}/eval/vlm2vec_release/ImageNet-1K_it.jsonl"],
+             ["--out", "{d}/b", "regular file"], unchanged=["{d}/b"], setup=lambda env: env.write("b", "x")),
     ]
     # ---- Images ----
     c += [
