@@ -124,6 +124,7 @@ json results_json(const EvalResults& r) {
             {"dim", r.dim},
             {"columns", r.has_after ? json{"before", "after"} : json{"before"}},
             {"unique_texts", r.unique_texts},
+            {"unique_images", r.unique_images},
             {"embed_seconds", r.embed_seconds}};
   json tasks = json::array();
   for (const auto& t : r.tasks) {
@@ -159,7 +160,8 @@ std::string results_markdown(const EvalResults& r) {
   std::string s = fmt::format("# Evaluation: {}\n\n", r.benchmark_name);
   s += fmt::format("- model: `{}` ({}, dim {})\n", r.model, r.arch, r.dim);
   s += fmt::format("- adapter: {}\n", r.adapter.empty() ? "none" : "`" + r.adapter + "`");
-  s += fmt::format("- benchmark: `{}` ({} tasks, {} distinct texts)\n\n", r.benchmark, r.tasks.size(), r.unique_texts);
+  s += fmt::format("- benchmark: `{}` ({} tasks, {} distinct items{})\n\n", r.benchmark, r.tasks.size(), r.unique_texts,
+                   r.unique_images > 0 ? fmt::format(", {} with an image", r.unique_images) : "");
   if (r.has_after) {
     s += "Percent (MRR x 100). before = the base model (the teacher), after = the base model with the adapter "
          "(the student); the gain is in points.\n\n";

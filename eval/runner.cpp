@@ -16,7 +16,10 @@
 #include "core/model_config.h"
 #include "core/resources.h"
 #include "core/safetensors.h"
+#include "data/train_data.h"
+#include "image/image.h"
 #include "models/backbones.h"
+#include "models/kd/kd_model.h"
 
 namespace xv {
 
@@ -24,44 +27,70 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// The benchmark as indices into one list of distinct texts.
-struct TextIndex {
-  std::vector<std::string> texts;        // (N) distinct texts
-  std::vector<std::string> first_use;    // (N) where each appears first (file:line), for messages
+// The benchmark as indices into one list of distinct items (a text, with an image or none). Items are keyed by
+// content: the text and the image file's bytes (fnv1a64 and size), so a candidate that many queries share, or
+// one image under two paths, is embedded once.
+struct ItemIndex {
+  std::vector<EmbedItem> items;          // (N) distinct items; images as resolved paths
+  std::vector<std::string> first_use;    // (N) where each appears first (file:line and field), for messages
   std::unordered_map<std::string, int32_t> index;
-  // Per task, per query: the query's text, then its candidates' texts.
+  std::unordered_map<std::string, std::string> image_key;  // resolved path -> content key
+  int64_t images = 0;                                      // distinct items with an image
+  std::string first_image_task, first_image_where;         // the first task (and query) that has an image
+  // Per task, per query: the query's item, then its candidates' items.
   std::vector<std::vector<std::vector<int32_t>>> rows;  // [task][query] = (1 + num_candidates)
   std::vector<int32_t> english;                         // (english texts)
 
-  int32_t add(const std::string& s, const std::string& where) {
-    auto [it, fresh] = index.emplace(s, int32_t(texts.size()));
+  int32_t add(const std::string& text, const std::string& image, const std::string& where) {
+    std::string key = text;
+    if (!image.empty()) {
+      auto it = image_key.find(image);
+      if (it == image_key.end()) {
+        const std::string bytes = read_file(image, kMaxImageFileBytes);
+        it = image_key.emplace(image, fmt::format("{}:{}", fingerprint_hex(fnv1a64(bytes)), bytes.size())).first;
+      }
+      key += '\x1f' + it->second;
+    }
+    auto [it, fresh] = index.emplace(key, int32_t(items.size()));
     if (fresh) {
-      XV_CHECK(texts.size() < size_t(INT32_MAX), "{}: more than 2^31 distinct texts", where);
-      texts.push_back(s);
+      XV_CHECK(items.size() < size_t(INT32_MAX), "{}: more than 2^31 distinct texts and images", where);
+      items.push_back({text, image});
       first_use.push_back(where);
+      images += !image.empty();
     }
     return it->second;
   }
 };
 
-TextIndex index_texts(const Benchmark& b) {
-  TextIndex ix;
+// An image path of the benchmark (relative to its folder) as a path to open.
+std::string resolve_image(const Benchmark& b, const std::string& p) {
+  if (p.empty() || b.dir.empty() || fs::path(p).is_absolute()) return p;
+  return (fs::path(b.dir) / p).string();
+}
+
+ItemIndex index_items(const Benchmark& b) {
+  ItemIndex ix;
   for (const auto& t : b.tasks) {
     auto& task_rows = ix.rows.emplace_back();
     for (size_t q = 0; q < t.queries.size(); ++q) {
       const BenchmarkQuery& qu = t.queries[q];
       const std::string where = query_where(b, t, q);
-      XV_CHECK(qu.image.empty() && qu.candidate_images.empty(),
-               "{}: images are not supported by the evaluation yet (text ranking only)", where);
       auto& row = task_rows.emplace_back();
       row.reserve(qu.candidates.size() + 1);
-      row.push_back(ix.add(qu.text, where + " (qry_text)"));
-      for (const auto& c : qu.candidates) row.push_back(ix.add(c, where + " (tgt_text)"));
+      const bool has_image = !qu.image.empty() || !qu.candidate_images.empty();
+      if (has_image && ix.first_image_task.empty()) ix.first_image_task = t.name, ix.first_image_where = where;
+      row.push_back(ix.add(qu.text, resolve_image(b, qu.image),
+                           where + (qu.image.empty() ? " (qry_text)" : " (qry_text, qry_img_path)")));
+      for (size_t c = 0; c < qu.candidates.size(); ++c) {
+        const std::string img = qu.candidate_images.empty() ? "" : qu.candidate_images[c];
+        row.push_back(ix.add(qu.candidates[c], resolve_image(b, img),
+                             fmt::format("{} ({} entry {})", where, img.empty() ? "tgt_text" : "tgt_text, tgt_img_path", c)));
+      }
     }
   }
   const std::string en_file = b.dir.empty() ? b.english_file : (fs::path(b.dir) / b.english_file).string();
   for (size_t i = 0; i < b.english.size(); ++i)
-    ix.english.push_back(ix.add(b.english[i], en_file + ": text " + std::to_string(i + 1)));
+    ix.english.push_back(ix.add(b.english[i], "", en_file + ": text " + std::to_string(i + 1)));
   return ix;
 }
 
@@ -78,23 +107,32 @@ void normalize_rows(Tensor& e) {
   }
 }
 
-using EmbedFn = std::function<Tensor(const std::vector<std::string>&)>;
+using EmbedFn = std::function<Tensor(const std::vector<EmbedItem>&)>;
 
-// Embeds every text with `fn` in batches of similar length (less padding), returns (N, D) in index order,
-// L2-normalised. A batch that fails is retried text by text so the error names the text that failed.
-Tensor embed_all(const TextIndex& ix, const EmbedFn& fn, int64_t dim, int64_t batch_size, const std::string& who,
+// Embeds every item with `fn` in batches of similar inputs (text-only items first, then those with images, each
+// by text length: less padding), returns (N, D) in index order, L2-normalised. A batch that fails is retried
+// item by item so the error names the one that failed.
+Tensor embed_all(const ItemIndex& ix, const EmbedFn& fn, int64_t dim, int64_t batch_size, const std::string& who,
                  const EvalRunOptions& opt) {
-  const int64_t N = int64_t(ix.texts.size());
+  const int64_t N = int64_t(ix.items.size());
   std::vector<int64_t> order(static_cast<size_t>(N));
   std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](int64_t a, int64_t b) { return ix.texts[size_t(a)].size() < ix.texts[size_t(b)].size(); });
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+    const EmbedItem &x = ix.items[size_t(a)], &y = ix.items[size_t(b)];
+    return std::make_pair(!x.image.empty(), x.text.size()) < std::make_pair(!y.image.empty(), y.text.size());
+  });
+  // Text-only items and items with images go in separate calls: Phi-3's su-scaled RoPE takes its factors from a
+  // batch's padded length (as the reference does), so a short text batched with an image (757 tokens at 4 crops)
+  // would embed differently than alone.
+  const int64_t first_image = std::find_if(order.begin(), order.end(), [&](int64_t k) {
+                                return !ix.items[size_t(k)].image.empty();
+                              }) - order.begin();
   Tensor out({N, dim});
   if (opt.progress) opt.progress(who, 0, N);
-  for (int64_t s = 0; s < N; s += batch_size) {
-    const int64_t n = std::min(batch_size, N - s);
-    std::vector<std::string> batch;
-    for (int64_t i = 0; i < n; ++i) batch.push_back(ix.texts[size_t(order[size_t(s + i)])]);
+  for (int64_t s = 0, n = 0; s < N; s += n) {
+    n = std::min(batch_size, (s < first_image ? first_image : N) - s);
+    std::vector<EmbedItem> batch;
+    for (int64_t i = 0; i < n; ++i) batch.push_back(ix.items[size_t(order[size_t(s + i)])]);
     Tensor e;
     try {
       e = fn(batch);
@@ -104,7 +142,8 @@ Tensor embed_all(const TextIndex& ix, const EmbedFn& fn, int64_t dim, int64_t ba
         try {
           fn({batch[size_t(i)]});
         } catch (const Error& e1) {
-          fail("{}: the {} cannot embed this text: {}", ix.first_use[size_t(k)], who, e1.what());
+          fail("{}: the {} cannot embed this {}: {}", ix.first_use[size_t(k)], who,
+               batch[size_t(i)].image.empty() ? "text" : "text and image", e1.what());
         }
       }
       throw;
@@ -148,7 +187,7 @@ namespace {
 EvalResults run_with(const EmbedFn& teacher, const EmbedFn* student, const std::string& arch, int64_t dim,
                      int64_t chunk, const Benchmark& b, const EvalRunOptions& opt) {
   XV_CHECK(opt.batch_size >= 1, "eval: --batch-size must be at least 1, found {}", opt.batch_size);
-  const TextIndex ix = index_texts(b);
+  const ItemIndex ix = index_items(b);
   const bool with_student = student != nullptr;
   EvalResults r;
   r.benchmark = b.dir;
@@ -156,11 +195,12 @@ EvalResults run_with(const EmbedFn& teacher, const EmbedFn* student, const std::
   r.arch = arch;
   r.dim = dim;
   r.has_after = with_student;
-  r.unique_texts = int64_t(ix.texts.size());
+  r.unique_texts = int64_t(ix.items.size());
+  r.unique_images = ix.images;
   r.english_texts = int64_t(ix.english.size());
 
   const auto t0 = std::chrono::steady_clock::now();
-  // The teacher: the base model with its adapters off (KdModel's teacher_embed takes pairs: English side).
+  // The teacher: the base model (the adapter off).
   const Tensor T = embed_all(ix, teacher, r.dim, chunk, "teacher", opt);
   Tensor S;
   if (with_student) S = embed_all(ix, *student, r.dim, chunk, "student", opt);
@@ -198,16 +238,6 @@ EvalResults run_with(const EmbedFn& teacher, const EmbedFn* student, const std::
 
 }  // namespace
 
-EvalResults run_benchmark(KdModel& model, const Benchmark& b, bool with_student, const EvalRunOptions& opt) {
-  const EmbedFn teacher = [&](const std::vector<std::string>& texts) {
-    std::vector<TrainPair> pairs(texts.size());
-    for (size_t i = 0; i < texts.size(); ++i) pairs[i].text_en = texts[i];
-    return model.teacher_embed(pairs);
-  };
-  const EmbedFn student = [&](const std::vector<std::string>& texts) { return model.student_embed(texts, false); };
-  return run_with(teacher, with_student ? &student : nullptr, model.arch(), model.dim(), opt.batch_size, b, opt);
-}
-
 namespace {
 
 // Before anything loads: the models in f32 (the teacher; with an adapter also the student being merged and the
@@ -220,10 +250,15 @@ void check_resources(const std::string& model_dir, bool adapter, const Benchmark
   const int64_t dim = mt == "bert"     ? load_bert_config(model_dir).hidden_size
                       : mt == "phi3_v" ? load_phi3v_config(model_dir).hidden_size
                                        : 0;
-  const uint64_t texts = uint64_t(index_texts(b).texts.size());
+  const ItemIndex ix = index_items(b);
+  const uint64_t texts = uint64_t(ix.items.size());
+  if (ix.images > 0 && (mt == "bert" || mt == "phi3_v"))
+    XV_CHECK(backbone(mt).images, "{}: task '{}' has images, but the {} model {} has no image path: evaluate it on "
+             "text-only tasks, or with a model that embeds images (phi3_v)",
+             ix.first_image_where, ix.first_image_task, mt, model_dir);
   const uint64_t embeddings = texts * uint64_t(std::max<int64_t>(dim, 1)) * 4 * (adapter ? 2 : 1);
   require_memory(weights * (adapter ? 3 : 1) + embeddings,
-                 fmt::format("eval: {} ({} in f32{}) and the embeddings of {} texts", model_dir, human_bytes(weights),
+                 fmt::format("eval: {} ({} in f32{}) and the embeddings of {} texts and images", model_dir, human_bytes(weights),
                              adapter ? ", three copies while the adapter is merged" : "", texts),
                  ": use a machine with more memory, or a benchmark with fewer texts");
   if (adapter)
@@ -263,9 +298,7 @@ EvalResults evaluate(const std::string& model_dir, const std::string& adapter_di
     }
   } cleanup{merged};
   auto fn = [&](const Embedder& e) {
-    return [&e, &opt](const std::vector<std::string>& texts) {
-      std::vector<EmbedItem> items(texts.size());
-      for (size_t i = 0; i < texts.size(); ++i) items[i].text = texts[i];
+    return [&e, &opt](const std::vector<EmbedItem>& items) {
       EmbedOptions eo;
       eo.batch_size = opt.batch_size;
       return e.embed(items, eo);

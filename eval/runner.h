@@ -1,5 +1,5 @@
 // Runs a benchmark on a model: "before" is the teacher (the base model, adapters off), "after" the student
-// (the base with the adapter loaded). Every distinct text of the benchmark is embedded once per model
+// (the base with the adapter loaded). Every distinct item of the benchmark is embedded once per model
 // (candidate pools overlap across queries and tasks), L2-normalised, and candidates are scored by dot
 // product with the query (docs/design.md §2).
 #pragma once
@@ -9,7 +9,6 @@
 #include <string>
 #include <vector>
 
-#include "models/kd/kd_model.h"
 #include "eval/benchmark.h"
 #include "eval/metrics.h"
 
@@ -30,23 +29,23 @@ struct EvalResults {
   std::vector<TaskResult> tasks;
   int64_t english_texts = 0;
   std::optional<double> english_cosine;  // mean cos(student, teacher) over english.jsonl; with an adapter only
-  int64_t unique_texts = 0;
+  int64_t unique_texts = 0;   // distinct items embedded (a text, or a text with an image)
+  int64_t unique_images = 0;  // of which with an image
   double embed_seconds = 0;  // both models, all texts
 };
 
 struct EvalRunOptions {
   int64_t batch_size = 64;
   // Called before a model's first batch (done = 0) and after each batch: which model ("teacher" or
-  // "student"), texts embedded so far, texts in all.
+  // "student"), items embedded so far, items in all.
   std::function<void(const std::string& model, int64_t done, int64_t total)> progress;
 };
 
-// Evaluates `b` with `model` as loaded (adapters, if any, already in place). `with_student`: also embed with
-// the student ("after"); without it only the teacher column is filled.
-EvalResults run_benchmark(KdModel& model, const Benchmark& b, bool with_student, const EvalRunOptions& opt);
-
-// Loads the model folder (LoRA over the backbone's default targets; the adapter from `adapter_dir` when
-// given) and runs run_benchmark; records the paths in the results.
+// Loads the model folder as the teacher ("before") and, with `adapter_dir`, the model with the adapter merged in
+// as the student ("after"), both through the inference pipeline (models/embedder.h); embeds every distinct
+// item of the benchmark once per model (a text, or a text with its image: keyed by content, so a candidate
+// many queries share is embedded once), scores and ranks; records the paths in the results. A benchmark with
+// images needs a model with an image path (phi3_v); otherwise the error names the first task that has one.
 EvalResults evaluate(const std::string& model_dir, const std::string& adapter_dir, const Benchmark& b,
                      const EvalRunOptions& opt);
 

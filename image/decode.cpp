@@ -28,7 +28,6 @@ namespace {
 // PIL raises DecompressionBombError above twice Image.MAX_IMAGE_PIXELS.
 constexpr uint64_t kMaxPixels = 2ull * 89478485ull;
 // An image file is read whole before decoding; none that decodes within kMaxPixels needs more.
-constexpr uint64_t kMaxImageFileBytes = uint64_t(1) << 30;
 
 void check_pixels(const std::string& name, const char* format, uint64_t width, uint64_t height) {
   XV_CHECK(width > 0 && height > 0, "{}: {} image has an empty size {}x{}", name, format, width, height);

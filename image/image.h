@@ -20,6 +20,9 @@
 
 namespace xv {
 
+// The largest image file read (load_image, and whatever else reads image files whole).
+inline constexpr uint64_t kMaxImageFileBytes = uint64_t(1) << 30;
+
 struct Image {
   int width = 0, height = 0;
   std::vector<uint8_t> rgb;  // (H, W, 3) row-major

@@ -1,6 +1,6 @@
 // xvlm2vec eval: `eval run` evaluates a model (and an adapter) on a benchmark folder and writes the report;
-// `eval make-text-benchmark` builds a text-retrieval benchmark from a held-out corpus
-// (docs/benchmark-format.md).
+// `eval make-text-benchmark` builds a text-retrieval benchmark from a held-out corpus; `eval import` turns
+// released MMEB / MMMEB evaluation files into one (docs/benchmark-format.md).
 #include <unistd.h>
 
 #include <chrono>
@@ -54,7 +54,8 @@ int run_eval(const RunArgs& a) {
   opt.batch_size = a.batch_size;
   const bool tty = ::isatty(2);
   if (!a.quiet) {
-    // Texts per second since the model started; on a pipe, one line every 5 s at most, and the last.
+    // Items per second since the model started and the time left; on a pipe, one line every 5 s at most, and the
+    // last.
     auto started = std::make_shared<std::chrono::steady_clock::time_point>();
     auto printed = std::make_shared<std::chrono::steady_clock::time_point>();
     opt.progress = [tty, started, printed](const std::string& who, int64_t done, int64_t total) {
@@ -67,8 +68,14 @@ int run_eval(const RunArgs& a) {
       const bool last = done == total;
       if (!tty && !last && std::chrono::duration<double>(now - *printed).count() < 5) return;
       *printed = now;
-      const std::string rate = secs > 0 ? fmt::format(", {:.1f} texts/s", double(done) / secs) : "";
-      std::fprintf(stderr, tty ? "\reval: %s %lld/%lld texts%s   " : "eval: %s %lld/%lld texts%s\n", who.c_str(),
+      std::string rate;
+      if (secs > 0 && done > 0) {
+        const double per_s = double(done) / secs;
+        const int64_t eta = int64_t(double(total - done) / per_s + 0.5);
+        rate = fmt::format(", {:.1f} items/s", per_s);
+        if (!last) rate += fmt::format(", eta {}:{:02}:{:02}", eta / 3600, eta / 60 % 60, eta % 60);
+      }
+      std::fprintf(stderr, tty ? "\reval: %s %lld/%lld items%s   " : "eval: %s %lld/%lld items%s\n", who.c_str(),
                    static_cast<long long>(done), static_cast<long long>(total), rate.c_str());
       if (tty && last) std::fprintf(stderr, "\n");
     };
@@ -77,8 +84,9 @@ int run_eval(const RunArgs& a) {
   const std::string md = write_report(r, a.out, a.train_dir);
   std::fputs(md.c_str(), stdout);
   if (!a.quiet)
-    std::fprintf(stderr, "eval: %zu tasks, %lld distinct texts, %s, %.2f s -> %s\n", r.tasks.size(),
-                 static_cast<long long>(r.unique_texts), r.has_after ? "teacher and student" : "teacher only",
+    std::fprintf(stderr, "eval: %zu tasks, %lld distinct items (%lld with an image), %s, %.2f s -> %s\n",
+                 r.tasks.size(), static_cast<long long>(r.unique_texts), static_cast<long long>(r.unique_images),
+                 r.has_after ? "teacher and student" : "teacher only",
                  since(t0), a.out.c_str());
   return 0;
 }

@@ -39,7 +39,7 @@ printf '{"step": 1, "loss": 1.0, "loss_en": 0.5, "loss_xx": 1.5}\n{"step": 2, "l
 check "eval with adapter" 0 "| average | xx→en |" -- \
   x eval run --model "$model" --adapter "$adapter" --benchmark "$bench" --out "$tmp/r1" --train-dir "$tmp/run"
 grep -q "English preservation: mean cosine" "$tmp/out" || { echo "FAIL: no English cosine on stdout"; failed=$((failed + 1)); }
-grep -q "eval: teacher 50/50 texts" "$tmp/out" || { echo "FAIL: no progress on stderr"; failed=$((failed + 1)); }
+grep -q "eval: teacher 50/50 items" "$tmp/out" || { echo "FAIL: no progress on stderr"; failed=$((failed + 1)); }
 for f in results.json results.md p_at_1.svg loss.svg; do
   [ -s "$tmp/r1/$f" ] || { echo "FAIL: $f missing"; failed=$((failed + 1)); }
 done

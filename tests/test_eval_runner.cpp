@@ -5,7 +5,8 @@
 //           the Embedder on the merged model for every task; the English cosine from PEFT's and the
 //           Embedder's embeddings (1e-5);
 //   report: results.json fields and numbers, results.md rows equal to them, well-formed SVGs;
-//   errors: texts the model cannot embed and images name file:line; a bad metrics.jsonl names file:line.
+//   errors: texts the model cannot embed, and images for a text-only model, name file:line; a bad metrics.jsonl
+//           names file:line.
 // Scores in tiny_expected.json keep a margin of 2e-4 around every gold, far above the float noise between
 // implementations (about 1e-6), so ranks compare exactly.
 #include <gtest/gtest.h>
@@ -385,18 +386,20 @@ TEST(EvalErrors, NameTheFileAndLine) {
     ADD_FAILURE() << "an over-long text was accepted";
   } catch (const xv::Error& e) {
     const std::string msg = e.what();
-    EXPECT_NE(msg.find("en_to_de.jsonl:3 (tgt_text): the teacher cannot embed this text"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("en_to_de.jsonl:3 (tgt_text entry 5): the teacher cannot embed this text"), std::string::npos) << msg;
   }
 
-  // Images are refused for now, naming the query.
+  // Images need a model with an image path: the error names the first query with one and its task.
   xv::Benchmark img = xv::read_benchmark(kBench);
   std::ofstream(d + "/pic.png") << "x";
   img.tasks[0].queries[1].image = d + "/pic.png";
   try {
     xv::evaluate(kModel, "", img, {});
-    ADD_FAILURE() << "an image was accepted";
+    ADD_FAILURE() << "an image was accepted by a text-only model";
   } catch (const xv::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("de_to_en.jsonl:2: images are not supported"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("de_to_en.jsonl:2: task 'de->en' has images, but the bert model"),
+              std::string::npos)
+        << e.what();
   }
   EXPECT_THROW(xv::evaluate(kModel, d + "/no_adapter", b, {}), xv::Error);
   fs::remove_all(d);
