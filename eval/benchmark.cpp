@@ -125,6 +125,15 @@ void check_manifest_task(const BenchmarkTask& t, const std::string& where) {
            join(kDirections));
   XV_CHECK(one_of(t.task_type, kTaskTypes), "{}: field 'task_type' is '{}'; expected one of {}", where, t.task_type,
            join(kTaskTypes));
+  for (const auto& [key, tmpl] : {std::pair<const char*, const std::string&>{"query_template", t.query_template},
+                                  {"target_template", t.target_template}}) {
+    if (tmpl.empty()) continue;
+    const size_t at = tmpl.find(kTemplatePlaceholder);
+    XV_CHECK(at != std::string::npos, "{}: field '{}' is '{}': it has no {} placeholder for the text", where, key, tmpl,
+             kTemplatePlaceholder);
+    XV_CHECK(tmpl.find(kTemplatePlaceholder, at + 1) == std::string::npos,
+             "{}: field '{}' is '{}': it has the {} placeholder more than once", where, key, tmpl, kTemplatePlaceholder);
+  }
 }
 
 void check_unique_tasks(const Benchmark& b, const std::string& where) {
@@ -256,6 +265,8 @@ Benchmark read_benchmark(const std::string& dir) {
     t.task_type = get_string(tasks[i], "task_type", where);
     t.num_queries = get_int(tasks[i], "num_queries", where, 1);
     t.num_candidates = get_int(tasks[i], "num_candidates", where, 1);
+    if (tasks[i].contains("query_template")) t.query_template = get_string(tasks[i], "query_template", where);
+    if (tasks[i].contains("target_template")) t.target_template = get_string(tasks[i], "target_template", where);
     check_manifest_task(t, where);
     b.tasks.push_back(std::move(t));
   }
@@ -309,17 +320,28 @@ void write_benchmark(const std::string& dir, const Benchmark& in) {
   // The manifest last: a folder with a benchmark.json is complete.
   json m = {{"format", kBenchmarkFormatName}, {"format_version", kBenchmarkFormatVersion}, {"name", b.name},
             {"source", b.source},             {"created_by", b.created_by},               {"tasks", json::array()}};
-  for (const auto& t : b.tasks)
-    m["tasks"].push_back({{"name", t.name},
-                          {"file", t.file},
-                          {"language", t.language},
-                          {"direction", t.direction},
-                          {"task_type", t.task_type},
-                          {"num_queries", t.num_queries},
-                          {"num_candidates", t.num_candidates}});
+  for (const auto& t : b.tasks) {
+    json tj = {{"name", t.name},
+               {"file", t.file},
+               {"language", t.language},
+               {"direction", t.direction},
+               {"task_type", t.task_type},
+               {"num_queries", t.num_queries},
+               {"num_candidates", t.num_candidates}};
+    if (!t.query_template.empty()) tj["query_template"] = t.query_template;
+    if (!t.target_template.empty()) tj["target_template"] = t.target_template;
+    m["tasks"].push_back(tj);
+  }
   m["english"] = {{"file", b.english_file}, {"num_texts", b.english.size()}};
   write_file_atomic((fs::path(dir) / "benchmark.json").string(),
                     m.dump(2, ' ', false, json::error_handler_t::replace) + "\n");
+}
+
+std::string apply_template(const std::string& tmpl, const std::string& text) {
+  if (tmpl.empty()) return text;
+  const size_t at = tmpl.find(kTemplatePlaceholder);
+  XV_CHECK(at != std::string::npos, "template '{}' has no {} placeholder", tmpl, kTemplatePlaceholder);
+  return tmpl.substr(0, at) + text + tmpl.substr(at + std::string_view(kTemplatePlaceholder).size());
 }
 
 std::string query_where(const Benchmark& b, const BenchmarkTask& t, size_t q) {

@@ -37,8 +37,15 @@ struct BenchmarkTask {
   std::string task_type;  // one of kTaskTypes
   int64_t num_queries = 0;
   int64_t num_candidates = 0;  // per query, the gold included
+  // The task's instructions (VLM2Vec's per-task prompts, in the task's language): each holds "{text}" once,
+  // which the query's (the candidates') text replaces before embedding; empty = the text as written.
+  std::string query_template, target_template;
   std::vector<BenchmarkQuery> queries;
 };
+
+inline constexpr const char* kTemplatePlaceholder = "{text}";
+// A template with the text put in its placeholder (the text itself for an empty template).
+std::string apply_template(const std::string& tmpl, const std::string& text);
 
 struct Benchmark {
   int64_t format_version = kBenchmarkFormatVersion;

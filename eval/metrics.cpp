@@ -24,12 +24,16 @@ RankMetrics rank_metrics(const std::vector<int64_t>& ranks) {
     XV_CHECK(r >= 1, "rank_metrics: rank {} is below 1", r);
     m.p_at_1 += r == 1;
     m.r_at_5 += r <= 5;
+    m.r_at_10 += r <= 10;
     m.mrr += 1.0 / double(r);
   }
   const double n = double(ranks.size());
   m.p_at_1 /= n;
   m.r_at_5 /= n;
+  m.r_at_10 /= n;
   m.mrr /= n;
+  m.p_at_5 = m.r_at_5 / 5;
+  m.p_at_10 = m.r_at_10 / 10;
   return m;
 }
 

@@ -20,30 +20,39 @@ using nlohmann::json;
 
 namespace {
 
-json metrics_json(const RankMetrics& m) { return {{"p_at_1", m.p_at_1}, {"r_at_5", m.r_at_5}, {"mrr", m.mrr}}; }
+// The value of metric `name` of m.
+double metric_value(const RankMetrics& m, const char* name) {
+  double out = 0;
+  m.each([&](const char* n, double v) {
+    if (std::string_view(n) == name) out = v;
+  });
+  return out;
+}
+
+json metrics_json(const RankMetrics& m) {
+  json j = json::object();
+  m.each([&](const char* name, double v) { j[name] = v; });
+  return j;
+}
 
 json before_after(const RankMetrics& before, const RankMetrics& after, bool has_after) {
   json j = {{"before", metrics_json(before)}};
   if (has_after) {
     j["after"] = metrics_json(after);
-    j["gain"] = {{"p_at_1", after.p_at_1 - before.p_at_1},
-                 {"r_at_5", after.r_at_5 - before.r_at_5},
-                 {"mrr", after.mrr - before.mrr}};
+    json gain = json::object();
+    after.each([&](const char* name, double v) { gain[name] = v - metric_value(before, name); });
+    j["gain"] = gain;
   }
   return j;
 }
 
 void add_into(RankMetrics& acc, const RankMetrics& m) {
   acc.queries += m.queries;
-  acc.p_at_1 += m.p_at_1;
-  acc.r_at_5 += m.r_at_5;
-  acc.mrr += m.mrr;
+  acc.each([&](const char* name, double& v) { v += metric_value(m, name); });
 }
 
 void divide(RankMetrics& m, double n) {
-  m.p_at_1 /= n;
-  m.r_at_5 /= n;
-  m.mrr /= n;
+  m.each([&](const char*, double& v) { v /= n; });
 }
 
 std::string pct(double v) { return fmt::format("{:.1f}", 100 * v); }

@@ -79,11 +79,11 @@ ItemIndex index_items(const Benchmark& b) {
       row.reserve(qu.candidates.size() + 1);
       const bool has_image = !qu.image.empty() || !qu.candidate_images.empty();
       if (has_image && ix.first_image_task.empty()) ix.first_image_task = t.name, ix.first_image_where = where;
-      row.push_back(ix.add(qu.text, resolve_image(b, qu.image),
+      row.push_back(ix.add(apply_template(t.query_template, qu.text), resolve_image(b, qu.image),
                            where + (qu.image.empty() ? " (qry_text)" : " (qry_text, qry_img_path)")));
       for (size_t c = 0; c < qu.candidates.size(); ++c) {
         const std::string img = qu.candidate_images.empty() ? "" : qu.candidate_images[c];
-        row.push_back(ix.add(qu.candidates[c], resolve_image(b, img),
+        row.push_back(ix.add(apply_template(t.target_template, qu.candidates[c]), resolve_image(b, img),
                              fmt::format("{} ({} entry {})", where, img.empty() ? "tgt_text" : "tgt_text, tgt_img_path", c)));
       }
     }

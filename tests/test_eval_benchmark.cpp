@@ -122,6 +122,23 @@ TEST(EvalBenchmark, WriteThenReadRoundTrips) {
   fs::remove_all(d);
 }
 
+TEST(EvalBenchmark, TemplatesRoundTripAndApply) {
+  xv::Benchmark b = xv::read_benchmark(kTiny);
+  b.tasks[0].query_template = "Trova la traduzione inglese: {text}";
+  b.tasks[0].target_template = "{text}.";
+  const std::string d = fs::temp_directory_path() / ("xv_bench_tmpl_" + std::to_string(::getpid()));
+  fs::remove_all(d);
+  xv::write_benchmark(d, b);
+  const xv::Benchmark c = xv::read_benchmark(d);
+  EXPECT_EQ(c.tasks[0].query_template, "Trova la traduzione inglese: {text}");
+  EXPECT_EQ(c.tasks[0].target_template, "{text}.");
+  EXPECT_TRUE(c.tasks[1].query_template.empty());
+  EXPECT_EQ(xv::apply_template(c.tasks[0].query_template, "Apri"), "Trova la traduzione inglese: Apri");
+  EXPECT_EQ(xv::apply_template(c.tasks[0].target_template, "Open"), "Open.");
+  EXPECT_EQ(xv::apply_template("", "Open"), "Open");
+  fs::remove_all(d);
+}
+
 TEST(EvalBenchmark, WriterRefusesWhatWouldNotRead) {
   xv::Benchmark b = xv::read_benchmark(kTiny);
   const std::string d = tmp_dir("refuse");
@@ -262,6 +279,13 @@ TEST(EvalBenchmark, ManifestErrors) {
       {"duplicate task", [](json& m) { m["tasks"][1]["name"] = "de->en"; },
        "benchmark.json: task name 'de->en' appears twice"},
       {"no english", [](json& m) { m.erase("english"); }, "benchmark.json: missing field 'english'"},
+      {"template without placeholder", [](json& m) { m["tasks"][0]["query_template"] = "Trova la traduzione"; },
+       "benchmark.json: tasks[0]: field 'query_template' is 'Trova la traduzione': it has no {text} placeholder"},
+      {"template placeholder twice", [](json& m) { m["tasks"][1]["target_template"] = "{text} / {text}"; },
+       "benchmark.json: tasks[1]: field 'target_template' is '{text} / {text}': it has the {text} placeholder more "
+       "than once"},
+      {"template not a string", [](json& m) { m["tasks"][0]["query_template"] = 3; },
+       "benchmark.json: tasks[0]: field 'query_template' must be a string, found number"},
       {"candidate count", [](json& m) { m["tasks"][4]["num_candidates"] = 10; },
        "fr_to_en.jsonl:1: field 'tgt_text' has 9 candidates, but the manifest gives task 'fr->en' num_candidates 10"},
   };

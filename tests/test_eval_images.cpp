@@ -5,7 +5,8 @@
 //     text with an image: Phi-3's su-scaled RoPE takes its factors from the batch's padded length);
 //   - the images are seen: a query and its gold share text and image, distractors differ only by the image,
 //     and their scores are strictly below the gold's;
-//   - every distinct item is embedded once, keyed by content: the same image under a second path is one item.
+//   - every distinct item is embedded once, keyed by content: the same image under a second path is one item;
+//   - a task's query and target templates (its instructions) put the texts in place before embedding.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -79,10 +80,13 @@ TEST(EvalImages, RanksMatchTheEmbedderItemByItem) {
        query(rep, "img/wide_800x96.png", {"un cane", "un gatto", "una casa"}, {}, "it", "classification")}));
   b.tasks.push_back(task(
       "t2i", "de", "retrieval",
-      {query("Finde ein Bild: ein Quadrat", "", {rep, rep, rep},
+      {query("ein Quadrat", "", {"", "", ""},
              {"img/square_256.png", "img/landscape_300x200.png", "img/tiny_50x30.png"}, "de", "retrieval"),
-       query("Finde ein Bild: eine Landschaft", "", {rep, rep, rep},
+       query("eine Landschaft", "", {"", "", ""},
              {"img/landscape_300x200.png", "img/same_as_square.png", "img/wide_800x96.png"}, "de", "retrieval")}));
+  // The task's instructions: the query's text and the candidates' (empty here) go into the templates.
+  b.tasks.back().query_template = "Finde ein Bild: {text}";
+  b.tasks.back().target_template = rep + "{text}";
   // The gold is the query itself (text and image); the distractors differ only by the image.
   b.tasks.push_back(task(
       "i2i", "fr", "grounding",
@@ -114,10 +118,12 @@ TEST(EvalImages, RanksMatchTheEmbedderItemByItem) {
   for (size_t t = 0; t < rb.tasks.size(); ++t) {
     for (size_t q = 0; q < rb.tasks[t].queries.size(); ++q) {
       const xv::BenchmarkQuery& qu = rb.tasks[t].queries[q];
-      const std::vector<double> qv = unit(qu.text, qu.image);
+      const bool t2i = rb.tasks[t].name == "t2i";
+      const std::vector<double> qv = unit(t2i ? "Finde ein Bild: " + qu.text : qu.text, qu.image);
       std::vector<double> scores;
       for (size_t c = 0; c < qu.candidates.size(); ++c) {
-        const std::vector<double> cv = unit(qu.candidates[c], qu.candidate_images.empty() ? "" : qu.candidate_images[c]);
+        const std::vector<double> cv = unit(t2i ? rep + qu.candidates[c] : qu.candidates[c],
+                                            qu.candidate_images.empty() ? "" : qu.candidate_images[c]);
         double s = 0;
         for (size_t i = 0; i < cv.size(); ++i) s += qv[i] * cv[i];
         scores.push_back(s);

@@ -58,6 +58,13 @@ TEST(EvalMetrics, HandComputedMeans) {
   EXPECT_EQ(empty.queries, 0);
   EXPECT_EQ(empty.p_at_1, 0);
   EXPECT_THROW(xv::rank_metrics({1, 0}), xv::Error);
+  // Ranks 1, 3, 7, 10, 11: R@5 2/5, R@10 4/5, P@5 = (1 + 1 + 0 + 0 + 0) / 5 / 5, P@10 = 4 / 5 / 10.
+  const xv::RankMetrics k = xv::rank_metrics({1, 3, 7, 10, 11});
+  EXPECT_DOUBLE_EQ(k.p_at_1, 0.2);
+  EXPECT_DOUBLE_EQ(k.r_at_5, 0.4);
+  EXPECT_DOUBLE_EQ(k.r_at_10, 0.8);
+  EXPECT_DOUBLE_EQ(k.p_at_5, 0.08);
+  EXPECT_DOUBLE_EQ(k.p_at_10, 0.08);
 }
 
 }  // namespace
