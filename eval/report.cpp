@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -122,6 +123,73 @@ std::vector<LanguageRow> direction_averages(const std::vector<LanguageRow>& rows
   return avg;
 }
 
+std::string task_dataset(const TaskResult& t) {
+  const std::string tail = "/" + t.language;
+  if (t.name.size() > tail.size() && t.name.compare(t.name.size() - tail.size(), tail.size(), tail) == 0)
+    return t.name.substr(0, t.name.size() - tail.size());
+  return t.name;
+}
+
+FamilyView family_view(const EvalResults& r) {
+  FamilyView v;
+  if (std::none_of(r.tasks.begin(), r.tasks.end(), [](const TaskResult& t) { return t.direction == "xx->xx"; }))
+    return v;
+  for (const auto& t : r.tasks)
+    if (std::find(v.languages.begin(), v.languages.end(), t.language) == v.languages.end())
+      v.languages.push_back(t.language);
+  for (const auto& f : kTaskTypes)
+    if (std::any_of(r.tasks.begin(), r.tasks.end(), [&](const TaskResult& t) { return t.task_type == f; }))
+      v.families.push_back(f);
+  const auto lang_at = [&](const std::string& l) {
+    return size_t(std::find(v.languages.begin(), v.languages.end(), l) - v.languages.begin());
+  };
+  const auto fam_at = [&](const std::string& f) {
+    return size_t(std::find(v.families.begin(), v.families.end(), f) - v.families.begin());
+  };
+  v.cells.assign(v.families.size(), std::vector<LanguageRow>(v.languages.size()));
+  v.language_average.assign(v.languages.size(), {});
+  for (size_t l = 0; l < v.languages.size(); ++l) v.language_average[l].language = v.languages[l];
+  for (const auto& t : r.tasks) {
+    LanguageRow& c = v.cells[fam_at(t.task_type)][lang_at(t.language)];
+    LanguageRow& la = v.language_average[lang_at(t.language)];
+    for (LanguageRow* row : {&c, &la}) {
+      ++row->tasks;
+      add_into(row->before, t.before);
+      add_into(row->after, t.after);
+    }
+  }
+  for (auto& row : v.language_average) divide(row.before, double(row.tasks)), divide(row.after, double(row.tasks));
+  for (size_t f = 0; f < v.families.size(); ++f) {
+    LanguageRow avg;
+    avg.language = "average";
+    avg.direction = v.families[f];
+    int64_t langs = 0;
+    for (LanguageRow& c : v.cells[f]) {
+      c.direction = v.families[f];
+      if (c.tasks == 0) continue;
+      divide(c.before, double(c.tasks)), divide(c.after, double(c.tasks));
+      ++langs, avg.tasks += c.tasks;
+      add_into(avg.before, c.before);
+      add_into(avg.after, c.after);
+    }
+    divide(avg.before, double(langs)), divide(avg.after, double(langs));
+    v.family_average.push_back(avg);
+  }
+  // English against the others, each language's average over all its tasks.
+  const size_t en = lang_at("en");
+  if (en < v.languages.size() && v.languages.size() > 1) {
+    v.has_gap = true;
+    RankMetrics others_before, others_after;
+    for (size_t l = 0; l < v.languages.size(); ++l)
+      if (l != en) add_into(others_before, v.language_average[l].before), add_into(others_after, v.language_average[l].after);
+    divide(others_before, double(v.languages.size() - 1)), divide(others_after, double(v.languages.size() - 1));
+    v.gap_before = v.language_average[en].before, v.gap_after = v.language_average[en].after;
+    v.gap_before.each([&](const char* n, double& x) { x -= metric_value(others_before, n); });
+    v.gap_after.each([&](const char* n, double& x) { x -= metric_value(others_after, n); });
+  }
+  return v;
+}
+
 json results_json(const EvalResults& r) {
   json j = {{"format", kResultsFormatName},
             {"format_version", kResultsFormatVersion},
@@ -160,10 +228,83 @@ json results_json(const EvalResults& r) {
     avgs[a.direction] = e;
   }
   j["averages"] = avgs;
+  if (const FamilyView v = family_view(r); !v.languages.empty()) {
+    json fams = json::object();
+    for (size_t f = 0; f < v.families.size(); ++f) {
+      json fj = json::object();
+      for (size_t l = 0; l < v.languages.size(); ++l) {
+        const LanguageRow& c = v.cells[f][l];
+        if (c.tasks == 0) continue;
+        json e = before_after(c.before, c.after, r.has_after);
+        e["tasks"] = c.tasks;
+        fj[v.languages[l]] = e;
+      }
+      json a = before_after(v.family_average[f].before, v.family_average[f].after, r.has_after);
+      a["tasks"] = v.family_average[f].tasks;
+      fj["average"] = a;
+      fams[v.families[f]] = fj;
+    }
+    j["families"] = fams;
+    json la = json::object();
+    for (const auto& row : v.language_average) {
+      json e = before_after(row.before, row.after, r.has_after);
+      e["tasks"] = row.tasks;
+      la[row.language] = e;
+    }
+    j["language_averages"] = la;
+    if (v.has_gap) {
+      json g = {{"before", metrics_json(v.gap_before)}};
+      if (r.has_after) g["after"] = metrics_json(v.gap_after);
+      j["english_gap"] = g;
+    }
+  }
   j["english"] = {{"texts", r.english_texts},
                   {"cosine", r.english_cosine ? json(*r.english_cosine) : json(nullptr)}};
   return j;
 }
+
+namespace {
+
+// The paper's tables: P@1 per task x language, per family x language with the averages, and the gap.
+std::string family_markdown(const EvalResults& r, const FamilyView& v) {
+  const auto p1 = [&](const RankMetrics& b, const RankMetrics& a) { return cell(b.p_at_1, a.p_at_1, r.has_after); };
+  std::string head, rule;
+  for (const auto& l : v.languages) head += " " + l + " |", rule += "---|";
+  std::string s = "## P@1 per task and language\n\n| task | family |" + head + "\n|---|---|" + rule + "\n";
+  std::vector<std::string> datasets;
+  for (const auto& t : r.tasks)
+    if (std::find(datasets.begin(), datasets.end(), task_dataset(t)) == datasets.end()) datasets.push_back(task_dataset(t));
+  for (const auto& d : datasets) {
+    std::string family, cells;
+    for (const auto& l : v.languages) {
+      const auto it = std::find_if(r.tasks.begin(), r.tasks.end(),
+                                   [&](const TaskResult& t) { return task_dataset(t) == d && t.language == l; });
+      cells += " " + (it == r.tasks.end() ? std::string("–") : p1(it->before, it->after)) + " |";
+      if (it != r.tasks.end()) family = it->task_type;
+    }
+    s += fmt::format("| {} | {} |{}\n", d, family, cells);
+  }
+  s += "\n## P@1 per task family and language (mean over the tasks)\n\n| family |" + head + " average |\n|---|" + rule +
+       "---|\n";
+  for (size_t f = 0; f < v.families.size(); ++f) {
+    s += "| " + v.families[f] + " |";
+    for (const LanguageRow& c : v.cells[f]) s += " " + (c.tasks ? p1(c.before, c.after) : std::string("–")) + " |";
+    s += " " + p1(v.family_average[f].before, v.family_average[f].after) + " |\n";
+  }
+  s += "| **all tasks** |";
+  for (const LanguageRow& la : v.language_average) s += " " + p1(la.before, la.after) + " |";
+  s += " |\n\n";
+  if (v.has_gap) {
+    const auto pts = [](double x) { return fmt::format("{:+.1f}", 100 * x); };
+    s += r.has_after ? fmt::format("English minus the mean of the other languages (P@1, points): before {}, after {}\n\n",
+                                   pts(v.gap_before.p_at_1), pts(v.gap_after.p_at_1))
+                     : fmt::format("English minus the mean of the other languages (P@1, points): {}\n\n",
+                                   pts(v.gap_before.p_at_1));
+  }
+  return s;
+}
+
+}  // namespace
 
 std::string results_markdown(const EvalResults& r) {
   std::string s = fmt::format("# Evaluation: {}\n\n", r.benchmark_name);
@@ -184,6 +325,7 @@ std::string results_markdown(const EvalResults& r) {
   for (const auto& row : rows) s += table_row(row.language, direction_label(row.language, row.direction), row, r.has_after);
   for (const auto& a : direction_averages(rows)) s += table_row("average", direction_label("xx", a.direction), a, r.has_after);
   s += "\n";
+  if (const FamilyView v = family_view(r); !v.languages.empty()) s += family_markdown(r, v);
   if (r.english_cosine)
     s += fmt::format("English preservation: mean cosine(student, teacher) over {} held-out English texts = {:.4f}\n",
                      r.english_texts, *r.english_cosine);
@@ -204,6 +346,19 @@ std::string p_at_1_chart(const EvalResults& r) {
   std::vector<BarSeries> series = {before};
   if (r.has_after) series.push_back(after);
   return svg_grouped_bars("Precision@1: " + r.benchmark_name, groups, series, "P@1 (%)", 100);
+}
+
+std::string family_chart(const EvalResults& r) {
+  const FamilyView v = family_view(r);
+  if (v.languages.empty()) return "";
+  BarSeries before{"before", {}}, after{"after", {}};
+  for (const auto& a : v.family_average) {
+    before.values.push_back(100 * a.before.p_at_1);
+    after.values.push_back(100 * a.after.p_at_1);
+  }
+  std::vector<BarSeries> series = {before};
+  if (r.has_after) series.push_back(after);
+  return svg_grouped_bars("Precision@1 per task family: " + r.benchmark_name, v.families, series, "P@1 (%)", 100);
 }
 
 std::string loss_chart(const std::string& path) {
@@ -246,6 +401,8 @@ std::string write_report(const EvalResults& r, const std::string& out_dir, const
                     results_json(r).dump(2, ' ', false, json::error_handler_t::replace) + "\n");
   write_file_atomic((fs::path(out_dir) / "results.md").string(), md);
   write_file_atomic((fs::path(out_dir) / "p_at_1.svg").string(), p_at_1_chart(r));
+  if (const std::string fam = family_chart(r); !fam.empty())
+    write_file_atomic((fs::path(out_dir) / "p_at_1_families.svg").string(), fam);
   if (!loss_svg.empty()) write_file_atomic((fs::path(out_dir) / "loss.svg").string(), loss_svg);
   return md;
 }
