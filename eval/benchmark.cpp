@@ -5,6 +5,7 @@
 #include "eval/benchmark.h"
 
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -120,7 +121,17 @@ void check_query(const BenchmarkTask& t, const BenchmarkQuery& q, const std::str
 void check_manifest_task(const BenchmarkTask& t, const std::string& where) {
   XV_CHECK(!t.name.empty(), "{}: field 'name' is empty", where);
   check_inner_file(t.file, where, "file");
-  XV_CHECK(!t.language.empty(), "{}: field 'language' is empty", where);
+  // A language code: two or three lowercase letters, optionally a region or script ("pt-BR", "zh-Hant").
+  const size_t dash = t.language.find('-');
+  const std::string base = t.language.substr(0, dash);
+  const bool code = (base.size() == 2 || base.size() == 3) &&
+                    std::all_of(base.begin(), base.end(), [](char c) { return c >= 'a' && c <= 'z'; }) &&
+                    (dash == std::string::npos ||
+                     (dash + 1 < t.language.size() &&
+                      std::all_of(t.language.begin() + ptrdiff_t(dash) + 1, t.language.end(),
+                                  [](char c) { return std::isalnum(static_cast<unsigned char>(c)); })));
+  XV_CHECK(code, "{}: field 'language' is '{}'; expected a language code such as it, es, fr, de or en", where,
+           t.language);
   XV_CHECK(one_of(t.direction, kDirections), "{}: field 'direction' is '{}'; expected one of {}", where, t.direction,
            join(kDirections));
   XV_CHECK(one_of(t.task_type, kTaskTypes), "{}: field 'task_type' is '{}'; expected one of {}", where, t.task_type,

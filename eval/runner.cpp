@@ -46,7 +46,12 @@ struct ItemIndex {
     if (!image.empty()) {
       auto it = image_key.find(image);
       if (it == image_key.end()) {
-        const std::string bytes = read_file(image, kMaxImageFileBytes);
+        std::string bytes;
+        try {
+          bytes = read_file(image, kMaxImageFileBytes);
+        } catch (const Error& e) {
+          fail("{}: {}", where, e.what());
+        }
         it = image_key.emplace(image, fmt::format("{}:{}", fingerprint_hex(fnv1a64(bytes)), bytes.size())).first;
       }
       key += '\x1f' + it->second;

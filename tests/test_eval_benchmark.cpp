@@ -284,6 +284,8 @@ TEST(EvalBenchmark, ManifestErrors) {
       {"template placeholder twice", [](json& m) { m["tasks"][1]["target_template"] = "{text} / {text}"; },
        "benchmark.json: tasks[1]: field 'target_template' is '{text} / {text}': it has the {text} placeholder more "
        "than once"},
+      {"language not a code", [](json& m) { m["tasks"][0]["language"] = "Deutsch"; },
+       "benchmark.json: tasks[0]: field 'language' is 'Deutsch'; expected a language code"},
       {"template not a string", [](json& m) { m["tasks"][0]["query_template"] = 3; },
        "benchmark.json: tasks[0]: field 'query_template' must be a string, found number"},
       {"candidate count", [](json& m) { m["tasks"][4]["num_candidates"] = 10; },

@@ -663,6 +663,39 @@ def cases():
              ["{d}/VOC2007_it.jsonl:2", "tgt_text", "3 candidates", "line 1 has 2"], absent=["{d}/b"],
              setup=lambda env: env.write("VOC2007_it.jsonl", '{"qry_text": "q", "tgt_text": ["a", "b"]}\n'
                                                              '{"qry_text": "r", "tgt_text": ["a", "b", "c"]}\n')),
+        Case("benchmark", "eval run: a benchmark image that is missing",
+             ["eval", "run", "--quiet", "--model", "{fx}/models/tiny_phi3v", "--benchmark", "{d}/b", "--out", "{d}/r"],
+             ["{d}/b/ImageNet-1K_it.jsonl:2: field 'qry_img_path'", "n01443537_2.png", "does not exist"],
+             absent=["{d}/r"],
+             setup=chain(lambda env: imported(env, "b"),
+                         lambda env: os.remove(env.p("rel/eval_images/ImageNet-1K/n01443537_2.png")))),
+        Case("benchmark", "eval run: a damaged benchmark image",
+             ["eval", "run", "--quiet", "--model", "{fx}/models/tiny_phi3v", "--benchmark", "{d}/b", "--out", "{d}/r"],
+             ["{d}/b/ImageNet-1K_it.jsonl:1 (qry_text, qry_img_path)", "cannot embed", "n01440764_1.png"],
+             absent=["{d}/r"],
+             setup=chain(lambda env: imported(env, "b"),
+                         lambda env: env.write("rel/eval_images/ImageNet-1K/n01440764_1.png", b"\x89PNG\r\n\x1a\n"))),
+        Case("benchmark", "eval run: a text-only model on images",
+             ["eval", "run", "--quiet", "--model", "{w}/model", "--benchmark", "{d}/b", "--out", "{d}/r"],
+             ["{d}/b/ImageNet-1K_it.jsonl:1", "task 'ImageNet-1K/it' has images", "bert", "no image path"],
+             absent=["{d}/r"], setup=lambda env: imported(env, "b")),
+        Case("benchmark", "eval run: more image tags than images",
+             ["eval", "run", "--quiet", "--model", "{fx}/models/tiny_phi3v", "--benchmark", "{d}/b", "--out", "{d}/r"],
+             ["{d}/b/ImageNet-1K_it.jsonl:1", "cannot embed", "image"], absent=["{d}/r"],
+             setup=chain(lambda env: imported(env, "b"),
+                         lambda env: edit_task_line(env, "b/ImageNet-1K_it.jsonl", 1,
+                                                    lambda j: j.update(qry_text=j["qry_text"] + " <|image_2|>")))),
+        Case("benchmark", "a template without its placeholder", ["eval", "run", "--quiet", "--model", "{w}/model",
+                                                                  "--benchmark", "{d}/bench", "--out", "{d}/r"],
+             ["benchmark.json: tasks[0]", "query_template", "{text} placeholder"], absent=["{d}/r"],
+             setup=chain(lambda env: env.copy("{w}/bench", "bench"),
+                         lambda env: edit_manifest(env, "bench", lambda m: m["tasks"][0].update(
+                             query_template="Trova la traduzione")))),
+        Case("benchmark", "a language that is no code", ["eval", "run", "--quiet", "--model", "{w}/model",
+                                                          "--benchmark", "{d}/bench", "--out", "{d}/r"],
+             ["benchmark.json: tasks[0]", "'language' is 'Deutsch'", "language code"], absent=["{d}/r"],
+             setup=chain(lambda env: env.copy("{w}/bench", "bench"),
+                         lambda env: edit_manifest(env, "bench", lambda m: m["tasks"][0].update(language="Deutsch")))),
         Case("benchmark", "import --out is a file",
              ["eval", "import", "--quiet", "--out", "{d}/b", "{fx}/eval/vlm2vec_release/ImageNet-1K_it.jsonl"],
              ["--out", "{d}/b", "regular file"], unchanged=["{d}/b"], setup=lambda env: env.write("b", "x")),
@@ -775,6 +808,34 @@ def cases():
              setup=lambda env: env.tmpfs("full", "16k")),
     ]
     return c
+
+
+def imported(env, name):
+    """A copy of the released fixture in rel/, imported into benchmark folder `name`."""
+    env.copy("{fx}/eval/vlm2vec_release", "rel")
+    r = subprocess.run([env.ctx.bin, "eval", "import", "--quiet", "--out", env.p(name),
+                        env.p("rel/ImageNet-1K_it.jsonl"), env.p("rel/MSCOCO_t2i_de.jsonl")], capture_output=True)
+    assert r.returncode == 0, r.stderr.decode()
+
+
+def edit_manifest(env, bench, fn):
+    path = env.p(bench + "/benchmark.json")
+    with open(path) as f:
+        m = json.load(f)
+    fn(m)
+    with open(path, "w") as f:
+        json.dump(m, f)
+
+
+def edit_task_line(env, name, n, fn):
+    path = env.p(name)
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    j = json.loads(lines[n - 1])
+    fn(j)
+    lines[n - 1] = json.dumps(j, ensure_ascii=False)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
 
 
 def sparse_safetensors(path, shape):
