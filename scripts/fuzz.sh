@@ -97,7 +97,7 @@ for t in "${targets[@]}"; do
   execs=0 cov=? ft=? found=0 hdf5=0 segment=0
   start=$SECONDS
   # One fuzzer run for the whole time, or several when one stops on a known HDF5 finding.
-  while left=$((secs - (SECONDS - start))); [ "$left" -gt 0 ] && [ "$segment" -lt 50 ]; do
+  while left=$((secs - (SECONDS - start))); [ "$left" -gt 0 ] && [ "$segment" -lt 1000 ]; do
     segment=$((segment + 1))
     log=$out/log-$segment.txt
     before=$(ls "$out" | grep -cE '^(crash|timeout|oom|leak)-' || true)
