@@ -25,15 +25,13 @@ namespace xv {
 
 namespace {
 
-// PIL raises DecompressionBombError above twice Image.MAX_IMAGE_PIXELS.
-constexpr uint64_t kMaxPixels = 2ull * 89478485ull;
-// An image file is read whole before decoding; none that decodes within kMaxPixels needs more.
+// An image file is read whole before decoding; none that decodes within kMaxImagePixels needs more.
 
-void check_pixels(const std::string& name, const char* format, uint64_t width, uint64_t height) {
+void check_pixels(const std::string& name, const char* format, uint64_t width, uint64_t height, uint64_t max_pixels) {
   XV_CHECK(width > 0 && height > 0, "{}: {} image has an empty size {}x{}", name, format, width, height);
-  XV_CHECK(width * height <= kMaxPixels,
-           "{}: {} image is {}x{} = {} pixels, more than the limit of {} (PIL's decompression-bomb limit)", name,
-           format, width, height, width * height, kMaxPixels);
+  XV_CHECK(width * height <= max_pixels, "{}: {} image is {}x{} = {} pixels, more than the limit of {}{}", name, format,
+           width, height, width * height, max_pixels,
+           max_pixels == kMaxImagePixels ? " (PIL's decompression-bomb limit)" : "");
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -123,7 +121,7 @@ struct PngHandles {
   }
 };
 
-Image decode_png(const uint8_t* data, size_t n, const std::string& name) {
+Image decode_png(const uint8_t* data, size_t n, const std::string& name, uint64_t max_pixels) {
   PngSource src{data, n, 0, {0}};
   PngHandles h;
   h.png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &src, png_on_error, png_on_warning);
@@ -136,7 +134,7 @@ Image decode_png(const uint8_t* data, size_t n, const std::string& name) {
 
   PngLayout lay{};
   if (!png_read_layout(h.png, h.info, &lay)) fail("{}: cannot decode PNG: {}", name, src.msg);
-  check_pixels(name, "PNG", lay.width, lay.height);
+  check_pixels(name, "PNG", lay.width, lay.height, max_pixels);
   const size_t bps = size_t(lay.bit_depth / 8);  // bytes per sample
   XV_CHECK((lay.bit_depth == 8 || lay.bit_depth == 16) && lay.channels >= 1 && lay.channels <= 4 &&
                lay.rowbytes == size_t(lay.width) * size_t(lay.channels) * bps,
@@ -256,7 +254,7 @@ struct JpegGuard {
   ~JpegGuard() { jpeg_destroy_decompress(&st->cinfo); }  // safe on a zeroed, never-created struct
 };
 
-Image decode_jpeg(const uint8_t* data, size_t n, const std::string& name) {
+Image decode_jpeg(const uint8_t* data, size_t n, const std::string& name, uint64_t max_pixels) {
   auto st = std::make_unique<JpegState>();
   std::memset(st.get(), 0, sizeof(JpegState));
   st->cinfo.err = jpeg_std_error(&st->err);
@@ -265,7 +263,7 @@ Image decode_jpeg(const uint8_t* data, size_t n, const std::string& name) {
   JpegGuard guard{st.get()};
 
   if (!jpeg_phase_header(st.get(), data, n)) fail("{}: cannot decode JPEG: {}", name, st->msg);
-  check_pixels(name, "JPEG", st->cinfo.image_width, st->cinfo.image_height);
+  check_pixels(name, "JPEG", st->cinfo.image_width, st->cinfo.image_height, max_pixels);
   J_COLOR_SPACE out_space;
   switch (st->cinfo.num_components) {  // Pillow picks the mode from the component count alone
     case 1: out_space = JCS_GRAYSCALE; break;
@@ -319,12 +317,12 @@ const char* other_format(const uint8_t* d, size_t n) {
 
 }  // namespace
 
-Image decode_image_bytes(const uint8_t* data, size_t n, const std::string& name) {
+Image decode_image_bytes(const uint8_t* data, size_t n, const std::string& name, uint64_t max_pixels) {
   XV_CHECK(n > 0, "{}: empty file, not an image", name);
   XV_CHECK(data, "{}: no image data", name);
   static const uint8_t kPng[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
-  if (n >= 8 && std::memcmp(data, kPng, 8) == 0) return decode_png(data, n, name);
-  if (n >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF) return decode_jpeg(data, n, name);
+  if (n >= 8 && std::memcmp(data, kPng, 8) == 0) return decode_png(data, n, name, max_pixels);
+  if (n >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF) return decode_jpeg(data, n, name, max_pixels);
   if (const char* fmt = other_format(data, n)) fail("{}: {} images are not supported (PNG and JPEG are)", name, fmt);
   std::string head;
   for (size_t i = 0; i < n && i < 8; ++i) head += fmt::format("{}{:02x}", i ? " " : "", data[i]);

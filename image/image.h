@@ -22,6 +22,8 @@ namespace xv {
 
 // The largest image file read (load_image, and whatever else reads image files whole).
 inline constexpr uint64_t kMaxImageFileBytes = uint64_t(1) << 30;
+// The most pixels an image may have: PIL raises DecompressionBombError above twice Image.MAX_IMAGE_PIXELS.
+inline constexpr uint64_t kMaxImagePixels = 2ull * 89478485ull;
 
 struct Image {
   int width = 0, height = 0;
@@ -32,6 +34,8 @@ struct Image {
 Image load_image(const std::string& path);
 // Decodes an encoded PNG or JPEG held in memory (a corpus stores images as bytes); `name` names the
 // source in error messages.
-Image decode_image_bytes(const uint8_t* data, size_t n, const std::string& name);
+// `max_pixels` lowers the pixel limit (the fuzz target's, so that one input never decodes for seconds).
+Image decode_image_bytes(const uint8_t* data, size_t n, const std::string& name,
+                         uint64_t max_pixels = kMaxImagePixels);
 
 }  // namespace xv
