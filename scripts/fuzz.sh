@@ -73,6 +73,7 @@ inside_hdf5() {
          if ($0 ~ /libc\.so|ld-linux|libasan|libubsan|libclang_rt|linux-vdso|__restore_rt/) next
          if ($0 ~ / in (__sanitizer|__asan|__lsan|__ubsan|__interceptor_|fuzzer::|__libc_)/) next
          if ($0 ~ / in (malloc|calloc|realloc|free|memcpy|memmove|memset|strlen|operator new|operator delete)[ (]/) next
+         if ($0 ~ / in _*(mem|str)[a-z0-9_]* / || $0 ~ /sysdeps\//) next  # glibc and its interceptors (strdup, ...)
          found = ($0 ~ /libhdf5/); exit }
        END { exit found ? 0 : 1 }' "$1"
 }
