@@ -62,7 +62,9 @@ std::string get_optional_path(const json& obj, const char* key, const std::strin
   return it->get<std::string>();
 }
 
-json parse_line(const std::string& line, const std::string& where) {
+}  // namespace
+
+nlohmann::json parse_jsonl_object(const std::string& line, const std::string& where) {
   json j;
   try {
     j = json::parse(line);
@@ -72,6 +74,8 @@ json parse_line(const std::string& line, const std::string& where) {
   XV_CHECK(j.is_object(), "{}: each line must be a JSON object, found {}", where, j.type_name());
   return j;
 }
+
+namespace {
 
 // A file name inside the benchmark folder: relative, no "..", so a benchmark cannot point outside itself.
 void check_inner_file(const std::string& file, const std::string& where, const char* key) {
@@ -170,7 +174,7 @@ std::vector<BenchmarkQuery> read_task_file(const std::string& dir, const Benchma
     ++n;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     const std::string where = path + ":" + std::to_string(n);
-    const json j = parse_line(line, where);
+    const json j = parse_jsonl_object(line, where);
     BenchmarkQuery q;
     q.line = n;
     q.text = get_string(j, "qry_text", where);
@@ -220,7 +224,7 @@ std::vector<std::string> read_english_file(const std::string& path, int64_t expe
     ++n;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     const std::string where = path + ":" + std::to_string(n);
-    const json j = parse_line(line, where);
+    const json j = parse_jsonl_object(line, where);
     std::string text = get_string(j, "text", where);
     XV_CHECK(!text.empty(), "{}: field 'text' is empty", where);
     texts.push_back(std::move(text));

@@ -4,6 +4,7 @@
 // checks everything and names file:line and the field in its errors.
 #pragma once
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -65,6 +66,9 @@ Benchmark read_benchmark(const std::string& dir);
 // num_queries and num_candidates of each task are taken from its queries. Refuses a benchmark that would
 // not read back (the same checks as read_benchmark).
 void write_benchmark(const std::string& dir, const Benchmark& b);
+
+// One line of a JSONL file as a JSON object; errors name `where` (file:line): not JSON, or not an object.
+nlohmann::json parse_jsonl_object(const std::string& line, const std::string& where);
 
 // The source location of a query, "DIR/FILE:LINE" (or "FILE:query N" for one made in memory).
 std::string query_where(const Benchmark& b, const BenchmarkTask& t, size_t q);

@@ -99,13 +99,7 @@ std::vector<BenchmarkQuery> read_source(const ImportSource& s, const fs::path& o
     ++n;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     const std::string where = s.file + ":" + std::to_string(n);
-    json j;
-    try {
-      j = json::parse(line);
-    } catch (const json::exception& e) {
-      fail("{}: not valid JSON: {}", where, e.what());
-    }
-    XV_CHECK(j.is_object(), "{}: each line must be a JSON object, found {}", where, j.type_name());
+    const json j = parse_jsonl_object(line, where);
     BenchmarkQuery q;
     q.line = n;
     q.lang = s.language;
