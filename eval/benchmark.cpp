@@ -267,6 +267,15 @@ Benchmark read_benchmark(const std::string& dir) {
   b.name = get_string(m, "name", mpath);
   if (m.contains("source")) b.source = get_string(m, "source", mpath);
   if (m.contains("created_by")) b.created_by = get_string(m, "created_by", mpath);
+  if (m.contains("notes")) {
+    const json& n = m["notes"];
+    XV_CHECK(n.is_array(), "{}: field 'notes' must be a list of strings, found {}", mpath, n.type_name());
+    for (size_t i = 0; i < n.size(); ++i) {
+      XV_CHECK(n[i].is_string(), "{}: field 'notes' must be a list of strings; entry {} is {}", mpath, i,
+               n[i].type_name());
+      b.notes.push_back(n[i].get<std::string>());
+    }
+  }
   const json& tasks = field(m, "tasks", mpath);
   XV_CHECK(tasks.is_array() && !tasks.empty(), "{}: field 'tasks' must be a non-empty list", mpath);
   for (size_t i = 0; i < tasks.size(); ++i) {
@@ -335,6 +344,7 @@ void write_benchmark(const std::string& dir, const Benchmark& in) {
   // The manifest last: a folder with a benchmark.json is complete.
   json m = {{"format", kBenchmarkFormatName}, {"format_version", kBenchmarkFormatVersion}, {"name", b.name},
             {"source", b.source},             {"created_by", b.created_by},               {"tasks", json::array()}};
+  if (!b.notes.empty()) m["notes"] = b.notes;
   for (const auto& t : b.tasks) {
     json tj = {{"name", t.name},
                {"file", t.file},

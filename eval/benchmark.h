@@ -53,6 +53,9 @@ struct Benchmark {
   std::string name;
   std::string source;      // what it was made from (free text)
   std::string created_by;  // the command line that made it
+  // What the benchmark leaves out and why (e.g. "vqa: it, es, fr, de skipped: the source has no human
+  // translation"); shown in the report.
+  std::vector<std::string> notes;
   std::vector<BenchmarkTask> tasks;
   std::string english_file = "english.jsonl";
   std::vector<std::string> english;  // held-out English texts

@@ -202,7 +202,8 @@ json results_json(const EvalResults& r) {
             {"columns", r.has_after ? json{"before", "after"} : json{"before"}},
             {"unique_texts", r.unique_texts},
             {"unique_images", r.unique_images},
-            {"embed_seconds", r.embed_seconds}};
+            {"embed_seconds", r.embed_seconds},
+            {"notes", r.notes}};
   json tasks = json::array();
   for (const auto& t : r.tasks) {
     json tj = {{"name", t.name},           {"language", t.language}, {"direction", t.direction},
@@ -331,6 +332,10 @@ std::string results_markdown(const EvalResults& r) {
                      r.english_texts, *r.english_cosine);
   else if (r.english_texts > 0)
     s += "English preservation: no adapter, nothing to compare with the teacher.\n";
+  if (!r.notes.empty()) {
+    s += "\nNot measured:\n\n";
+    for (const auto& n : r.notes) s += "- " + n + "\n";
+  }
   return s;
 }
 

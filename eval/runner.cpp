@@ -197,6 +197,7 @@ EvalResults run_with(const EmbedFn& teacher, const EmbedFn* student, const std::
   EvalResults r;
   r.benchmark = b.dir;
   r.benchmark_name = b.name;
+  r.notes = b.notes;
   r.arch = arch;
   r.dim = dim;
   r.has_after = with_student;

@@ -24,6 +24,7 @@ struct TaskResult {
 struct EvalResults {
   std::string model, adapter, benchmark, benchmark_name;  // adapter empty: no "after" column
   std::string arch;
+  std::vector<std::string> notes;  // the benchmark's notes (what it leaves out and why)
   int64_t dim = 0;
   bool has_after = false;
   std::vector<TaskResult> tasks;

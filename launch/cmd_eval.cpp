@@ -12,6 +12,7 @@
 #include "data/corpus.h"
 #include "eval/benchmark.h"
 #include "eval/import_vlm2vec.h"
+#include "eval/make_multimodal.h"
 #include "eval/make_text_benchmark.h"
 #include "eval/report.h"
 #include "eval/runner.h"
@@ -169,11 +170,53 @@ int run_import(const ImportArgs& a) {
   return 0;
 }
 
+struct MultimodalArgs {
+  std::string data, out, split = "heldout", name = "mmmeb-offline";
+  int64_t candidates = 1000, queries = 500, grounding = 8;
+  uint64_t seed = 0;
+  std::vector<std::string> langs = {"en", "it", "es", "fr", "de"};
+  bool quiet = false;
+};
+
+int run_make_multimodal(const MultimodalArgs& a) {
+  const auto t0 = std::chrono::steady_clock::now();
+  check_output_dir(a.out, "--out");
+  require_dir(a.data, "prepared data folder (--data)");
+  MultimodalOptions o;
+  o.data_dir = a.data;
+  o.out_dir = a.out;
+  o.split = a.split;
+  o.candidates = a.candidates;
+  o.queries = a.queries;
+  o.grounding_candidates = a.grounding;
+  o.seed = a.seed;
+  o.langs = a.langs;
+  o.name = a.name;
+  std::string langs;
+  for (const auto& l : a.langs) langs += (langs.empty() ? "" : ",") + l;
+  o.created_by = fmt::format(
+      "xvlm2vec eval make-multimodal --data {} --out {} --split {} --candidates {} --queries {} "
+      "--grounding-candidates {} --seed {} --langs {} --name {}",
+      a.data, a.out, a.split, a.candidates, a.queries, a.grounding, a.seed, langs, a.name);
+  const Benchmark b = make_multimodal(o);
+  write_benchmark(a.out, b);
+  const Benchmark back = read_benchmark(a.out);  // the images resolve from the folder as written
+  if (!a.quiet) {
+    for (const auto& t : back.tasks)
+      std::fprintf(stderr, "  %-24s %-14s %4lld queries x %4lld candidates\n", t.name.c_str(), t.task_type.c_str(),
+                   static_cast<long long>(t.num_queries), static_cast<long long>(t.num_candidates));
+    for (const auto& n : back.notes) std::fprintf(stderr, "  note: %s\n", n.c_str());
+    std::fprintf(stderr, "eval make-multimodal: %zu tasks (%s split), %zu English texts, %.2f s -> %s\n",
+                 back.tasks.size(), a.split.c_str(), back.english.size(), since(t0), a.out.c_str());
+  }
+  return 0;
+}
+
 }  // namespace
 
 Runner add_eval(CLI::App& app) {
   auto* sub =
-      app.add_subcommand("eval", "Evaluate embedding models (MMMEB protocol): run, make-text-benchmark, import");
+      app.add_subcommand("eval", "Evaluate embedding models (MMMEB protocol): run, make-text-benchmark, make-multimodal, import");
   sub->require_subcommand(1);
 
   auto* run = sub->add_subcommand("run", "Evaluate a model, before and after an adapter, on a benchmark folder");
@@ -219,8 +262,29 @@ Runner add_eval(CLI::App& app) {
       ->check(CLI::IsMember({"classification", "vqa", "retrieval", "grounding"}));
   im->add_flag("--quiet", ia->quiet, "No summary line");
 
-  return [run, mk, im, r, m, ia] {
+  auto* mm = sub->add_subcommand("make-multimodal", "Build the offline multimodal suite (classification, retrieval, "
+                                                    "grounding, VQA in five languages) from prepared data");
+  auto mo = std::make_shared<MultimodalArgs>();
+  mm->add_option("--data", mo->data, "Prepared data folder (scripts/install-multimodal-data.sh writes it)")->required();
+  mm->add_option("--out", mo->out, "Benchmark folder to write")->required();
+  mm->add_option("--split", mo->split, "Which items: heldout (evaluation) or train")
+      ->default_val("heldout")
+      ->check(CLI::IsMember({"heldout", "train"}));
+  mm->add_option("--candidates", mo->candidates, "Retrieval: candidates per query, the gold included (at most)")
+      ->default_val(1000)
+      ->check(in_range(2, double(int64_t{1} << 30)));
+  mm->add_option("--queries", mo->queries, "Queries per task (at most)")->default_val(500)->check(at_least(1));
+  mm->add_option("--grounding-candidates", mo->grounding, "Grounding: regions per query, the gold included")
+      ->default_val(8)
+      ->check(in_range(2, 1000));
+  mm->add_option("--seed", mo->seed, "Seed of every sampling choice (the split does not depend on it)")->default_val(0);
+  mm->add_option("--langs", mo->langs, "Languages, comma-separated")->delimiter(',')->default_str("en,it,es,fr,de");
+  mm->add_option("--name", mo->name, "Benchmark name")->default_val("mmmeb-offline");
+  mm->add_flag("--quiet", mo->quiet, "No summary");
+
+  return [run, mk, im, mm, r, m, ia, mo] {
     if (run->parsed()) return run_eval(*r);
+    if (mm->parsed()) return run_make_multimodal(*mo);
     if (mk->parsed()) return run_make(*m);
     if (im->parsed()) return run_import(*ia);
     return 0;
