@@ -239,6 +239,56 @@ struct Maker {
     note(s, "retrieval", missing, "fewer than 2 items with a human-made name in the language");
   }
 
+  // Text only: a name in the language retrieves its English name among the pool's English names (xx->en), and
+  // the reverse (en->xx). Usable: named in both, one-to-one in both languages, the two names different (an
+  // untranslated name would test string identity).
+  void names(const Source& s, const std::vector<const Item*>& items) {
+    std::vector<std::string> missing;
+    for (const auto& lang : opt.langs) {
+      if (lang == "en") continue;
+      std::unordered_map<std::string, int> en, xx;
+      for (const Item* it : items)
+        if (it->text.count(lang) && it->text.count("en")) ++en[it->text.at("en")], ++xx[it->text.at(lang)];
+      std::vector<const Item*> usable;
+      for (const Item* it : items)
+        if (it->text.count(lang) && it->text.count("en") && en[it->text.at("en")] == 1 && xx[it->text.at(lang)] == 1 &&
+            it->text.at("en") != it->text.at(lang))
+          usable.push_back(it);
+      if (usable.size() < 2) {
+        missing.push_back(lang);
+        continue;
+      }
+      Stream rng(opt.seed, s.name + "/names/" + lang);
+      const std::vector<int64_t> order = shuffled(int64_t(usable.size()), rng);
+      const int64_t pool = std::min<int64_t>(opt.candidates, int64_t(order.size()));
+      const int64_t nq = std::min<int64_t>(opt.queries, pool);
+      BenchmarkTask to_en = task(s, "names", lang, "retrieval"), from_en = task(s, "names", lang, "retrieval");
+      to_en.name = s.name + "-names/" + lang + "->en";
+      to_en.file = s.name + "_names_" + lang + "_to_en.jsonl";
+      to_en.direction = "xx->en";
+      from_en.name = s.name + "-names/en->" + lang;
+      from_en.file = s.name + "_names_en_to_" + lang + ".jsonl";
+      from_en.direction = "en->xx";
+      for (int64_t q = 0; q < nq; ++q) {
+        const Item* gold = usable[size_t(order[size_t(q)])];
+        BenchmarkQuery a = query(lang, "retrieval"), c = query(lang, "retrieval");
+        a.text = gold->text.at(lang);
+        c.text = gold->text.at("en");
+        for (int64_t k = -1; k < pool; ++k) {
+          if (k == q) continue;
+          const Item* it = k < 0 ? gold : usable[size_t(order[size_t(k)])];
+          a.candidates.push_back(it->text.at("en"));
+          c.candidates.push_back(it->text.at(lang));
+        }
+        to_en.queries.push_back(std::move(a));
+        from_en.queries.push_back(std::move(c));
+      }
+      add(std::move(to_en));
+      add(std::move(from_en));
+    }
+    note(s, "names, text only", missing, "fewer than 2 items named differently in the language and in English");
+  }
+
   void classification(const Source& s, const std::vector<const Item*>& items) {
     const std::string what = what_of(s.kind);
     std::vector<std::string> missing;
@@ -391,10 +441,13 @@ Benchmark make_multimodal(const MultimodalOptions& opt) {
     std::vector<const Item*> items;
     for (const Item& it : s.items)
       if (multimodal_split(it.unit) == opt.split) items.push_back(&it);
-    if (s.kind == "emoji" || s.kind == "flags") mk.classification(s, items);
-    if (s.kind == "emoji" || s.kind == "flags" || s.kind == "stamps") mk.retrieval(s, items);
-    if (s.kind == "maps") mk.grounding(s, items);
-    if (s.kind == "vqa") mk.vqa(s, items);
+    if (!opt.text_only) {
+      if (s.kind == "emoji" || s.kind == "flags") mk.classification(s, items);
+      if (s.kind == "emoji" || s.kind == "flags" || s.kind == "stamps") mk.retrieval(s, items);
+      if (s.kind == "maps") mk.grounding(s, items);
+      if (s.kind == "vqa") mk.vqa(s, items);
+    }
+    if (s.kind != "vqa") mk.names(s, items);
     for (const Item* it : items)
       if (it->text.count("en") && std::find(english.begin(), english.end(), it->text.at("en")) == english.end() &&
           english.size() < 4096)

@@ -31,6 +31,7 @@ struct MultimodalOptions {
   int64_t grounding_candidates = 8;  // regions per grounding query, the gold included
   uint64_t seed = 0;
   std::vector<std::string> langs = {"en", "it", "es", "fr", "de"};
+  bool text_only = false;  // only the name-translation tasks (for a model without an image path)
   std::string name = "mmmeb-offline";
   std::string created_by;
 };
@@ -40,7 +41,8 @@ struct MultimodalOptions {
 //                 retrieval t2i (the name finds the image) and i2t (the image finds the name);
 //   stamps:       retrieval t2i and i2t with the drawings' captions;
 //   maps:         grounding (the map and a region's name find the region's crop among the map's regions);
-//   vqa:          vqa (the image and an English question find the answer among all answers).
+//   vqa:          vqa (the image and an English question find the answer among all answers);
+//   all but vqa:  text only, the names: xx->en (a name finds its English name among the pool's) and en->xx.
 // A language without human-made names in a source gets no task from it, and the benchmark's notes say so.
 // Errors name the file, the line and the field.
 Benchmark make_multimodal(const MultimodalOptions& opt);

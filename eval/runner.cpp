@@ -124,18 +124,19 @@ Tensor embed_all(const ItemIndex& ix, const EmbedFn& fn, int64_t dim, int64_t ba
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
     const EmbedItem &x = ix.items[size_t(a)], &y = ix.items[size_t(b)];
-    return std::make_pair(!x.image.empty(), x.text.size()) < std::make_pair(!y.image.empty(), y.text.size());
+    return std::make_pair(x.image.empty(), x.text.size()) < std::make_pair(y.image.empty(), y.text.size());
   });
   // Text-only items and items with images go in separate calls: Phi-3's su-scaled RoPE takes its factors from a
   // batch's padded length (as the reference does), so a short text batched with an image (757 tokens at 4 crops)
-  // would embed differently than alone.
-  const int64_t first_image = std::find_if(order.begin(), order.end(), [&](int64_t k) {
-                                return !ix.items[size_t(k)].image.empty();
-                              }) - order.begin();
+  // would embed differently than alone. The images go first: they are the slow part, so the rate the progress
+  // shows from the start gives a time left that errs long, not short.
+  const int64_t first_text = std::find_if(order.begin(), order.end(), [&](int64_t k) {
+                               return ix.items[size_t(k)].image.empty();
+                             }) - order.begin();
   Tensor out({N, dim});
   if (opt.progress) opt.progress(who, 0, N);
   for (int64_t s = 0, n = 0; s < N; s += n) {
-    n = std::min(batch_size, (s < first_image ? first_image : N) - s);
+    n = std::min(batch_size, (s < first_text ? first_text : N) - s);
     std::vector<EmbedItem> batch;
     for (int64_t i = 0; i < n; ++i) batch.push_back(ix.items[size_t(order[size_t(s + i)])]);
     Tensor e;

@@ -175,7 +175,7 @@ struct MultimodalArgs {
   int64_t candidates = 1000, queries = 500, grounding = 8;
   uint64_t seed = 0;
   std::vector<std::string> langs = {"en", "it", "es", "fr", "de"};
-  bool quiet = false;
+  bool quiet = false, text_only = false;
 };
 
 int run_make_multimodal(const MultimodalArgs& a) {
@@ -192,12 +192,14 @@ int run_make_multimodal(const MultimodalArgs& a) {
   o.seed = a.seed;
   o.langs = a.langs;
   o.name = a.name;
+  o.text_only = a.text_only;
   std::string langs;
   for (const auto& l : a.langs) langs += (langs.empty() ? "" : ",") + l;
   o.created_by = fmt::format(
       "xvlm2vec eval make-multimodal --data {} --out {} --split {} --candidates {} --queries {} "
-      "--grounding-candidates {} --seed {} --langs {} --name {}",
-      a.data, a.out, a.split, a.candidates, a.queries, a.grounding, a.seed, langs, a.name);
+      "--grounding-candidates {} --seed {} --langs {} --name {}{}",
+      a.data, a.out, a.split, a.candidates, a.queries, a.grounding, a.seed, langs, a.name,
+      a.text_only ? " --text-only" : "");
   const Benchmark b = make_multimodal(o);
   write_benchmark(a.out, b);
   const Benchmark back = read_benchmark(a.out);  // the images resolve from the folder as written
@@ -280,6 +282,7 @@ Runner add_eval(CLI::App& app) {
   mm->add_option("--seed", mo->seed, "Seed of every sampling choice (the split does not depend on it)")->default_val(0);
   mm->add_option("--langs", mo->langs, "Languages, comma-separated")->delimiter(',')->default_str("en,it,es,fr,de");
   mm->add_option("--name", mo->name, "Benchmark name")->default_val("mmmeb-offline");
+  mm->add_flag("--text-only", mo->text_only, "Only the name-translation tasks (xx->en, en->xx): for a text model");
   mm->add_flag("--quiet", mo->quiet, "No summary");
 
   return [run, mk, im, mm, r, m, ia, mo] {

@@ -162,7 +162,8 @@ TEST(MakeMultimodal, TasksPerKindAndLanguage) {
   const std::set<std::string> want = {"flags-class/en", "flags-class/it", "flags-t2i/en", "flags-i2t/en",
                                       "flags-t2i/it",   "flags-i2t/it",   "stamps-t2i/en", "stamps-i2t/en",
                                       "stamps-t2i/es",  "stamps-i2t/es",  "maps-grounding/en", "maps-grounding/it",
-                                      "vqa/en"};
+                                      "vqa/en", "flags-names/it->en", "flags-names/en->it", "stamps-names/es->en",
+                                      "stamps-names/en->es", "maps-names/it->en", "maps-names/en->it"};
   EXPECT_EQ(names, want);
   // The notes name every language left out, per source and family.
   const std::string notes = fmt::format("{}", fmt::join(b.notes, "\n"));
@@ -227,6 +228,38 @@ TEST(MakeMultimodal, TasksPerKindAndLanguage) {
   }
   // English preservation: the split's English names.
   EXPECT_FALSE(b.english.empty());
+}
+
+// Text only (a model without an image path): the names, xx->en and en->xx over one pool; no image anywhere.
+TEST(MakeMultimodal, TextOnlyNameTasks) {
+  Dir d;
+  sample(d.p / "data");
+  xv::MultimodalOptions o = options(d);
+  o.text_only = true;
+  const xv::Benchmark b = xv::make_multimodal(o);
+  std::set<std::string> names;
+  for (const auto& t : b.tasks) {
+    names.insert(t.name);
+    for (const auto& q : t.queries) {
+      EXPECT_TRUE(q.image.empty());
+      EXPECT_TRUE(q.candidate_images.empty());
+    }
+  }
+  EXPECT_EQ(names, (std::set<std::string>{"flags-names/it->en", "flags-names/en->it", "stamps-names/es->en",
+                                          "stamps-names/en->es", "maps-names/it->en", "maps-names/en->it"}));
+  // "Paese k" finds "Country k"; every query ranks the pool's 6 English names.
+  const auto* t = find_task(b, "flags-names/it->en");
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->direction, "xx->en");
+  ASSERT_EQ(t->queries.size(), 6u);
+  for (const auto& q : t->queries) {
+    ASSERT_EQ(q.candidates.size(), 6u);
+    EXPECT_EQ(q.text.substr(6), q.candidates[0].substr(8));  // "Paese k" / "Country k"
+    EXPECT_EQ(std::set<std::string>(q.candidates.begin(), q.candidates.end()).size(), 6u);
+  }
+  // Stamps in Spanish: 5 items named in both; "A cat." is one item's English name among the items named in both.
+  EXPECT_EQ(find_task(b, "stamps-names/en->es")->queries.size(), 5u);
+  EXPECT_EQ(find_task(b, "maps-names/en->it")->queries.size(), 6u);
 }
 
 TEST(MakeMultimodal, SplitsAreDisjointAndTheSeedOnlyReorders) {

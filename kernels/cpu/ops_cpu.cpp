@@ -182,11 +182,19 @@ void attention(const AttentionArgs& p) {
           for (int64_t r = 0; r < rows; ++r) {
             float* s = S.data() + r * kend;
             const int64_t jend = p.causal ? i0 + r + 1 : kend;
-            float mx = -INFINITY;
-            for (int64_t j = 0; j < jend; ++j) {
-              if (mask && mask[j] == 0.0f) s[j] = -INFINITY;
-              mx = std::max(mx, s[j]);
-            }
+            if (mask)
+              for (int64_t j = 0; j < jend; ++j)
+                if (mask[j] == 0.0f) s[j] = -INFINITY;
+            // The row maximum over 16 independent lanes (a single running max is one long dependency chain);
+            // max is exact, so the lanes give the same value in any order (NaN scores are skipped either way).
+            float lane[16];
+            std::fill(lane, lane + 16, -INFINITY);
+            int64_t j = 0;
+            for (; j + 16 <= jend; j += 16)
+              for (int u = 0; u < 16; ++u) lane[u] = std::max(lane[u], s[j + u]);
+            for (; j < jend; ++j) lane[0] = std::max(lane[0], s[j]);
+            float mx = lane[0];
+            for (int u = 1; u < 16; ++u) mx = std::max(mx, lane[u]);
             if (mx == -INFINITY) {  // every key masked: zeros, never NaN
               std::fill(s, s + kend, 0.0f);
               if (p.lse) p.lse[(b * Hq + h) * T + i0 + r] = -INFINITY;

@@ -699,6 +699,26 @@ def cases():
         Case("benchmark", "import --out is a file",
              ["eval", "import", "--quiet", "--out", "{d}/b", "{fx}/eval/vlm2vec_release/ImageNet-1K_it.jsonl"],
              ["--out", "{d}/b", "regular file"], unchanged=["{d}/b"], setup=lambda env: env.write("b", "x")),
+        Case("benchmark", "make-multimodal: no prepared.json", ["eval", "make-multimodal", "--quiet", "--data", "{d}/mm", "--out", "{d}/b"],
+             ["{d}/mm/prepared.json", "not found", "install-multimodal-data.sh"], absent=["{d}/b"],
+             setup=lambda env: env.write("mm/flags.jsonl", "")),
+        Case("benchmark", "make-multimodal: prepared.json is not JSON", ["eval", "make-multimodal", "--quiet", "--data", "{d}/mm", "--out", "{d}/b"],
+             ["{d}/mm/prepared.json", "not valid JSON"], absent=["{d}/b"],
+             setup=lambda env: env.write("mm/prepared.json", "{\"format\": ")),
+        Case("benchmark", "make-multimodal: an item's image is missing", ["eval", "make-multimodal", "--quiet", "--data", "{d}/mm", "--out", "{d}/b"],
+             ["{d}/mm/flags.jsonl:2", "field 'image'", "does not exist"], absent=["{d}/b"],
+             setup=lambda env: mm_data(env, drop_image="flags/b.png")),
+        Case("benchmark", "make-multimodal: an unknown source kind", ["eval", "make-multimodal", "--quiet", "--data", "{d}/mm", "--out", "{d}/b"],
+             ["{d}/mm/prepared.json: sources[0]", "'kind' is 'photos'", "emoji, flags, stamps, maps, vqa"],
+             absent=["{d}/b"], setup=lambda env: mm_data(env, kind="photos")),
+        Case("benchmark", "make-multimodal: a vqa answer outside the source's answers", ["eval", "make-multimodal", "--quiet", "--data", "{d}/mm", "--out", "{d}/b"],
+             ["{d}/mm/vqa.jsonl:1", "field 'qa'", "answer 'purple'"], absent=["{d}/b"],
+             setup=lambda env: mm_data(env, answer="purple")),
+        Case("benchmark", "make-multimodal: a name that is a number", ["eval", "make-multimodal", "--quiet", "--data", "{d}/mm", "--out", "{d}/b"],
+             ["{d}/mm/flags.jsonl:1", "field 'text.it'", "found number"], absent=["{d}/b"],
+             setup=lambda env: mm_data(env, it_name=7)),
+        Case("benchmark", "make-multimodal: an unknown --split", ["eval", "make-multimodal", "--quiet", "--data", "{d}/mm", "--out", "{d}/b", "--split", "test"],
+             ["--split", "test", "heldout", "train"], absent=["{d}/b"], setup=lambda env: mm_data(env)),
     ]
     # ---- Images ----
     c += [
@@ -816,6 +836,23 @@ def imported(env, name):
     r = subprocess.run([env.ctx.bin, "eval", "import", "--quiet", "--out", env.p(name),
                         env.p("rel/ImageNet-1K_it.jsonl"), env.p("rel/MSCOCO_t2i_de.jsonl")], capture_output=True)
     assert r.returncode == 0, r.stderr.decode()
+
+
+def mm_data(env, kind="flags", drop_image=None, answer="red", it_name="Italia"):
+    """A prepared multimodal folder in mm/ (tools/prepare_multimodal.py's layout): two flags and a vqa image."""
+    img = open(env.expand("{fx}/images/landscape_300x200.png"), "rb").read()
+    for name in ("flags/a.png", "flags/b.png", "vqa/a.png"):
+        if name != drop_image:
+            env.write("mm/" + name, img + name.encode())
+    env.write("mm/flags.jsonl", json.dumps({"id": "flags/a", "image": "flags/a.png",
+                                            "text": {"en": "Italy", "it": it_name}}) + "\n" +
+              json.dumps({"id": "flags/b", "image": "flags/b.png", "text": {"en": "Spain", "it": "Spagna"}}) + "\n")
+    env.write("mm/vqa.jsonl", json.dumps({"id": "vqa/a", "image": "vqa/a.png",
+                                          "qa": [["what color is the shape?", answer]]}) + "\n")
+    env.write("mm/prepared.json", json.dumps({
+        "format": "xvlm2vec-multimodal-data", "format_version": 1,
+        "sources": [{"name": "flags", "kind": kind, "file": "flags.jsonl"},
+                    {"name": "vqa", "kind": "vqa", "file": "vqa.jsonl", "answers": ["red", "blue"]}]}))
 
 
 def edit_manifest(env, bench, fn):
