@@ -134,11 +134,14 @@ FamilyView family_view(const EvalResults& r) {
   FamilyView v;
   if (std::none_of(r.tasks.begin(), r.tasks.end(), [](const TaskResult& t) { return t.direction == "xx->xx"; }))
     return v;
+  // Only the translated tasks (query and candidates in one language): a cross-lingual task (xx->en, en->xx) has
+  // its rows in the language and direction table, and would tilt a language's average and the English gap.
+  const auto translated = [](const TaskResult& t) { return t.direction == "xx->xx"; };
   for (const auto& t : r.tasks)
-    if (std::find(v.languages.begin(), v.languages.end(), t.language) == v.languages.end())
+    if (translated(t) && std::find(v.languages.begin(), v.languages.end(), t.language) == v.languages.end())
       v.languages.push_back(t.language);
   for (const auto& f : kTaskTypes)
-    if (std::any_of(r.tasks.begin(), r.tasks.end(), [&](const TaskResult& t) { return t.task_type == f; }))
+    if (std::any_of(r.tasks.begin(), r.tasks.end(), [&](const TaskResult& t) { return translated(t) && t.task_type == f; }))
       v.families.push_back(f);
   const auto lang_at = [&](const std::string& l) {
     return size_t(std::find(v.languages.begin(), v.languages.end(), l) - v.languages.begin());
@@ -150,6 +153,7 @@ FamilyView family_view(const EvalResults& r) {
   v.language_average.assign(v.languages.size(), {});
   for (size_t l = 0; l < v.languages.size(); ++l) v.language_average[l].language = v.languages[l];
   for (const auto& t : r.tasks) {
+    if (!translated(t)) continue;
     LanguageRow& c = v.cells[fam_at(t.task_type)][lang_at(t.language)];
     LanguageRow& la = v.language_average[lang_at(t.language)];
     for (LanguageRow* row : {&c, &la}) {
@@ -274,12 +278,15 @@ std::string family_markdown(const EvalResults& r, const FamilyView& v) {
   std::string s = "## P@1 per task and language\n\n| task | family |" + head + "\n|---|---|" + rule + "\n";
   std::vector<std::string> datasets;
   for (const auto& t : r.tasks)
-    if (std::find(datasets.begin(), datasets.end(), task_dataset(t)) == datasets.end()) datasets.push_back(task_dataset(t));
+    if (t.direction == "xx->xx" && std::find(datasets.begin(), datasets.end(), task_dataset(t)) == datasets.end())
+      datasets.push_back(task_dataset(t));
   for (const auto& d : datasets) {
     std::string family, cells;
     for (const auto& l : v.languages) {
       const auto it = std::find_if(r.tasks.begin(), r.tasks.end(),
-                                   [&](const TaskResult& t) { return task_dataset(t) == d && t.language == l; });
+                                   [&](const TaskResult& t) {
+                                     return t.direction == "xx->xx" && task_dataset(t) == d && t.language == l;
+                                   });
       cells += " " + (it == r.tasks.end() ? std::string("–") : p1(it->before, it->after)) + " |";
       if (it != r.tasks.end()) family = it->task_type;
     }

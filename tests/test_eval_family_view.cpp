@@ -70,6 +70,20 @@ TEST(EvalFamilyView, AveragesPerFamilyLanguageAndTheGap) {
   EXPECT_NEAR(v.gap_before.p_at_1, 2.5 / 3 - (1.0 / 3 + 0.25) / 2, 1e-12);
   // after: en (1 + 0.5 + 1) / 3, it (1 + 0.5 + 0.5) / 3, de (0.5 + 1) / 2.
   EXPECT_NEAR(v.gap_after.p_at_1, 2.5 / 3 - (2.0 / 3 + 0.75) / 2, 1e-12);
+  // A cross-lingual task beside them (the suite's name tasks: it->en) stays out of the view: same cells, languages,
+  // families and gap.
+  xv::EvalResults mixed = results();
+  mixed.tasks.push_back(task("names/it->en", "it", "retrieval", {9, 9}, {9, 9}));
+  mixed.tasks.back().direction = "xx->en";
+  mixed.tasks.push_back(task("names-only/fr->en", "fr", "vqa", {1, 1}, {1, 1}));
+  mixed.tasks.back().direction = "xx->en";
+  const xv::FamilyView m = xv::family_view(mixed);
+  EXPECT_EQ(m.languages, v.languages);
+  EXPECT_EQ(m.families, v.families);
+  EXPECT_DOUBLE_EQ(m.cells[0][1].before.p_at_1, v.cells[0][1].before.p_at_1);
+  EXPECT_EQ(m.cells[0][1].tasks, 1);
+  EXPECT_DOUBLE_EQ(m.gap_before.p_at_1, v.gap_before.p_at_1);
+  EXPECT_EQ(xv::results_markdown(mixed).find("| names |"), std::string::npos);
   // A text benchmark (no xx->xx task) has no such view.
   xv::EvalResults text = results();
   for (auto& t : text.tasks) t.direction = "xx->en";
