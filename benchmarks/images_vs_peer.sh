@@ -25,12 +25,12 @@ trap 'rm -rf "$tmp"' EXIT
 list=${1:-}
 if [ -z "$list" ]; then
   list=$tmp/images.txt
-  data=$build/multimodal-data
-  if [ -f "$data/prepared.json" ]; then
-    find "$data" -path "$data/.venv" -prune -o -name '*.png' -print | LC_ALL=C sort > "$tmp/all.txt"
+  mmdata=$build/multimodal-data
+  if [ -f "$mmdata/prepared.json" ]; then
+    find "$mmdata" -path "$mmdata/.venv" -prune -o -name '*.png' -print | LC_ALL=C sort > "$tmp/all.txt"
     total=$(wc -l < "$tmp/all.txt")
     awk -v n="$n" -v t="$total" 'BEGIN { s = t / n } { if (NR - 1 >= k * s && k < n) { print; k++ } }' "$tmp/all.txt" > "$list"
-    echo "images_vs_peer: $(wc -l < "$list") of $total prepared images ($data)"
+    echo "images_vs_peer: $(wc -l < "$list") of $total prepared images ($mmdata)"
   else
     ls "$root"/tests/fixtures/images/*.png > "$list"
     echo "images_vs_peer: the $(wc -l < "$list") fixture PNGs (no prepared multimodal data)"
