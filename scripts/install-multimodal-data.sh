@@ -4,7 +4,7 @@
 # Debian 12 packages (installed when missing): Noto Color Emoji, the Unicode CLDR, the ISO flags and codes,
 # the Tux Paint stamps, the KGeography maps, librsvg (for the SVG-only stamps); from PyPI, into DIR/.venv:
 # Pillow, NumPy and easy-vqa. tools/prepare_multimodal.py then writes DIR/prepared.json, one JSONL of items per
-# source and the images (about 250 MB). Nothing of it belongs in the repository. Idempotent.
+# source and the images (about 100 MB, a minute). Nothing of it belongs in the repository. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:-build/multimodal-data}
@@ -28,7 +28,7 @@ if ! "$dir/.venv/bin/python" -c "import PIL, numpy, easy_vqa" 2>/dev/null; then
   python3 -m venv "$dir/.venv"
   "$dir/.venv/bin/pip" install -q pillow==13.0.0 numpy==2.4.6 easy-vqa==1.0
 fi
-echo "install-multimodal-data: preparing the sources into $dir (a few minutes: the emoji are rendered one by one)"
+echo "install-multimodal-data: preparing the sources into $dir (about a minute)"
 "$dir/.venv/bin/python" tools/prepare_multimodal.py --out "$dir"
 echo "install-multimodal-data: done. Build the suite with"
 echo "  build/launch/xvlm2vec eval make-multimodal --data $dir --out build/mmmeb-offline"
