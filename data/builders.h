@@ -1,7 +1,9 @@
 // The corpus builders (`xvlm2vec corpus build`, docs/corpus-build.md): a Corpus of parallel pairs from
 //   - GNU gettext catalogs (<locale_dir>/<lang>/LC_MESSAGES/*.mo): English UI strings and their translations;
 //   - TSV files of "English<TAB>translation" lines;
-//   - xMMEB-train JSONL ({"id", "text_en", "text_lang", "img_en", "img_lang"} per line) with its images.
+//   - xMMEB-train JSONL ({"id", "text_en", "text_lang", "img_en", "img_lang"} per line) with its images;
+//   - the Debian package description translations (DDTP: apt's Translation-<lang> indexes), aligned to the
+//     English descriptions by their Description-md5.
 // Each builder reads everything into memory, drops what fails its checks (counted per reason in the
 // BuildReport, with a few examples), and returns the Corpus for write_corpus. The result depends only on the
 // inputs and the options, never on the order a directory lists its files in.
@@ -39,6 +41,8 @@ inline constexpr const char* kImageMissing = "image missing";
 inline constexpr const char* kImageUnreadable = "image unreadable";
 inline constexpr const char* kPlaceholderNoImage = "image placeholder without image";
 inline constexpr const char* kPlaceholderLost = "image placeholder missing in the translation";
+inline constexpr const char* kNoEnglish = "no English description with its Description-md5";
+inline constexpr const char* kParagraphsDiffer = "long description: other paragraph count than the English";
 }  // namespace drop_reason
 
 // The length and content filters, applied to the final texts (after cleaning and the trailing rule).
@@ -53,6 +57,8 @@ struct TextFilter {
 
   // gettext UI strings: short labels, identifiers and untranslated strings are the bulk of what to leave out.
   static TextFilter for_gettext() { return {5, 400, 3, 2, 3.0, true}; }
+  // Package descriptions: sentences and paragraphs; one-word summaries and untranslated text are left out.
+  static TextFilter for_descriptions() { return {5, 2000, 3, 2, 3.0, true}; }
   // TSV and xMMEB are curated data: only empty and absurdly long texts are left out.
   static TextFilter for_user_data() { return {1, 20000, 1, 1, 0, false}; }
 };
@@ -75,6 +81,12 @@ struct XmmebOptions {
   std::string lang;                 // for lines without a "lang" field
   std::string image_root;           // image paths are relative to it; empty: each JSONL's folder
   TextFilter filter = TextFilter::for_user_data();
+};
+
+struct DdtpOptions {
+  std::vector<std::string> inputs;                    // Translation-en and Translation-<lang> index files
+  std::vector<std::string> langs = {"it", "es", "fr", "de"};  // the translations to take (empty: all)
+  TextFilter filter = TextFilter::for_descriptions();
 };
 
 struct DropStats {
@@ -106,6 +118,7 @@ using BuildProgress = std::function<void(std::string_view what, int64_t done, in
 Corpus build_gettext(const GettextOptions& opt, BuildReport* report, const BuildProgress& progress = {});
 Corpus build_tsv(const TsvOptions& opt, BuildReport* report, const BuildProgress& progress = {});
 Corpus build_xmmeb(const XmmebOptions& opt, BuildReport* report, const BuildProgress& progress = {});
+Corpus build_ddtp(const DdtpOptions& opt, BuildReport* report, const BuildProgress& progress = {});
 
 // The report as text: inputs read and skipped, pairs read and kept (per language), then every drop reason
 // with its count and examples.

@@ -400,8 +400,8 @@ struct Maker {
 }  // namespace
 
 Benchmark make_multimodal(const MultimodalOptions& opt) {
-  XV_CHECK(opt.split == "heldout" || opt.split == "train", "eval make-multimodal: --split is '{}'; expected heldout or train",
-           opt.split);
+  XV_CHECK(opt.split == "heldout" || opt.split == "train",
+           "eval make-multimodal: --split is '{}'; expected heldout or train", opt.split);
   XV_CHECK(opt.candidates >= 2, "eval make-multimodal: --candidates must be at least 2, found {}", opt.candidates);
   XV_CHECK(opt.queries >= 1, "eval make-multimodal: --queries must be at least 1, found {}", opt.queries);
   XV_CHECK(opt.grounding_candidates >= 2, "eval make-multimodal: --grounding-candidates must be at least 2, found {}",

@@ -1,4 +1,5 @@
-// xvlm2vec corpus build: a corpus (docs/corpus-format.md) from gettext catalogs, TSV or xMMEB-train JSONL
+// xvlm2vec corpus build: a corpus (docs/corpus-format.md) from gettext catalogs, TSV, xMMEB-train JSONL or the
+// Debian package description translations (DDTP)
 // (docs/corpus-build.md), optionally pre-tokenised.
 #include <unistd.h>
 
@@ -78,6 +79,12 @@ void check_options(const BuildArgs& a, const CLI::App& sub) {
     XV_CHECK(!given("--lang"), "--lang: not used with --from gettext (use --langs)");
     require_dir(a.locale_dir, "folder (--locale-dir)");
     XV_CHECK(!a.langs.empty(), "--langs: at least one language code expected");
+  } else if (a.from == "ddtp") {
+    XV_CHECK(!a.inputs.empty(), "--input: the Translation-en index and at least one Translation-<lang> index are "
+                                "required with --from ddtp (scripts/install-ddtp.sh fetches them)");
+    for (const auto& in : a.inputs) require_regular_file(in, "file (--input)");
+    for (const char* o : {"--locale-dir", "--catalogs", "--lang"})
+      XV_CHECK(!given(o), "{}: not used with --from ddtp (each index names its language; --langs picks them)", o);
   } else {
     XV_CHECK(!a.inputs.empty(), "--input: at least one input file is required with --from {}", a.from);
     for (const auto& in : a.inputs) require_regular_file(in, "file (--input)");
@@ -168,6 +175,12 @@ int run_build(const BuildArgs& a, const CLI::App& sub) {
     o.catalogs = a.catalogs;
     o.filter = filter_from(a, TextFilter::for_gettext());
     c = build_gettext(o, &report, progress);
+  } else if (a.from == "ddtp") {
+    DdtpOptions o;
+    o.inputs = a.inputs;
+    o.langs = a.langs;
+    o.filter = filter_from(a, TextFilter::for_descriptions());
+    c = build_ddtp(o, &report, progress);
   } else if (a.from == "tsv") {
     TsvOptions o;
     o.inputs = a.inputs;
@@ -212,17 +225,18 @@ int run_build(const BuildArgs& a, const CLI::App& sub) {
 Runner add_corpus_build(CLI::App& corpus) {
   auto* b = corpus.add_subcommand("build", "Build a parallel corpus (HDF5) from gettext catalogs, TSV or xMMEB JSONL");
   auto a = std::make_shared<BuildArgs>();
-  b->add_option("--from", a->from, "What to build from: gettext, tsv or xmmeb")
+  b->add_option("--from", a->from, "What to build from: gettext, tsv, xmmeb or ddtp")
       ->required()
-      ->check(CLI::IsMember({"gettext", "tsv", "xmmeb"}));
+      ->check(CLI::IsMember({"gettext", "tsv", "xmmeb", "ddtp"}));
   b->add_option("--out", a->out, "Output corpus file (.h5), written through a temporary file")->required();
   b->add_option("--locale-dir", a->locale_dir, "gettext: folder of <lang>/LC_MESSAGES/*.mo")
       ->default_val("/usr/share/locale");
-  b->add_option("--langs", a->langs, "gettext: language codes, in corpus order")
+  b->add_option("--langs", a->langs, "gettext, ddtp: language codes, in corpus order (ddtp: the translations taken)")
       ->delimiter(',')
       ->default_val(std::vector<std::string>{"it", "es", "fr", "de"});
   b->add_option("--catalogs", a->catalogs, "gettext: catalog names (without .mo) to read; default all")->delimiter(',');
-  b->add_option("--input", a->inputs, "tsv, xmmeb: input file (repeat for several)");
+  b->add_option("--input", a->inputs, "tsv, xmmeb, ddtp: input file (repeat for several; ddtp: Translation-en and "
+                                      "Translation-<lang> indexes)");
   b->add_option("--lang", a->lang, "tsv: language of the translations; xmmeb: for lines without a \"lang\" field");
   b->add_option("--image-root", a->image_root, "xmmeb: folder image paths are relative to (default: the JSONL's)");
   b->add_option("--min-chars", a->min_chars, "Fewest characters on either side (gettext 5, others 1)")

@@ -742,3 +742,112 @@ TEST(BuildCorpus, XmmebWriteReadRoundTrip) {
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------------------------------------------------
+// DDTP builder (apt's Translation-<lang> indexes)
+
+namespace {
+
+const char* kDdtpEn =
+    "Package: frobnicator\n"
+    "Description-md5: aaaa\n"
+    "Description-en: tool that frobnicates the files\n"
+    " The frobnicator reads every file and frobnicates it\n"
+    " in place, line by line.\n"
+    " .\n"
+    " This package holds the command line tool.\n"
+    "\n"
+    "Package: frobnicator-doc\n"
+    "Description-md5: bbbb\n"
+    "Description-en: documentation of the frobnicator\n"
+    " This package holds the manual of the tool.\n"
+    "\n"
+    "Package: other\n"
+    "Description-md5: cccc\n"
+    "Description-en: another useful package\n"
+    " It does one thing.\n"
+    " .\n"
+    " And another thing.\n";
+
+const char* kDdtpIt =
+    "Package: frobnicator\n"
+    "Description-md5: aaaa\n"
+    "Description-it: strumento che frobnica i file\n"
+    " Il frobnicatore legge ogni file e lo frobnica\n"
+    " sul posto, riga per riga.\n"
+    " .\n"
+    " Questo pacchetto contiene lo strumento a riga di comando.\n"
+    "\n"
+    "Package: other\n"
+    "Description-md5: cccc\n"
+    "Description-it: un altro pacchetto utile\n"
+    " Fa una cosa sola e anche un'altra.\n"
+    "\n"
+    "Package: gone\n"
+    "Description-md5: dddd\n"
+    "Description-it: pacchetto senza originale inglese\n"
+    "\n"
+    "Package: broken\n"
+    "Description-it: manca il campo md5 qui\n";
+
+}  // namespace
+
+TEST(BuildDdtp, AlignsByMd5AndParagraphs) {
+  TempDir tmp;
+  write_bytes(tmp / "Translation-en", kDdtpEn);
+  write_bytes(tmp / "Translation-it", kDdtpIt);
+  write_bytes(tmp / "Translation-de",
+              "Package: frobnicator-doc\nDescription-md5: bbbb\nDescription-de: Dokumentation des Frobnikators\n"
+              " Dieses Paket enthält das Handbuch des Werkzeugs.\n");
+  DdtpOptions o;
+  o.inputs = {tmp / "Translation-en", tmp / "Translation-it", tmp / "Translation-de"};
+  BuildReport r;
+  const Corpus c = build_ddtp(o, &r);
+  using T = PairTuple;  // (English, translation, language, source)
+  const std::set<T> want = {
+      // the short descriptions
+      {"tool that frobnicates the files", "strumento che frobnica i file", "it", "ddtp:frobnicator"},
+      {"another useful package", "un altro pacchetto utile", "it", "ddtp:other"},
+      {"documentation of the frobnicator", "Dokumentation des Frobnikators", "de", "ddtp:frobnicator-doc"},
+      // the long ones paragraph by paragraph, lines joined with a space
+      {"The frobnicator reads every file and frobnicates it in place, line by line.",
+       "Il frobnicatore legge ogni file e lo frobnica sul posto, riga per riga.", "it", "ddtp:frobnicator"},
+      {"This package holds the command line tool.", "Questo pacchetto contiene lo strumento a riga di comando.", "it",
+       "ddtp:frobnicator"},
+      {"This package holds the manual of the tool.", "Dieses Paket enthält das Handbuch des Werkzeugs.", "de",
+       "ddtp:frobnicator-doc"}};
+  EXPECT_EQ(pair_set(c), want);
+  EXPECT_EQ(r.inputs_read, 3);
+  EXPECT_EQ(r.pairs_kept, 6);
+  // "other": 2 English paragraphs, 1 Italian: its long description gives no pair; "gone" has no English;
+  // "broken" has no md5.
+  EXPECT_EQ(r.dropped.at(drop_reason::kParagraphsDiffer).count, 1);
+  EXPECT_EQ(r.dropped.at(drop_reason::kNoEnglish).count, 1);
+  EXPECT_EQ(r.dropped.at(drop_reason::kBadField).count, 1);
+  EXPECT_NE(r.dropped.at(drop_reason::kNoEnglish).examples[0].find("Translation-it:16"), std::string::npos)
+      << r.dropped.at(drop_reason::kNoEnglish).examples[0];
+  EXPECT_EQ(r.pairs_read, r.pairs_kept + r.dropped_total() - r.dropped.at(drop_reason::kBadField).count);
+
+  // --langs picks the translations; the same inputs in another order give the same pairs.
+  o.langs = {"de"};
+  std::set<T> de;
+  for (const auto& p : want)
+    if (std::get<2>(p) == "de") de.insert(p);
+  EXPECT_EQ(pair_set(build_ddtp(o, nullptr)), de);
+  o.langs = {"it", "es", "fr", "de"};
+  o.inputs = {tmp / "Translation-de", tmp / "Translation-it", tmp / "Translation-en"};
+  EXPECT_EQ(pair_set(build_ddtp(o, nullptr)), want);
+}
+
+TEST(BuildDdtp, Errors) {
+  TempDir tmp;
+  DdtpOptions o;
+  expect_error_containing([&] { build_ddtp(o, nullptr); }, {"no input file"});
+  o.inputs = {tmp / "Translation-it"};
+  expect_error_containing([&] { build_ddtp(o, nullptr); }, {"Translation-it", "cannot open"});
+  write_bytes(tmp / "Translation-it", kDdtpIt);
+  expect_error_containing([&] { build_ddtp(o, nullptr); }, {"no English descriptions", "Translation-en"});
+  write_bytes(tmp / "notes.txt", "just some text\nwith no stanza fields\n");
+  o.inputs = {tmp / "notes.txt"};
+  expect_error_containing([&] { build_ddtp(o, nullptr); }, {"notes.txt", "no description", "Description-md5"});
+}

@@ -196,7 +196,8 @@ TEST(MakeMultimodal, TasksPerKindAndLanguage) {
     EXPECT_EQ(i2t->queries[q].image, gold_img);
     EXPECT_EQ(i2t->queries[q].candidates[0], name);
     EXPECT_EQ(t2i->queries[q].candidates.size(), 6u);
-    EXPECT_EQ(std::set<std::string>(t2i->queries[q].candidate_images.begin(), t2i->queries[q].candidate_images.end()).size(), 6u);
+    const auto& imgs = t2i->queries[q].candidate_images;
+    EXPECT_EQ(std::set<std::string>(imgs.begin(), imgs.end()).size(), 6u);
     EXPECT_EQ(std::set<std::string>(i2t->queries[q].candidates.begin(), i2t->queries[q].candidates.end()).size(), 6u);
   }
   EXPECT_NE(t2i->query_template.find("{text}"), std::string::npos);
@@ -269,8 +270,8 @@ TEST(MakeMultimodal, SplitsAreDisjointAndTheSeedOnlyReorders) {
     std::set<std::string> s;
     for (const auto& t : b.tasks)
       for (const auto& q : t.queries) {
-        if (!q.image.empty()) s.insert(fs::path(q.image).filename().string() + fs::path(q.image).parent_path().string());
-        for (const auto& c : q.candidate_images) s.insert(fs::path(c).filename().string() + fs::path(c).parent_path().string());
+        if (!q.image.empty()) s.insert(fs::path(q.image).lexically_normal().string());
+        for (const auto& c : q.candidate_images) s.insert(fs::path(c).lexically_normal().string());
       }
     return s;
   };
@@ -309,7 +310,8 @@ TEST(MakeMultimodal, SplitsAreDisjointAndTheSeedOnlyReorders) {
   const auto* a = find_task(it_only, "flags-t2i/it");
   const auto* b = find_task(held, "flags-t2i/it");
   ASSERT_TRUE(a && b);
-  for (size_t i = 0; i < a->queries.size(); ++i) EXPECT_EQ(a->queries[i].candidate_images, b->queries[i].candidate_images);
+  for (size_t i = 0; i < a->queries.size(); ++i)
+    EXPECT_EQ(a->queries[i].candidate_images, b->queries[i].candidate_images);
 }
 
 void expect_error(const Dir& d, const std::string& want) {
