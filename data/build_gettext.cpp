@@ -31,6 +31,13 @@ std::vector<fs::path> list_catalogs(const fs::path& dir, const std::set<std::str
   return out;
 }
 
+bool excluded(const std::string& name, const std::vector<std::string>& patterns) {
+  for (const auto& p : patterns) {
+    if (!p.empty() && p.back() == '*' ? name.rfind(p.substr(0, p.size() - 1), 0) == 0 : name == p) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 Corpus build_gettext(const GettextOptions& opt, BuildReport* report, const BuildProgress& progress) {
@@ -48,7 +55,7 @@ Corpus build_gettext(const GettextOptions& opt, BuildReport* report, const Build
   // Every catalog of every language first, to report progress against a total.
   const std::set<std::string> wanted(opt.catalogs.begin(), opt.catalogs.end());
   std::vector<std::pair<std::string, fs::path>> catalogs;  // (lang, file)
-  std::set<std::string> found;
+  std::set<std::string> found, left_out;
   for (const auto& lang : opt.langs) {
     const fs::path dir = fs::path(opt.locale_dir) / lang / "LC_MESSAGES";
     if (!fs::is_directory(dir)) {
@@ -57,8 +64,18 @@ Corpus build_gettext(const GettextOptions& opt, BuildReport* report, const Build
     }
     for (auto& p : list_catalogs(dir, wanted)) {
       found.insert(p.stem().string());
+      if (excluded(p.stem().string(), opt.exclude)) {
+        left_out.insert(p.stem().string());
+        continue;
+      }
       catalogs.emplace_back(lang, std::move(p));
     }
+  }
+  if (!left_out.empty()) {
+    std::string names;
+    for (const auto& n : left_out) names += (names.empty() ? "" : ", ") + n;
+    r.inputs_skipped.push_back(fmt::format("{} catalog(s) left out as evaluation-only (--exclude-catalogs): {}",
+                                           left_out.size(), names));
   }
   for (const auto& name : wanted)
     if (found.count(name) == 0) r.inputs_skipped.push_back(fmt::format("{}: no such catalog in any language", name));

@@ -67,6 +67,9 @@ struct GettextOptions {
   std::string locale_dir = "/usr/share/locale";
   std::vector<std::string> langs = {"it", "es", "fr", "de"};
   std::vector<std::string> catalogs;  // catalog names without ".mo" to read; empty: every catalog
+  // Catalogs never read (a name, or a prefix ending in '*'): by default the evaluation-only ones, the names the
+  // multimodal suite evaluates on (iso-codes' country, language and currency names; KGeography's region names).
+  std::vector<std::string> exclude = {"iso_*", "kgeography"};
   TextFilter filter = TextFilter::for_gettext();
 };
 

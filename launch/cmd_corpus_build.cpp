@@ -28,6 +28,7 @@ namespace {
 struct BuildArgs {
   std::string from, out, locale_dir = "/usr/share/locale", lang, image_root, tokenizer;
   std::vector<std::string> langs = {"it", "es", "fr", "de"}, catalogs, inputs;
+  std::vector<std::string> exclude_catalogs = {"iso_*", "kgeography"};
   // -1: the builder's default for --from (TextFilter::for_gettext / for_user_data).
   int64_t min_chars = -1, max_chars = -1, min_letters = -1, min_words = -1;
   double max_length_ratio = -1;
@@ -83,12 +84,12 @@ void check_options(const BuildArgs& a, const CLI::App& sub) {
     XV_CHECK(!a.inputs.empty(), "--input: the Translation-en index and at least one Translation-<lang> index are "
                                 "required with --from ddtp (scripts/install-ddtp.sh fetches them)");
     for (const auto& in : a.inputs) require_regular_file(in, "file (--input)");
-    for (const char* o : {"--locale-dir", "--catalogs", "--lang"})
+    for (const char* o : {"--locale-dir", "--catalogs", "--exclude-catalogs", "--lang"})
       XV_CHECK(!given(o), "{}: not used with --from ddtp (each index names its language; --langs picks them)", o);
   } else {
     XV_CHECK(!a.inputs.empty(), "--input: at least one input file is required with --from {}", a.from);
     for (const auto& in : a.inputs) require_regular_file(in, "file (--input)");
-    for (const char* o : {"--locale-dir", "--langs", "--catalogs"})
+    for (const char* o : {"--locale-dir", "--langs", "--catalogs", "--exclude-catalogs"})
       XV_CHECK(!given(o), "{}: only used with --from gettext", o);
     XV_CHECK(a.from == "xmmeb" || !a.lang.empty(), "--lang: the language of the translations is required with --from tsv");
   }
@@ -173,6 +174,9 @@ int run_build(const BuildArgs& a, const CLI::App& sub) {
     o.locale_dir = a.locale_dir;
     o.langs = a.langs;
     o.catalogs = a.catalogs;
+    o.exclude.clear();
+    for (const auto& e : a.exclude_catalogs)
+      if (!e.empty() && e != "none") o.exclude.push_back(e);
     o.filter = filter_from(a, TextFilter::for_gettext());
     c = build_gettext(o, &report, progress);
   } else if (a.from == "ddtp") {
@@ -235,6 +239,11 @@ Runner add_corpus_build(CLI::App& corpus) {
       ->delimiter(',')
       ->default_val(std::vector<std::string>{"it", "es", "fr", "de"});
   b->add_option("--catalogs", a->catalogs, "gettext: catalog names (without .mo) to read; default all")->delimiter(',');
+  b->add_option("--exclude-catalogs", a->exclude_catalogs,
+                "gettext: catalogs never read (names, or prefixes ending in *; 'none': none); default the "
+                "evaluation-only iso_* and kgeography")
+      ->delimiter(',')
+      ->default_str("iso_*,kgeography");
   b->add_option("--input", a->inputs, "tsv, xmmeb, ddtp: input file (repeat for several; ddtp: Translation-en and "
                                       "Translation-<lang> indexes)");
   b->add_option("--lang", a->lang, "tsv: language of the translations; xmmeb: for lines without a \"lang\" field");

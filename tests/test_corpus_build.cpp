@@ -478,6 +478,32 @@ TEST(BuildGettext, CatalogFilterAndLanguages) {
   EXPECT_NE(r.inputs_skipped[0].find("nope: no such catalog"), std::string::npos);
 }
 
+// Evaluation-only catalogs are never read: by default iso-codes' (iso_*) and KGeography's, whose names the
+// multimodal suite evaluates on; a pattern is a name or a prefix ending in '*'.
+TEST(BuildGettext, ExcludedCatalogsAreNeverRead) {
+  EXPECT_EQ(GettextOptions{}.exclude, (std::vector<std::string>{"iso_*", "kgeography"}));
+  GettextOptions o = fixture_gettext_options();
+  o.langs = {"it"};
+  o.exclude = {"al*"};
+  BuildReport r;
+  const Corpus c = build_gettext(o, &r);
+  for (size_t i = 0; i < c.pairs.size(); ++i) EXPECT_EQ(c.sources.at(size_t(c.pairs.source[i])), "beta");
+  EXPECT_EQ(r.inputs_read, 1);
+  ASSERT_EQ(r.inputs_skipped.size(), 1u);
+  EXPECT_NE(r.inputs_skipped[0].find("1 catalog(s) left out as evaluation-only (--exclude-catalogs): alpha"),
+            std::string::npos) << r.inputs_skipped[0];
+  const auto sources = [&] {
+    std::set<std::string> s;
+    const Corpus k = build_gettext(o, nullptr);
+    for (size_t i = 0; i < k.sources.size(); ++i) s.insert(std::string(k.sources.at(i)));
+    return s;
+  };
+  o.exclude = {"beta"};  // an exact name; "bet" alone does not match
+  EXPECT_EQ(sources(), std::set<std::string>{"alpha"});
+  o.exclude = {"bet"};
+  EXPECT_EQ(sources(), (std::set<std::string>{"alpha", "beta"}));
+}
+
 TEST(BuildGettext, UnknownCharsetSkipsTheCatalog) {
   TempDir tmp;
   fs::copy(kLocale, tmp.path, fs::copy_options::recursive);
