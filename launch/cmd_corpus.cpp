@@ -191,8 +191,12 @@ int run_split(SplitArgs a) {
   write_corpus(a.train_out, r.train);
   write_corpus(a.heldout_out, r.heldout);
   if (!a.quiet) {
+    // The held-out sources by name, the first 30 (a corpus of package descriptions has tens of thousands).
+    constexpr size_t kShown = 30;
     std::string keys;
-    for (const auto& k : r.heldout_keys) keys += (keys.empty() ? "" : ", ") + k;
+    for (size_t i = 0; i < r.heldout_keys.size() && i < kShown; ++i)
+      keys += (keys.empty() ? "" : ", ") + r.heldout_keys[i];
+    if (r.heldout_keys.size() > kShown) keys += fmt::format(" and {} more", r.heldout_keys.size() - kShown);
     std::fprintf(stderr, "corpus split: %zu training pairs -> %s; %zu held-out pairs -> %s\n", r.train.pairs.size(),
                  a.train_out.c_str(), r.heldout.pairs.size(), a.heldout_out.c_str());
     if (!keys.empty()) std::fprintf(stderr, "  held-out sources: %s\n", keys.c_str());
