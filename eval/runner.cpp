@@ -308,6 +308,7 @@ EvalResults evaluate(const std::string& model_dir, const std::string& adapter_di
     return [&e, &opt](const std::vector<EmbedItem>& items) {
       EmbedOptions eo;
       eo.batch_size = opt.batch_size;
+      eo.truncate = opt.truncate;
       return e.embed(items, eo);
     };
   };

@@ -37,6 +37,7 @@ struct EvalResults {
 
 struct EvalRunOptions {
   int64_t batch_size = 64;
+  bool truncate = false;  // bert: cut texts at the model's limit (as sentence-transformers does) instead of failing
   // Called before a model's first batch (done = 0) and after each batch: which model ("teacher" or
   // "student"), items embedded so far, items in all.
   std::function<void(const std::string& model, int64_t done, int64_t total)> progress;

@@ -28,7 +28,7 @@ namespace {
 struct RunArgs {
   std::string model, adapter, benchmark, out, train_dir;
   int64_t batch_size = 64;
-  bool quiet = false;
+  bool quiet = false, truncate = false;
 };
 
 struct MakeArgs {
@@ -53,6 +53,7 @@ int run_eval(const RunArgs& a) {
   const Benchmark b = read_benchmark(a.benchmark);
   EvalRunOptions opt;
   opt.batch_size = a.batch_size;
+  opt.truncate = a.truncate;
   const bool tty = ::isatty(2);
   if (!a.quiet) {
     // Items per second since the model started and the time left; on a pipe, one line every 5 s at most, and the
@@ -230,6 +231,8 @@ Runner add_eval(CLI::App& app) {
   run->add_option("--out", r->out, "Report folder: results.json, results.md, p_at_1.svg (loss.svg)")->required();
   run->add_option("--train-dir", r->train_dir, "Training output_dir: loss.svg from its metrics.jsonl");
   run->add_option("--batch-size", r->batch_size, "Texts per forward pass")->default_val(64)->check(at_least(1));
+  run->add_flag("--truncate", r->truncate,
+                "bert: cut texts longer than the model's limit (as sentence-transformers does) instead of failing");
   run->add_flag("--quiet", r->quiet, "No progress output (the table still goes to stdout)");
 
   auto* mk = sub->add_subcommand("make-text-benchmark", "Build a text-retrieval benchmark (xx->en, en->xx) from a corpus");

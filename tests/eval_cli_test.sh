@@ -74,5 +74,16 @@ check "missing corpus" 1 "nope.h5: corpus file does not exist" -- \
 check "too few candidates" 105 "--candidates: must be a number in .2, 1073741824.*found .1." -- \
   x eval make-text-benchmark --corpus "$tmp/nope.h5" --out "$tmp/b" --candidates 1
 
+# A text longer than the model's limit (the tiny BERT's 128 tokens): an error naming the query, or cut with --truncate.
+long=$(printf 'word %.0s' $(seq 1 300))
+mkdir -p "$tmp/long"
+printf '{"format": "xvlm2vec-benchmark", "format_version": 1, "name": "long", "tasks": [{"name": "it->en", "file": "t.jsonl", "language": "it", "direction": "xx->en", "task_type": "retrieval", "num_queries": 1, "num_candidates": 2}], "english": {"file": "e.jsonl", "num_texts": 0}}\n' >"$tmp/long/benchmark.json"
+printf '{"qry_text": "%s", "tgt_text": ["a word", "another word"], "lang": "it", "task_type": "retrieval"}\n' "$long" >"$tmp/long/t.jsonl"
+: >"$tmp/long/e.jsonl"
+check "eval of a text over the model's limit" 1 "t.jsonl:1 (qry_text).*--truncate" -- \
+  x eval run --quiet --model "$model" --benchmark "$tmp/long" --out "$tmp/rl"
+check "eval --truncate cuts it" 0 "| it | it→en |" -- \
+  x eval run --quiet --truncate --model "$model" --benchmark "$tmp/long" --out "$tmp/rl2"
+
 echo "eval CLI: $pass passed, $failed failed"
 [ "$failed" -eq 0 ]
